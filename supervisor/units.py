@@ -1,0 +1,129 @@
+"""Sizes, durations and rates as people write them: `200MB`, `1.5GiB`, `80%`, `250us`, `5MB/s`."""
+
+from __future__ import annotations
+
+import re
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kb": 1000, "kib": 1024, "ki": 1024,
+    "m": 1024**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
+    "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+    "t": 1024**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4,
+}
+_DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0,
+    "m": 60.0, "min": 60.0, "h": 3600.0,
+}
+_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Zµ%]*)\s*$")
+
+SIZE_FORM = "a size such as 200MB, 1.5GiB, 524288000 (bytes) or 80% (of the limit)"
+DURATION_FORM = "a duration such as 1ms, 250us, 5s or 2min"
+RATE_FORM = "a rate such as 5MB/s or 300MB/min"
+
+
+class Size:
+    """A size in bytes, or a share of the memory limit (resolved once the limit is known).
+
+    A plain class rather than a dataclass so that msgspec hands its raw form to our parser.
+    """
+
+    __slots__ = ("bytes", "percent")
+
+    def __init__(self, bytes: int | None = None, percent: float | None = None) -> None:
+        self.bytes = bytes
+        self.percent = percent
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Size) and (self.bytes, self.percent) == (other.bytes, other.percent)
+
+    def __hash__(self) -> int:
+        return hash((self.bytes, self.percent))
+
+    def __repr__(self) -> str:
+        return f"Size({self})"
+
+    def resolve(self, limit: int | None) -> int | None:
+        """Return bytes; a percentage without a known limit resolves to None (input disabled)."""
+        if self.percent is None:
+            return self.bytes
+        return None if limit is None else int(limit * self.percent / 100.0)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else format_size(self.bytes or 0)
+
+
+def parse_size(value: str | int | float) -> Size:
+    """Parse `200MB`, `1.5GiB`, `80%` or a byte count; raise ValueError naming the accepted form."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {SIZE_FORM}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected {SIZE_FORM}, got a negative number")
+        return Size(bytes=int(value))
+    m = _NUMBER.match(value)
+    if not m:
+        raise ValueError(f"expected {SIZE_FORM}, got {value!r}")
+    number, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"a percentage of the limit must be in (0, 100], got {value!r}")
+        return Size(percent=number)
+    factor = _SIZE_UNITS.get(unit.lower())
+    if factor is None:
+        raise ValueError(f"expected {SIZE_FORM}, got unknown unit {unit!r}")
+    return Size(bytes=int(number * factor))
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Parse `1ms`, `250us`, `5s` (a bare number is seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_FORM}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected {DURATION_FORM}, got a negative number")
+        return float(value)
+    m = _NUMBER.match(value)
+    factor = _DURATION_UNITS.get(m.group(2).lower()) if m else None
+    if m is None or factor is None:
+        raise ValueError(f"expected {DURATION_FORM}, got {value!r}")
+    return float(m.group(1)) * factor
+
+
+def parse_rate(value: str | int | float) -> float:
+    """Parse `5MB/s` or `300MB/min` (a bare number is bytes per second) into bytes per second."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {RATE_FORM}")
+    if isinstance(value, int | float):
+        return float(value)
+    size, sep, per = value.partition("/")
+    try:
+        amount = parse_size(size)
+        seconds = parse_duration("1" + per.strip()) if sep else 1.0
+    except ValueError:
+        raise ValueError(f"expected {RATE_FORM}, got {value!r}") from None
+    if amount.bytes is None or seconds <= 0:
+        raise ValueError(f"expected {RATE_FORM}, got {value!r}")
+    return amount.bytes / seconds
+
+
+def format_size(n: float) -> str:
+    """Human size with binary units, for logs and reports."""
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1024
+    return f"{sign}{n:.1f} TiB"
+
+
+def format_duration(seconds: float) -> str:
+    """Human duration for logs: 850us, 12.5ms, 3.2s, 4min."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g}ms"
+    if seconds < 120:
+        return f"{seconds:.3g}s"
+    return f"{seconds / 60:.3g}min"

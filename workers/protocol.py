@@ -1,0 +1,174 @@
+"""The worker channel's wire format: JSON lines, one message per line.
+
+This module is the single owner of the channel format. The supervisor and the
+snapshot schema import it; it imports only the standard library and msgspec, so
+that a worker stays light. `docs/protocol.md` is its prose counterpart.
+
+Evolution rules: a new field always has a default; no field changes type; an
+unknown message type or field is ignored by the receiver, never fatal.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+import msgspec
+
+#: Environment variables the supervisor sets for every worker it starts.
+ENV_FD = "MEMWARDEN_FD"
+ENV_WORKER = "MEMWARDEN_WORKER"
+ENV_GENERATION = "MEMWARDEN_GENERATION"
+ENV_PROFILE = "MEMWARDEN_PROFILE"
+ENV_LIMITS = "MEMWARDEN_LIMITS"
+
+#: Longest line either side accepts; longer lines are discarded up to the next newline.
+MAX_LINE = 64 * 1024
+
+
+class Level(enum.IntEnum):
+    """Pressure levels, ordered; on the wire they travel as lowercase names."""
+
+    LOW = 0
+    MEDIUM = 1
+    HIGH = 2
+    CRITICAL = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, name: str) -> Level:
+        """Return the level named `name` (any case); raise ValueError otherwise."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown level {name!r}; expected one of low, medium, high, critical"
+            ) from None
+
+
+LevelName = Literal["low", "medium", "high", "critical"]
+ProfileName = Literal["normal", "high", "critical"]
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
+    """The limits a generation runs with (what `MEMWARDEN_LIMITS` holds)."""
+
+    max_objects: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    max_history: Annotated[int, msgspec.Meta(ge=1)] = 500
+    gc_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    trim_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    trim_threshold_bytes: NonNegInt = 200 * 1000 * 1000
+
+
+class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True):
+    pass
+
+
+# supervisor -> worker
+
+
+class Pressure(_Msg, tag="pressure"):
+    """The worker's level changed (sent on MEDIUM and above, and on the way back to LOW)."""
+
+    level: LevelName
+    rss: NonNegInt
+    limit: NonNegInt | None = None
+    metric: str = ""
+    threshold: float | None = None
+
+
+class SetLimits(_Msg, tag="limits"):
+    """New limits apply from now on (a live change of profile)."""
+
+    profile: ProfileName
+    limits: Limits
+
+
+class Investigate(_Msg, tag="investigate"):
+    """Ask the worker for a leak report; it answers with a `report` carrying the same id."""
+
+    id: str
+    top: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
+class Shutdown(_Msg, tag="shutdown"):
+    """The worker is being retired; TERM follows, KILL after `grace_s`."""
+
+    grace_s: NonNegFloat = 10.0
+    reason: str = ""
+
+
+# worker -> supervisor
+
+
+class Ready(_Msg, tag="ready"):
+    """The worker has loaded its state and is doing useful work."""
+
+    pid: NonNegInt = 0
+
+
+class Stats(_Msg, tag="stats"):
+    """Periodic counters from the worker's own view of its memory."""
+
+    objects: NonNegInt = 0
+    history: NonNegInt = 0
+    blocks: NonNegInt = 0
+    gc_collections: NonNegInt = 0
+    gc_pause_ms: NonNegFloat = 0.0
+    rss: NonNegInt = 0
+    stores: dict[str, NonNegInt] = {}
+
+
+class Trimmed(_Msg, tag="trimmed"):
+    """What a trim dropped and what it gave back."""
+
+    dropped: NonNegInt
+    rss_before: NonNegInt
+    rss_after: NonNegInt
+    ms: NonNegFloat
+    reason: str = ""
+
+
+class Report(_Msg, tag="report"):
+    """Answer to `investigate`: a leak investigator report, and what it cost."""
+
+    id: str
+    ms: NonNegFloat = 0.0
+    growth: dict[str, int] = {}
+    largest: list[dict[str, object]] = []
+    objects_per_mb: float | None = None
+    duplicates: list[str] = []
+    error: str = ""
+
+
+ToWorker = Pressure | SetLimits | Investigate | Shutdown
+FromWorker = Ready | Stats | Trimmed | Report
+
+__all__ = [
+    "ENV_FD",
+    "ENV_GENERATION",
+    "ENV_LIMITS",
+    "ENV_PROFILE",
+    "ENV_WORKER",
+    "MAX_LINE",
+    "FromWorker",
+    "Investigate",
+    "Level",
+    "LevelName",
+    "Limits",
+    "Pressure",
+    "ProfileName",
+    "Ready",
+    "Report",
+    "SetLimits",
+    "Shutdown",
+    "Stats",
+    "ToWorker",
+    "Trimmed",
+]

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv, install memwarden with its dev extras, lint, run the whole test suite.
+# Set up .venv if needed, lint, and run the whole test suite. Extra arguments go to pytest.
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+source scripts/setup.sh
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -251,7 +251,8 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
     name = origin.get(top, path) if path == top else f"{path} (in {origin.get(top, top)})"
     if what.startswith("Invalid enum value"):
         allowed = _ENUMS.get(path.split(".")[-1].split("[")[0])
-        what = f"expected one of {', '.join(allowed)}, got {what.split(' ', 3)[-1]}" if allowed else what
+        if allowed:
+            what = f"expected one of {', '.join(allowed)}, got {what.split(' ', 3)[-1]}"
     return f"{name}: {_lower_first(what)}"
 
 

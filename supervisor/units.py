@@ -35,7 +35,8 @@ class Size:
         self.percent = percent
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Size) and (self.bytes, self.percent) == (other.bytes, other.percent)
+        return isinstance(other, Size) and (self.bytes, self.percent) == (
+            other.bytes, other.percent)
 
     def __hash__(self) -> int:
         return hash((self.bytes, self.percent))

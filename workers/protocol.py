@@ -145,6 +145,10 @@ class Report(_Msg, tag="report"):
     objects_per_mb: float | None = None
     duplicates: list[str] = []
     error: str = ""
+    #: GC-tracked objects, `sys.getallocatedblocks()` and RSS when the report was made.
+    objects: NonNegInt = 0
+    blocks: NonNegInt = 0
+    rss: NonNegInt = 0
 
 
 ToWorker = Pressure | SetLimits | Investigate | Shutdown

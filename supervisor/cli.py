@@ -1,0 +1,196 @@
+"""The `memwarden` command line. Only this module exits the process or prints usage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from supervisor import __version__, config
+
+log = logging.getLogger("memwarden")
+
+# (option, metavar, help) for every `run` option; defaults come from config.Config.
+RUN_OPTIONS: list[tuple[str, str | None, str]] = [
+    ("interval", "DURATION", "sampling interval"),
+    ("discover-interval", "DURATION", "how often each worker's process tree is rediscovered"),
+    ("ring", "DURATION", "length of the in-memory flight recorder per worker"),
+    ("medium", "SIZE", "tree RSS from which the worker is told to trim (size or %% of limit)"),
+    ("high", "SIZE", "tree RSS from which a replacement starts with the HIGH profile"),
+    ("critical", "SIZE", "tree RSS from which a replacement starts with the CRITICAL profile"),
+    ("limit", "SIZE", "memory limit (default: the cgroup's limit, when there is one)"),
+    ("cooldown", "DURATION", "minimum time between replacements of one worker"),
+    ("grace", "DURATION", "time between TERM and KILL when stopping a worker"),
+    ("critical-grace", "DURATION", "the same, when retiring under CRITICAL pressure"),
+    ("restart", "POLICY", "restart a worker that exits by itself: never, on-failure or always"),
+    ("restart-budget", "N", "restarts allowed within --restart-window before giving up"),
+    ("restart-window", "DURATION", "window for --restart-budget"),
+    ("backoff-initial", "DURATION", "delay before the first restart; doubles each time"),
+    ("backoff-max", "DURATION", "longest delay between restarts"),
+    ("ready-after", "DURATION", "a worker that does not speak the channel is ready after this"),
+    ("ready-timeout", "DURATION", "a replacement not ready by then is a failed start"),
+    ("baseline-generations", "N", "fresh generations already above HIGH before giving up"),
+    ("medium-signal", "SIG", "signal sent to workers under MEDIUM pressure (e.g. USR2)"),
+    ("oom-score-adj", "N", "oom_score_adj for workers, so the kernel picks them, not memwarden"),
+    ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
+    ("sample-period", "DURATION", "period of the per-worker summary records"),
+    ("metrics", "HOST:PORT", "serve Prometheus metrics on this address"),
+    ("log-level", "LEVEL", "debug, info, warning or error"),
+]
+
+
+def _default(name: str) -> str:
+    value = getattr(config.Config(), name.replace("-", "_"))
+    if value is None:
+        return "none"
+    if isinstance(value, config.Duration):
+        from supervisor.units import format_duration
+        return format_duration(float(value))
+    return str(value)
+
+
+def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; `analyze_arguments=False` skips importing the analysis code for `run`."""
+    parser = argparse.ArgumentParser(
+        prog="memwarden",
+        description="Memory-pressure-aware process supervisor.",
+        epilog="Every run option also reads from MEMWARDEN_<NAME> (e.g. MEMWARDEN_HIGH=200MB) and "
+        "from the --config TOML file; the command line wins over the environment, which wins "
+        "over the file.",
+    )
+    parser.add_argument("--version", action="version", version=f"memwarden {__version__}")
+    sub = parser.add_subparsers(dest="action", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="start a worker and supervise it",
+        usage="memwarden run [OPTIONS] -- CMD [ARG...]",
+        description="Start CMD (or the [[worker]] entries of --config) and supervise it: "
+        "sample its process tree's memory, tell it to trim, replace it before it hits the "
+        "limit, forward signals, reap zombies, exit with its status.",
+    )
+    run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                     help="TOML configuration file (default: $MEMWARDEN_CONFIG or none)")
+    for name, metavar, text in RUN_OPTIONS:
+        run.add_argument(f"--{name}", metavar=metavar, default=argparse.SUPPRESS,
+                         help=f"{text} (default: {_default(name)})")
+    run.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                     help="classify and record everything, act on nothing (default: off)")
+    run.add_argument("--no-subreaper", dest="subreaper", action="store_false",
+                     default=argparse.SUPPRESS,
+                     help="do not adopt orphaned descendants (default: adopt them)")
+
+    analyze = sub.add_parser(
+        "analyze", help="turn snapshot files into a verdict",
+        description="Read snapshot files (files, directories, globs, .gz) and report per "
+        "worker and generation: growth, leak verdict, time to the limit, replacements.",
+    )
+    if not analyze_arguments:
+        return parser
+    from snapshots import cli as snapshots_cli
+    snapshots_cli.add_arguments(analyze)
+    analyze.add_argument("--replay", action="store_true",
+                         help="run the pressure classifier of --config over the recorded samples")
+    analyze.add_argument("--config", metavar="FILE", help="configuration for --replay")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `memwarden` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    parser = build_parser(analyze_arguments=argv[:1] != ["run"])
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        return _run(args, command)
+    if args.action == "analyze":
+        if args.replay:
+            from supervisor import replay
+            return replay.run(args)
+        from snapshots import cli as snapshots_cli
+        return snapshots_cli.run(args)
+    parser.print_help()
+    return 2
+
+
+def _run(args: argparse.Namespace, command: list[str]) -> int:
+    given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
+    if command:
+        given["command"] = command
+    try:
+        cfg = config.load(given, file=getattr(args, "config", None))
+        if not cfg.command and not cfg.worker:
+            raise config.ConfigError(
+                "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
+                "(or [[worker]] entries in --config)")
+        from supervisor import metrics, slots
+        slots.specs(cfg)  # resolves signal names and per-worker values
+        if cfg.metrics:
+            metrics.parse_address(cfg.metrics)
+    except (config.ConfigError, ValueError) as e:
+        print(f"memwarden: {e}", file=sys.stderr)
+        return 2
+    from supervisor.events import setup_logging
+    setup_logging(cfg.log_level)
+    return _supervise(cfg)
+
+
+def _supervise(cfg: config.Config) -> int:
+    import anyio
+
+    from supervisor.arbiter import Arbiter
+    from supervisor.events import EventLog
+    from supervisor.recorder import Recorder
+
+    events = EventLog()
+    arbiter = Arbiter(cfg, events)
+    writer = _open_writer(cfg, arbiter)
+    if writer is not None:
+        events.sink = writer
+        arbiter.recorder = Recorder(writer, period_s=cfg.sample_period,
+                                    interval_s=cfg.interval, limit=arbiter.limit)
+    try:
+        return anyio.run(arbiter.run)
+    finally:
+        if writer is not None:
+            writer.close()
+            if writer.dropped:
+                log.warning("%d snapshot records were dropped (disk full or slow)",
+                            writer.dropped)
+
+
+def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untyped-def]
+    """The snapshot writer, or None (snapshots off, or the directory unusable: supervise anyway)."""
+    if not cfg.snapshots:
+        return None
+    from snapshots.schema import Header
+    from snapshots.writer import SnapshotWriter
+
+    limit = getattr(arbiter, "limit", None)
+    thresholds = {
+        name: value for name in ("medium", "high", "critical")
+        if (value := getattr(cfg, name).resolve(limit)) is not None
+    }
+    header = Header(
+        t=time.time(), host=socket.gethostname(), pod=os.environ.get("POD_NAME")
+        or os.environ.get("HOSTNAME"), namespace=os.environ.get("POD_NAMESPACE"),
+        container=os.environ.get("CONTAINER_NAME"), supervisor_pid=os.getpid(),
+        started=time.time(), limit=limit, interval_s=float(cfg.interval),
+        sample_period_s=float(cfg.sample_period), thresholds=thresholds,
+        config=msgspec.to_builtins(cfg, enc_hook=config.enc_hook),
+    )
+    writer = SnapshotWriter(cfg.snapshots, header)
+    try:
+        writer.start()
+    except OSError as e:
+        log.warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
+        return None
+    return writer

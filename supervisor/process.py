@@ -1,0 +1,223 @@
+"""Starting and signalling worker processes: the one place that forks, execs and kills.
+
+Workers run in their own process group with PR_SET_PDEATHSIG, a raised oom_score_adj and
+the channel socket inherited. Nothing here waits for a child: the reaper owns `waitpid`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from supervisor import linux, procfs
+from workers import protocol
+
+log = logging.getLogger("memwarden")
+
+#: Signals the supervisor itself ignores; a child must not inherit SIG_IGN across exec.
+IGNORED_IN_SUPERVISOR = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE)
+
+
+class SpawnError(Exception):
+    """The command could not be started; `exit_status` is 127 (not found) or 126 (not runnable)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclass(eq=False)
+class Child:
+    """A started worker process; `popen` is kept only so subprocess never reaps it itself."""
+
+    pid: int
+    start: int | None
+    argv: list[str]
+    channel: socket.socket | None
+    popen: subprocess.Popen[bytes]
+    # Descendants seen so far, by pid with their start time: signalled only if still the same.
+    known: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def pgid(self) -> int:
+        return self.pid
+
+    def reaped(self, status: int) -> None:
+        """Tell the Popen object its child is gone so that it never calls waitpid itself."""
+        self.popen.returncode = status
+
+
+def spawn(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    with_channel: bool,
+    oom_score_adj: int | None,
+    take_terminal: bool,
+) -> Child:
+    """Start `argv` in a new process group; return the Child or raise SpawnError.
+
+    Must be called from the thread that lives as long as the supervisor (the main
+    thread): PR_SET_PDEATHSIG fires when the forking *thread* exits.
+    """
+    ours, theirs = (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if with_channel
+                    else (None, None))
+    child_env = dict(env)
+    pass_fds: tuple[int, ...] = ()
+    if theirs is not None:
+        child_env[protocol.ENV_FD] = str(theirs.fileno())
+        pass_fds = (theirs.fileno(),)
+    parent = os.getpid()
+    terminal = take_terminal and _owns_terminal()
+
+    def child_setup() -> None:  # runs in the child between fork and exec
+        linux.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os._exit(1)
+        for sig in IGNORED_IN_SUPERVISOR:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if terminal:
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(0, os.getpgrp())
+            signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        if oom_score_adj is not None:
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write(str(oom_score_adj))
+            except OSError:
+                pass  # lowering needs CAP_SYS_RESOURCE; the worker still runs
+
+    try:
+        popen = subprocess.Popen(
+            argv,
+            env=child_env,
+            cwd=cwd,
+            pass_fds=pass_fds,
+            process_group=0,
+            preexec_fn=child_setup,
+            close_fds=True,
+        )
+    except FileNotFoundError as e:
+        _close(ours, theirs)
+        where = f" in {cwd}" if cwd and e.filename == cwd else ""
+        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror}{where}", 127) from None
+    except PermissionError as e:
+        _close(ours, theirs)
+        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror} (not executable?)", 126) from None
+    except OSError as e:
+        _close(ours, theirs)
+        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", 126) from None
+    if theirs is not None:
+        theirs.close()
+    if ours is not None:
+        ours.setblocking(False)
+    if terminal:
+        give_terminal(popen.pid)
+    return Child(popen.pid, procfs.start_time(popen.pid), list(argv), ours, popen)
+
+
+def _close(*socks: socket.socket | None) -> None:
+    for s in socks:
+        if s is not None:
+            s.close()
+
+
+def _owns_terminal() -> bool:
+    """True when stdin is a terminal whose foreground group is ours (we may hand it on)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def give_terminal(pgid: int) -> None:
+    """Make `pgid` the terminal's foreground group (both sides do it, as shells do: no race)."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def take_back_terminal() -> None:
+    """Make our own group the foreground group again, if stdin is a terminal."""
+    if os.isatty(0):
+        give_terminal(os.getpgrp())
+
+
+def signal_group(child: Child, sig: int, *, root_reaped: bool) -> bool:
+    """Send `sig` to the child's process group; return False when nothing was there.
+
+    While the root is unreaped its pid (and so the group id) cannot be reused; after that
+    the group is signalled only while a member we know is still the same process.
+    """
+    if root_reaped and not any(_same(pid, start) for pid, start in child.known.items()):
+        return False
+    try:
+        os.killpg(child.pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError as e:  # a member changed credentials; signal the others one by one
+        log.debug("killpg %s: %s", child.pgid, e)
+        return False
+
+
+def refresh_tree(child: Child) -> list[int]:
+    """Record the child's current descendants (pid, start time); return their pids."""
+    pids = procfs.descendants(child.pid)
+    for pid in pids:
+        if pid not in child.known:
+            start = procfs.start_time(pid)
+            if start is not None:
+                child.known[pid] = start
+    return pids
+
+
+def signal_tree(child: Child, sig: int, *, root_reaped: bool) -> int:
+    """Signal the group and every known descendant that left it; return how many were signalled."""
+    if not root_reaped:
+        refresh_tree(child)
+    sent = int(signal_group(child, sig, root_reaped=root_reaped))
+    return sent + signal_pids(child.known.items(), sig)
+
+
+def signal_pids(members: Iterable[tuple[int, int]], sig: int) -> int:
+    """Signal each (pid, start time) still alive and still the same process."""
+    sent = 0
+    for pid, start in list(members):
+        if _same(pid, start):
+            try:
+                os.kill(pid, sig)
+                sent += 1
+            except ProcessLookupError:
+                pass
+    return sent
+
+
+def _same(pid: int, start: int) -> bool:
+    return procfs.start_time(pid) == start
+
+
+def kill_all_descendants(sig: int) -> int:
+    """Signal every process below the supervisor (orphans re-parented to us included)."""
+    sent = 0
+    me = os.getpid()
+    for pid in procfs.descendants(me):
+        try:
+            os.kill(pid, sig)
+            sent += 1
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                log.debug("kill %s: %s", pid, e)
+    return sent

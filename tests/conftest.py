@@ -1,0 +1,128 @@
+"""Shared test tools: bounded waits and memwarden processes that are always cleaned up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from a /proc scan (test-side, independent of supervisor code)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started by a test and everything below it, then collect it."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+class Memwarden:
+    """A `memwarden` process started by a test, its output going to files."""
+
+    def __init__(self, args: list[str], tmp: pathlib.Path, **popen: object) -> None:
+        self.out = tmp / "memwarden.out"
+        self.err = tmp / "memwarden.err"
+        env = dict(os.environ)
+        env.setdefault("MEMWARDEN_SNAPSHOTS", str(tmp / "snapshots"))
+        env.update(popen.pop("env", {}) or {})  # type: ignore[arg-type]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisor", *args],
+                stdout=popen.pop("stdout", out), stderr=err, cwd=popen.pop("cwd", ROOT),
+                env=env, **popen,  # type: ignore[arg-type]
+            )
+        self.pid = self.proc.pid
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"memwarden did not exit within {timeout:g}s; stderr:\n{self.stderr()}") from None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill_tree(self) -> None:
+        kill_tree(self.proc)
+
+
+@pytest.fixture
+def memwarden(tmp_path: pathlib.Path) -> Iterator[Callable[..., Memwarden]]:
+    """Start memwarden processes; every one (and its tree) is killed at teardown."""
+    started: list[Memwarden] = []
+
+    def start(*args: str, **popen: object) -> Memwarden:
+        m = Memwarden(list(args), tmp_path, **popen)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.kill_tree()
+
+
+def python(code: str) -> list[str]:
+    """A worker command running `code` in this interpreter."""
+    return [sys.executable, "-c", code]
+
+
+def needs_root() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, cgroups, mounts)")

@@ -21,6 +21,8 @@ ENV_WORKER = "MEMWARDEN_WORKER"
 ENV_GENERATION = "MEMWARDEN_GENERATION"
 ENV_PROFILE = "MEMWARDEN_PROFILE"
 ENV_LIMITS = "MEMWARDEN_LIMITS"
+#: Optional: "1" asks the worker for an unasked `report` (id "shutdown") on `shutdown`.
+ENV_INVESTIGATE_ON_SHUTDOWN = "MEMWARDEN_INVESTIGATE_ON_SHUTDOWN"
 
 #: Longest line either side accepts; longer lines are discarded up to the next newline.
 MAX_LINE = 64 * 1024
@@ -157,6 +159,7 @@ FromWorker = Ready | Stats | Trimmed | Report
 __all__ = [
     "ENV_FD",
     "ENV_GENERATION",
+    "ENV_INVESTIGATE_ON_SHUTDOWN",
     "ENV_LIMITS",
     "ENV_PROFILE",
     "ENV_WORKER",

@@ -1,0 +1,375 @@
+"""Bounded building blocks: state that cannot grow without limit.
+
+Each store registers itself (weakly) with a client for trimming, for `stats` and, when
+it follows a `Limits` field, for live limit changes. All are safe to use from several
+threads (one lock each), so a client trimming on its own thread cannot corrupt them.
+Trims always drop the oldest entries: that is what frees whole allocator arenas.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from workers.protocol import Limits
+from workers.trim import rebuild_after_drop
+
+if TYPE_CHECKING:
+    from workers.client import Client
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+#: Share of the bound evicted at once when a RecentStore overflows (see RecentStore).
+EVICT_BATCH = 1 / 64
+
+
+def _count(size: int, fraction: float) -> int:
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"trim fraction must be within 0..1, got {fraction}")
+    n = round(size * fraction)
+    return max(n, 1) if size and fraction > 0 else n
+
+
+def _bound(maxlen: int | None, follow: str | None, client: Client, what: str) -> int:
+    if maxlen is None:
+        if follow is None:
+            raise ValueError(f"{what}: give maxlen or a Limits field to follow")
+        maxlen = int(getattr(client.limits, follow))
+    if maxlen < 1:
+        raise ValueError(f"{what}: maxlen must be at least 1, got {maxlen}")
+    return maxlen
+
+
+def _client(client: Client | None) -> Client:
+    if client is not None:
+        return client
+    from workers.client import client as default_client
+
+    return default_client()
+
+
+class RecentStore(Generic[K, V]):
+    """A mapping that keeps the most recent `maxlen` entries (insertion or update order).
+
+    `maxlen` defaults to the client's limit named by `follow` ("max_objects") and
+    follows later `limits` messages; `follow=None` fixes it. When full, the oldest
+    1/64 of the bound is evicted at once, so the store holds between 63/64 of `maxlen`
+    and `maxlen` entries. Why batches: the store is a plain dict (leaner than an
+    OrderedDict's extra linked node per entry), and finding a dict's oldest entry
+    scans past the slots its deletions left, which done per insert is quadratic
+    (measured: 17 µs per insert at 200k entries, against 0.2 µs in batches).
+    """
+
+    kind = "objects"
+
+    def __init__(
+        self,
+        maxlen: int | None = None,
+        *,
+        name: str = "objects",
+        follow: str | None = "max_objects",
+        client: Client | None = None,
+        register: bool = True,
+        priority: int = 0,
+    ) -> None:
+        owner = _client(client)
+        self.name = name
+        self.follow = follow
+        self.maxlen = _bound(maxlen, follow, owner, f"RecentStore {name!r}")
+        self.evicted = 0
+        self._d: dict[K, V] = {}
+        self._lock = threading.Lock()
+        if register:
+            owner.register(self, name, priority)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __getitem__(self, key: K) -> V:
+        return self._d[key]
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """Return the value for `key`, or `default`."""
+        return self._d.get(key, default)
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace `key`; either way it becomes the most recent entry."""
+        with self._lock:
+            d = self._d
+            if key in d:
+                del d[key]
+            d[key] = value
+            if len(d) > self.maxlen:
+                self._drop(len(d) - self.maxlen + int(self.maxlen * EVICT_BATCH), evicting=True)
+
+    __setitem__ = put
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Remove `key` and return its value, or `default`."""
+        with self._lock:
+            return self._d.pop(key, default)
+
+    def keys(self) -> list[K]:
+        """Return the keys, oldest first (a copy)."""
+        with self._lock:
+            return list(self._d)
+
+    def values(self) -> list[V]:
+        """Return the values, oldest first (a copy)."""
+        with self._lock:
+            return list(self._d.values())
+
+    def items(self) -> list[tuple[K, V]]:
+        """Return the (key, value) pairs, oldest first (a copy)."""
+        with self._lock:
+            return list(self._d.items())
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self.keys())
+
+    def clear(self) -> None:
+        """Drop everything (the table too)."""
+        with self._lock:
+            self._d = {}
+
+    def _drop(self, n: int, evicting: bool = False) -> int:
+        d = self._d
+        before = len(d)
+        for key in list(islice(d, n)):
+            del d[key]
+        dropped = before - len(d)
+        if evicting:
+            self.evicted += dropped
+        else:
+            self._d = rebuild_after_drop(d, dropped, before)
+        return dropped
+
+    def trim(self, fraction: float) -> int:
+        """Drop the oldest `fraction` of the entries; return how many were dropped.
+
+        After a large drop the dict is rebuilt: a dict never shrinks its table.
+        """
+        with self._lock:
+            return self._drop(_count(len(self._d), fraction))
+
+    def set_maxlen(self, maxlen: int) -> None:
+        """Change the bound; entries beyond it are dropped oldest first."""
+        if maxlen < 1:
+            raise ValueError(f"RecentStore {self.name!r}: maxlen must be at least 1, "
+                             f"got {maxlen}")
+        with self._lock:
+            self.maxlen = maxlen
+            if len(self._d) > maxlen:
+                self._drop(len(self._d) - maxlen)
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Follow `limits` (no-op with `follow=None`)."""
+        if self.follow is not None:
+            self.set_maxlen(int(getattr(limits, self.follow)))
+
+
+class History(Generic[V]):
+    """An execution history holding the last `maxlen` entries.
+
+    `maxlen` defaults to the client's `max_history` and follows later limits
+    (`follow=None` fixes it).
+    """
+
+    kind = "history"
+
+    def __init__(
+        self,
+        maxlen: int | None = None,
+        *,
+        name: str = "history",
+        follow: str | None = "max_history",
+        client: Client | None = None,
+        register: bool = True,
+        priority: int = 0,
+    ) -> None:
+        owner = _client(client)
+        self.name = name
+        self.follow = follow
+        self._d: deque[V] = deque(maxlen=_bound(maxlen, follow, owner, f"History {name!r}"))
+        self._lock = threading.Lock()
+        if register:
+            owner.register(self, name, priority)
+
+    @property
+    def maxlen(self) -> int:
+        """The current bound."""
+        return self._d.maxlen or 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[V]:
+        with self._lock:
+            return iter(list(self._d))
+
+    def append(self, entry: V) -> None:
+        """Add `entry`; the oldest entry goes once the history is full."""
+        with self._lock:
+            self._d.append(entry)
+
+    def last(self, n: int) -> list[V]:
+        """Return up to the `n` most recent entries, oldest first."""
+        with self._lock:
+            return list(self._d)[-n:] if n > 0 else []
+
+    def trim(self, fraction: float) -> int:
+        """Drop the oldest `fraction` of the entries; return how many."""
+        with self._lock:
+            n = _count(len(self._d), fraction)
+            for _ in range(n):
+                self._d.popleft()
+            return n
+
+    def set_maxlen(self, maxlen: int) -> None:
+        """Change the bound, keeping the most recent entries."""
+        if maxlen < 1:
+            raise ValueError(f"History {self.name!r}: maxlen must be at least 1, got {maxlen}")
+        with self._lock:
+            self._d = deque(self._d, maxlen=maxlen)
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Follow `limits` (no-op with `follow=None`)."""
+        if self.follow is not None:
+            self.set_maxlen(int(getattr(limits, self.follow)))
+
+
+class LRU(Generic[K, V]):
+    """A cache of at most `maxlen` entries that also drops entries idle for `ttl_s`.
+
+    The session-pool pattern: `get` refreshes an entry; the least recently used goes
+    first, whether for room, for idleness or on a trim. `on_evict(key, value)` is
+    called for every entry that leaves other than by `pop` (to close a session), outside
+    the lock. Expiry is checked on every `put`/`get` and by `expire()`.
+    """
+
+    kind = "cache"
+
+    def __init__(
+        self,
+        maxlen: int,
+        ttl_s: float | None = None,
+        *,
+        name: str = "cache",
+        on_evict: Callable[[K, V], None] | None = None,
+        follow: str | None = None,
+        client: Client | None = None,
+        register: bool = True,
+        priority: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        owner = _client(client)
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"LRU {name!r}: ttl_s must be positive, got {ttl_s}")
+        self.name = name
+        self.follow = follow
+        self.maxlen = _bound(maxlen, follow, owner, f"LRU {name!r}")
+        self.ttl_s = ttl_s
+        self.on_evict = on_evict
+        self._clock = clock
+        self._d: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        if register:
+            owner.register(self, name, priority)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """Return the value for `key` (refreshing it), or `default` if absent or expired."""
+        now = self._clock()
+        with self._lock:
+            gone = self._expire(now)
+            item = self._d.get(key)
+            if item is not None:
+                self._d[key] = (item[0], now)
+                self._d.move_to_end(key)
+        self._evicted(gone)
+        return default if item is None else item[0]
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace `key` as the most recently used entry."""
+        now = self._clock()
+        with self._lock:
+            gone = self._expire(now)
+            self._d[key] = (value, now)
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxlen:
+                k, (v, _) = self._d.popitem(last=False)
+                gone.append((k, v))
+        self._evicted(gone)
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Remove `key` and return its value (no `on_evict`), or `default`."""
+        with self._lock:
+            item = self._d.pop(key, None)
+        return default if item is None else item[0]
+
+    def expire(self) -> int:
+        """Drop the entries idle longer than `ttl_s`; return how many."""
+        with self._lock:
+            gone = self._expire(self._clock())
+        self._evicted(gone)
+        return len(gone)
+
+    def _expire(self, now: float) -> list[tuple[K, V]]:
+        gone: list[tuple[K, V]] = []
+        if self.ttl_s is None:
+            return gone
+        d = self._d
+        # Entries are in last-use order, so the idle ones are all at the front.
+        while d:
+            key = next(iter(d))
+            value, used = d[key]
+            if now - used <= self.ttl_s:
+                break
+            del d[key]
+            gone.append((key, value))
+        return gone
+
+    def _evicted(self, gone: list[tuple[K, V]]) -> None:
+        if self.on_evict is not None:
+            for key, value in gone:
+                self.on_evict(key, value)
+
+    def trim(self, fraction: float) -> int:
+        """Drop the expired entries and the least recently used `fraction`; return how many."""
+        with self._lock:
+            gone = self._expire(self._clock())
+            for _ in range(_count(len(self._d), fraction)):
+                k, (v, _) = self._d.popitem(last=False)
+                gone.append((k, v))
+        self._evicted(gone)
+        return len(gone)
+
+    def set_maxlen(self, maxlen: int) -> None:
+        """Change the bound; the least recently used entries beyond it are evicted."""
+        if maxlen < 1:
+            raise ValueError(f"LRU {self.name!r}: maxlen must be at least 1, got {maxlen}")
+        with self._lock:
+            self.maxlen = maxlen
+            gone = []
+            while len(self._d) > maxlen:
+                k, (v, _) = self._d.popitem(last=False)
+                gone.append((k, v))
+        self._evicted(gone)
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Follow `limits` when a field is named in `follow`."""
+        if self.follow is not None:
+            self.set_maxlen(int(getattr(limits, self.follow)))

@@ -1,0 +1,174 @@
+"""The worker's end of the channel: JSON-lines framing over an inherited socket.
+
+The descriptor is used with `os.read`/`os.write` and `select.poll` rather than the
+`socket` module: it is all a line channel needs, and it keeps `import workers` light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+
+import msgspec
+
+from workers._log import get_logger
+from workers.protocol import MAX_LINE, FromWorker, ToWorker
+
+log = get_logger(__name__)
+
+#: How long `send` waits for room on a non-blocking descriptor before dropping a message.
+SEND_WAIT_S = 1.0
+
+
+class LineReader:
+    """Splits a byte stream into lines without their newline.
+
+    A line longer than `max_line` is discarded up to the next newline and logged; the
+    stream carries on with the line after it.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._discarding = False
+        self.discarded = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add `data`; return the complete lines it finished."""
+        self._buf += data
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+            elif nl - start > self.max_line:
+                self._discard()
+            else:
+                lines.append(bytes(self._buf[start:nl]))
+            start = nl + 1
+        del self._buf[:start]
+        if len(self._buf) > self.max_line and not self._discarding:
+            self._discard()
+            self._discarding = True
+        if self._discarding:
+            self._buf.clear()
+        return lines
+
+    def _discard(self) -> None:
+        self.discarded += 1
+        log.warning("channel: discarded a line longer than %s bytes", self.max_line)
+
+
+_decoder = msgspec.json.Decoder(ToWorker)
+
+
+def decode(line: bytes) -> ToWorker | None:
+    """Return the message in `line`, or None (logged) when it is malformed or unknown."""
+    if not line.strip():
+        return None
+    try:
+        return _decoder.decode(line)
+    except msgspec.DecodeError as e:
+        # ValidationError is a DecodeError: an unknown type or a bad field lands here too.
+        log.warning("channel: ignored a malformed message (%s): %.200r", e, line)
+        return None
+
+
+class Channel:
+    """A connected channel descriptor: send messages, receive decoded ones.
+
+    `send` may be called from any thread. `receive` is meant for one reading thread.
+    """
+
+    def __init__(self, fd: int) -> None:
+        os.fstat(fd)  # raises OSError (EBADF) at once rather than on first use
+        self.fd = fd
+        self.closed = False
+        self._reader = LineReader()
+        self._encoder = msgspec.json.Encoder()
+        self._send_lock = threading.Lock()
+        # A pipe wakes the reading thread on close: closing a descriptor does not
+        # interrupt a poll() already waiting on it in another thread.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._wake_r, select.POLLIN)
+
+    def send(self, msg: FromWorker) -> bool:
+        """Write one message; return False (logged once) if the supervisor is gone."""
+        with self._send_lock:
+            if self.closed:
+                return False
+            # A fresh bytes object per message: messages are few (one every few
+            # seconds), and a reused bytearray exported through a memoryview cannot be
+            # cleared while anything holds the view, which an investigation on the
+            # client thread does for a moment (gc.get_objects() holds every view).
+            data = self._encoder.encode(msg) + b"\n"
+            sent = 0
+            try:
+                while sent < len(data):
+                    try:
+                        sent += os.write(self.fd, data[sent:] if sent else data)
+                    except BlockingIOError:
+                        # Only if someone made the descriptor non-blocking: wait a little
+                        # for room rather than lose half a line.
+                        if not select.select([], [self.fd], [], SEND_WAIT_S)[1]:
+                            log.warning("channel: the supervisor is not reading; a %s "
+                                        "message is dropped", type(msg).__name__)
+                            return False
+            except OSError as e:
+                log.warning("channel: supervisor unreachable (%s); messages are dropped", e)
+                self.closed = True
+                return False
+            return True
+
+    def receive(self, timeout_s: float | None) -> list[ToWorker] | None:
+        """Wait up to `timeout_s` for input; return the messages it completed
+        (possibly none), or None once the supervisor closed its end."""
+        if self.closed:
+            return None
+        ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
+        events = self._poll.poll(ms)
+        if self.closed:
+            return None
+        if not any(fd == self.fd for fd, _ in events):
+            return []
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        except OSError as e:
+            log.warning("channel: read failed (%s); the channel is closed", e)
+            data = b""
+        if not data:
+            self.closed = True
+            return None
+        out = []
+        for line in self._reader.feed(data):
+            msg = decode(line)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def close(self) -> None:
+        """Mark the channel closed and wake the reading thread (idempotent).
+
+        The descriptors are released by `release()` once the reader has stopped.
+        """
+        with self._send_lock:
+            self.closed = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def release(self) -> None:
+        """Close every descriptor; call after the reading thread has stopped."""
+        self.close()
+        for fd in (self.fd, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._wake_r = self._wake_w = -1

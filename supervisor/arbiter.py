@@ -145,7 +145,7 @@ class Arbiter:
     async def _housekeeping(self) -> None:
         while True:
             await anyio.sleep(HOUSEKEEPING_S)
-            self._execute(self.policy.tick(time.monotonic()))
+            self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom()))
             if self.recorder is not None:
                 self.recorder.tick(self._live(), self.sampler)
 
@@ -178,7 +178,7 @@ class Arbiter:
         self.by_key[gen.key] = gen
         if slot.current is None:
             slot.current = gen
-            self.policy.add_slot(slot.name, number, time.monotonic())
+            self.policy.add_slot(slot.name, number, time.monotonic(), profile=profile)
         else:
             slot.pending = gen
         self.sampler.watch(gen.key, gen.pid)
@@ -272,10 +272,7 @@ class Arbiter:
 
     def _level(self, change: Change) -> None:
         now = time.monotonic()
-        container = self.sampler.container()
-        headroom = None
-        if self.limit is not None and container is not None:
-            headroom = self.limit - container.working_set
+        headroom = self._headroom()
         if change.key == "":
             self.events.emit(
                 "level", f"container {change.previous.label} -> {change.level.label}: "
@@ -319,8 +316,11 @@ class Arbiter:
             elif isinstance(action, Retire):
                 gen = self._gen(action.slot, action.generation)
                 if gen is not None and gen.alive and not gen.retiring:
+                    # The policy knows normal and critical graces; a worker may set its own.
+                    grace = gen.slot.spec.grace if action.grace_s == self.cfg.grace \
+                        else action.grace_s
                     assert self._tg is not None
-                    self._tg.start_soon(self._retire, gen, action.grace_s, action.reason)
+                    self._tg.start_soon(self._retire, gen, grace, action.reason)
             elif isinstance(action, GiveUp):
                 self.events.emit("limits_too_small", action.message, worker=action.slot,
                                  exit_status=action.exit_status)
@@ -351,7 +351,7 @@ class Arbiter:
                       sig: int = signal.SIGTERM) -> None:
         """Stop one generation by escalation: shutdown message, `sig`, grace, KILL."""
         gen.retiring = True
-        self._send(gen, protocol.Shutdown(grace_s=grace, reason=reason))
+        self._send(gen, protocol.Shutdown(grace_s=float(grace), reason=reason))
         self.events.emit("retire", f"retiring ({reason}): {signal_name(sig)}, "
                          f"KILL after {grace:g}s", **self._ids(gen), reason=reason)
         process.signal_tree(gen.child, sig, root_reaped=not gen.alive)
@@ -487,9 +487,9 @@ class Arbiter:
     async def _restart_later(self, slot: Slot, delay: float) -> None:
         await anyio.sleep(delay)
         if not self.stopping:
-            profile = slot.current.profile if slot.current else "normal"
             slot.current = None
-            self._start(slot, profile=profile, reason="restart after exit")
+            self._start(slot, profile=self.policy.next_profile(slot.name),
+                        reason="restart after exit")
 
     def _check_done(self) -> None:
         if all(s.done and not s.live() for s in self.slots.values()):
@@ -547,6 +547,13 @@ class Arbiter:
     @staticmethod
     def _ids(gen: Generation) -> dict[str, object]:
         return {"worker": gen.slot.name, "generation": gen.number, "pid": gen.pid}
+
+    def _headroom(self) -> int | None:
+        """Bytes left under the limit for the container's working set, when both are known."""
+        container = self.sampler.container()
+        if self.limit is None or container is None:
+            return None
+        return self.limit - container.working_set
 
     def _oom_kills(self) -> int:
         if self.cgroup is None:

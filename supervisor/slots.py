@@ -55,8 +55,9 @@ def specs(cfg: Config) -> list[WorkerSpec]:
                     high=w.high or cfg.high,
                     critical=w.critical or cfg.critical,
                     medium_signal=parse_signal(sig) if sig else None,
-                    ready_after=w.ready_after if w.ready_after is not None else cfg.ready_after,
-                    grace=w.grace if w.grace is not None else cfg.grace,
+                    ready_after=float(w.ready_after if w.ready_after is not None
+                                      else cfg.ready_after),
+                    grace=float(w.grace if w.grace is not None else cfg.grace),
                     profiles=w.profiles or cfg.profiles,
                 )
             )

@@ -69,7 +69,8 @@ def test_orphans_are_reaped_as_pid1(tmp_path) -> None:
     try:
         inner = _memwarden_pid(proc.pid)
         with open(f"/proc/{inner}/status") as f:
-            assert "NSpid:" in (text := f.read()) and text.split("NSpid:")[1].split()[-1] == "1"
+            nspid = next(line for line in f if line.startswith("NSpid:"))
+        assert nspid.split()[-1] == "1"  # PID 1 inside its namespace
         wait_until(lambda: (tmp_path / "spawned").exists(), what="orphans spawned")
         wait_until(lambda: len(list(tmp_path.glob("orphan-*"))) == 20, what="orphans to finish")
         # Every orphan has exited; the reaper must have collected each of them.

@@ -1,0 +1,90 @@
+"""Generated series of known shapes: each classified right, leaks measured, healthy ones cleared."""
+
+from __future__ import annotations
+
+import pytest
+
+from snapshots import synthetic
+from snapshots.analysis import analyze
+from snapshots.series import Windows
+from snapshots.shape import classify
+from snapshots.trend import fit
+from tests.snapshots.helpers import write_shape
+
+EXPECTED = {
+    "flat": "stable",
+    "leak": "linear",
+    "sawtooth": "sawtooth",
+    "sawtooth_rising": "sawtooth_rising",
+    "plateau": "plateau",
+    "spikes": "spikes",
+    "steps": "steps",
+}
+HEALTHY = ("flat", "sawtooth", "plateau", "spikes")
+
+
+def _windows(values: list[float]) -> Windows:
+    t = [1.7e9 + i for i in range(len(values))]
+    return Windows(t, [v - 5e5 for v in values], values, [v + 5e5 for v in values])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("shape", sorted(EXPECTED))
+def test_shape_is_classified(shape: str, seed: int) -> None:
+    got = classify(_windows(synthetic.series(shape, 7200, seed=seed)))
+    assert got.name == EXPECTED[shape], got.detail
+
+
+@pytest.mark.parametrize("shape", ["leak", "sawtooth_rising"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_leak_slope_recovered_within_10_percent(shape: str, seed: int) -> None:
+    rate = 50 * synthetic.MB  # per hour
+    got = classify(_windows(synthetic.series(shape, 7200, seed=seed, leak_per_h=rate)))
+    slope_per_h = got.relevant.slope * 3600
+    assert slope_per_h == pytest.approx(rate, rel=0.10)
+    assert got.relevant.lo * 3600 <= rate * 1.1 and got.relevant.hi * 3600 >= rate * 0.9
+
+
+@pytest.mark.parametrize("shape", HEALTHY)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_healthy_shapes_never_above_suspected(tmp_path, shape: str, seed: int) -> None:
+    write_shape(tmp_path / "s.jsonl", shape, seed=seed)
+    (worker,) = analyze([str(tmp_path)]).report.workers
+    assert worker.verdict in ("none", "suspected"), worker.reasons
+
+
+@pytest.mark.parametrize("shape", ["leak", "sawtooth_rising", "steps"])
+def test_leaks_get_a_verdict_with_reasons(tmp_path, shape: str) -> None:
+    write_shape(tmp_path / "s.jsonl", shape)
+    (worker,) = analyze([str(tmp_path)]).report.workers
+    assert worker.verdict in ("likely", "confirmed")
+    assert any("MB/h" in r for r in worker.reasons)
+    critical = next(p for p in worker.projections if p.target == "critical")
+    assert critical.seconds is not None and critical.earliest <= critical.seconds
+    assert critical.seconds <= critical.latest
+
+
+def test_small_significant_drift_is_not_a_leak(tmp_path) -> None:
+    # 0.5 MB/h under a 4 GB limit: statistically clear after 2 h, harmless for years.
+    limit = 4_000_000_000
+    records = [synthetic.header(limit=limit, thresholds={"critical": limit})]
+    values = synthetic.series("leak", 7200, leak_per_h=0.5 * synthetic.MB, noise=0.02e6)
+    records += synthetic.samples("w", values)
+    synthetic.write(str(tmp_path / "d.jsonl"), records)
+    (worker,) = analyze([str(tmp_path)]).report.workers
+    assert worker.verdict == "suspected", worker.reasons
+    assert any("too small to matter" in r for r in worker.reasons)
+
+
+def test_trend_statistics_on_exact_line() -> None:
+    xs = [float(i) for i in range(100)]
+    f = fit(xs, [3.0 * x + 7.0 for x in xs])
+    assert f.slope == pytest.approx(3.0) and f.ols_slope == pytest.approx(3.0)
+    assert f.r2 == pytest.approx(1.0) and f.p < 1e-6
+    assert f.lo <= 3.0 <= f.hi
+
+
+def test_noise_alone_is_not_significant() -> None:
+    values = synthetic.series("flat", 3000, seed=7)
+    f = fit([float(i) for i in range(len(values))], values)
+    assert f.p > 0.01 and f.lo < 0 < f.hi

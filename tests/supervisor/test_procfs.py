@@ -1,0 +1,161 @@
+"""/proc reads against real processes: start times, trees, statm readers, the process table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from supervisor import procfs
+
+pytestmark = pytest.mark.timeout(60)
+
+MiB = 1024 * 1024
+
+# A process that holds `mb` MiB, starts `kids` copies of itself, says "ready", waits for its
+# children (so that a killed child is reaped), then waits for its stdin to close.
+TREE = r"""
+import subprocess, sys
+mb, kids, me = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+procs = [subprocess.Popen([sys.executable, "-c", me, sys.argv[1], "0", me]) for _ in range(kids)]
+block = b"\x01" * (mb * 1024 * 1024)
+print("ready", flush=True)
+for p in procs:
+    p.wait()
+sys.stdin.read()
+"""
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    """Poll `condition` until it is truthy; fail after `timeout` seconds (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start TREE processes in their own process group; kill each group at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(mb: int = 0, kids: int = 0) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            [sys.executable, "-c", TREE, str(mb), str(kids), TREE],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )
+        started.append(p)
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready and p.stdout.readline() == b"ready\n", "child did not start"
+        return p
+
+    yield start
+    for p in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+def test_start_time_matches_stat_and_is_none_once_gone():
+    with open("/proc/self/stat", "rb") as f:
+        expected = int(f.read().rsplit(b")", 1)[1].split()[19])
+    assert procfs.start_time(os.getpid()) == expected
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(timeout=10)
+    assert procfs.start_time(p.pid) is None
+
+
+def test_start_time_survives_odd_command_names(tmp_path):
+    odd = tmp_path / "a) (b"
+    odd.symlink_to("/bin/sleep")
+    p = subprocess.Popen([str(odd), "30"])
+    try:
+        assert wait_for(lambda: procfs.start_time(p.pid), what="start time")
+        table = procfs.process_table()
+        assert table[p.pid] == (os.getpid(), procfs.start_time(p.pid))
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_descendants_include_grandchildren(spawn):
+    root = spawn(mb=0, kids=2)
+    kids = wait_for(lambda: len(procfs.descendants(root.pid)) == 2 and procfs.descendants(root.pid),
+                    what="two children of the tree")
+    assert root.pid not in kids
+    mine = procfs.descendants(os.getpid())
+    assert root.pid in mine and set(kids) <= set(mine)
+    # The same answer from a shared scan.
+    assert set(procfs.descendants(root.pid, procfs.parent_map())) == set(kids)
+
+
+def test_statm_reader_reads_rss_and_reports_a_gone_process(spawn):
+    p = spawn(mb=40)
+    reader = procfs.StatmReader(p.pid)
+    assert reader.pid == p.pid and reader.start == procfs.start_time(p.pid)
+    assert reader.rss_pages() * procfs.PAGE_SIZE >= 40 * MiB
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    assert reader.rss_pages() == -1
+    assert reader.rss_pages() == -1  # and it stays that way, without raising
+    reader.close()
+    reader.close()
+
+
+def test_statm_reader_of_a_zombie_reads_zero(spawn):
+    p = spawn(mb=20)
+    reader = procfs.StatmReader(p.pid)
+    os.kill(p.pid, signal.SIGKILL)  # not reaped yet: a zombie
+
+    def state() -> bytes:
+        with open(f"/proc/{p.pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+
+    wait_for(lambda: state() == b"Z", what="the zombie state")
+    assert reader.rss_pages() == 0
+    p.wait(timeout=10)
+    assert reader.rss_pages() == -1
+    reader.close()
+
+
+def test_statm_reader_of_a_missing_pid_raises():
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(timeout=10)
+    with pytest.raises(ProcessLookupError):
+        procfs.StatmReader(p.pid)
+
+
+def test_closed_reader_reads_minus_one():
+    reader = procfs.StatmReader(os.getpid())
+    assert reader.rss_pages() > 0
+    reader.close()
+    assert reader.rss_pages() == -1
+
+
+def test_process_table_tracks_births_deaths_and_parents(spawn):
+    table = procfs.ProcessTable()
+    try:
+        first = table.scan()
+        assert first[os.getpid()] == (os.getppid(), procfs.start_time(os.getpid()))
+        p = spawn()
+        second = table.scan()
+        assert second[p.pid] == (os.getpid(), procfs.start_time(p.pid))
+        again = table.scan()  # from kept-open descriptors this time
+        assert again[p.pid] == second[p.pid]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        assert p.pid not in table.scan()
+    finally:
+        table.close()

@@ -1,0 +1,130 @@
+"""The ring: fixed memory, time-ordered reads, and the same answers as a plain list."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.ring import Ring
+from supervisor.slope import resistant_slope
+
+
+def filled(capacity: int, n: int) -> Ring:
+    ring = Ring(capacity)
+    for i in range(n):
+        ring.append(i * 10, i * 100)
+    return ring
+
+
+def test_capacity_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        Ring(0)
+
+
+def test_empty_ring():
+    ring = Ring(4)
+    assert len(ring) == 0
+    assert ring.last(3) == ([], [])
+    assert ring.window(0, 100) == ([], [])
+    assert ring.summary(0, 100) is None
+
+
+def test_last_before_and_after_wrapping():
+    ring = filled(4, 3)
+    assert ring.last(2) == ([10, 20], [100, 200])
+    assert ring.last(10) == ([0, 10, 20], [0, 100, 200])
+    ring = filled(4, 7)  # holds samples 3..6
+    assert len(ring) == 4 and ring.capacity == 4
+    assert ring.last(4) == ([30, 40, 50, 60], [300, 400, 500, 600])
+    assert ring.last(0) == ([], [])
+
+
+def test_window_is_inclusive_and_time_ordered_across_the_wrap():
+    ring = filled(5, 12)  # holds t = 70..110
+    assert ring.window(75, 100) == ([80, 90, 100], [800, 900, 1000])
+    assert ring.window(70, 70) == ([70], [700])
+    assert ring.window(0, 1000)[0] == [70, 80, 90, 100, 110]
+    assert ring.window(200, 300) == ([], [])
+
+
+def test_summary():
+    ring = Ring(8)
+    for t, v in [(1, 5), (2, 9), (3, 1), (4, 7)]:
+        ring.append(t, v)
+    assert ring.summary(2, 4) == (7, 1, 9, pytest.approx(17 / 3), 3)
+
+
+def test_clear_keeps_capacity():
+    ring = filled(4, 6)
+    ring.clear()
+    assert len(ring) == 0 and ring.capacity == 4
+    ring.append(5, 6)
+    assert ring.last(5) == ([5], [6])
+
+
+def test_newest():
+    assert Ring(3).newest() is None
+    assert filled(3, 1).newest() == (0, 0)
+    assert filled(3, 3).newest() == (20, 200)
+    assert filled(3, 5).newest() == (40, 400)
+
+
+def test_append_retains_no_memory():
+    ring = Ring(1000)
+    for i in range(2000):  # warm up: every slot written once, caches primed
+        ring.append(10**12 + i, 10**9 + i)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            ring.append(10**12 + i, 10**9 + i)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 1024  # nothing per append survives it
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=50),
+    steps=st.lists(st.integers(min_value=0, max_value=5), max_size=200),
+    bounds=st.tuples(st.integers(0, 600), st.integers(0, 600)),
+    n=st.integers(0, 60),
+)
+def test_matches_a_list_model(capacity, steps, bounds, n):
+    ring = Ring(capacity)
+    model: list[tuple[int, int]] = []
+    t = 0
+    for i, step in enumerate(steps):
+        t += step  # equal times are allowed
+        ring.append(t, i)
+        model.append((t, i))
+    model = model[-capacity:]
+    assert len(ring) == len(model)
+    lo, hi = min(bounds), max(bounds)
+    inside = [(a, b) for a, b in model if lo <= a <= hi]
+    assert ring.window(lo, hi) == ([a for a, _ in inside], [b for _, b in inside])
+    tail = model[-n:] if n else []
+    assert ring.last(n) == ([a for a, _ in tail], [b for _, b in tail])
+
+
+# -- the slope that reads the ring ---------------------------------------------------------
+
+def test_slope_of_a_line_in_units_per_second():
+    ts = [i * 1_000_000 for i in range(100)]  # 1 ms apart
+    assert resistant_slope(ts, [5_000 * i for i in range(100)]) == pytest.approx(5e6)
+
+
+def test_slope_resists_outliers_where_least_squares_would_not():
+    ts = [i * 10_000_000 for i in range(60)]
+    values = [1000 * i for i in range(60)]
+    values[5] = values[55] = 10**9  # two wild samples
+    assert resistant_slope(ts, values) == pytest.approx(1000 * 100, rel=0.05)
+
+
+def test_slope_needs_three_points_and_a_time_span():
+    assert resistant_slope([1, 2], [1, 2]) is None
+    assert resistant_slope([5, 5, 5], [1, 2, 3]) is None

@@ -1,0 +1,236 @@
+"""The sampler against real processes: trees, exits mid-sampling, level changes delivered."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.cgroup import CgroupMemory
+from supervisor.config import convert
+from supervisor.pressure import Change, Thresholds
+from supervisor.sampler import Sampler
+from workers.protocol import Level
+
+pytestmark = pytest.mark.timeout(90)
+
+MiB = 1024 * 1024
+MB = 1_000_000
+
+# Holds `mb` MiB, starts `kids` copies of itself, then grows by `step` MiB every `every`
+# seconds up to `top` MiB; says "ready" once its own block and children exist, reaps its
+# children when they die, and exits when its stdin closes.
+TREE = r"""
+import subprocess, sys, threading, time
+mb, kids, step, every, top, me = sys.argv[1:7]
+mb, kids, step, every, top = int(mb), int(kids), int(step), float(every), int(top)
+procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me])
+         for _ in range(kids)]
+held = [b"\x01" * (mb * 1024 * 1024)]
+def grow():
+    total = mb
+    while step and total < top:
+        time.sleep(every)
+        held.append(b"\x01" * (step * 1024 * 1024))
+        total += step
+threading.Thread(target=grow, daemon=True).start()
+print("ready", flush=True)
+for p in procs:
+    p.wait()
+sys.stdin.read()
+"""
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
+    """Poll `condition` until it is truthy; fail after `timeout` seconds (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start TREE processes in their own process group; kill each group at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(mb: int = 0, kids: int = 0, step: int = 0, every: float = 1.0,
+              top: int = 0) -> subprocess.Popen[bytes]:
+        args = [str(mb), str(kids), str(step), str(every), str(top), TREE]
+        p = subprocess.Popen([sys.executable, "-c", TREE, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, start_new_session=True)
+        started.append(p)
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready and p.stdout.readline() == b"ready\n", "child did not start"
+        return p
+
+    yield start
+    for p in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+def thresholds(limit: int | None = None, **values: object) -> Thresholds:
+    return Thresholds.from_config(convert(values), limit)
+
+
+@pytest.fixture
+def make_sampler() -> Iterator[Callable[..., tuple[Sampler, list[Change]]]]:
+    """Build and start samplers that record their changes; stop them at teardown."""
+    samplers: list[Sampler] = []
+
+    def make(th: Thresholds | None = None, **kwargs: object) -> tuple[Sampler, list[Change]]:
+        changes: list[Change] = []
+        options = {"interval_s": 0.001, "discover_interval_s": 0.05, "ring_seconds": 10.0}
+        options.update(kwargs)
+        s = Sampler(thresholds=th or thresholds(), on_change=changes.append, **options)
+        samplers.append(s)
+        s.start()
+        return s, changes
+
+    yield make
+    for s in samplers:
+        s.stop()
+
+
+def test_a_child_allocating_is_seen(spawn, make_sampler):
+    s, _ = make_sampler()
+    p = spawn(mb=60)
+    s.watch("w", p.pid)
+    view = wait_for(lambda: (v := s.view("w")) and v.rss >= 60 * MiB and v,
+                    what="60 MiB in the view")
+    assert view.procs == 1 and view.pids == (p.pid,)
+    times, values = view.ring.last(10)
+    assert len(times) == 10 and times == sorted(times) and max(values) >= 60 * MiB
+    assert s.stats.ticks > 0
+
+
+def test_grandchildren_are_counted(spawn, make_sampler):
+    s, _ = make_sampler()
+    p = spawn(mb=30, kids=2)
+    s.watch("tree", p.pid)
+    view = wait_for(lambda: (v := s.view("tree")) and v.procs == 3 and v.rss >= 90 * MiB and v,
+                    what="the whole tree summed")
+    assert p.pid in view.pids
+
+
+def test_a_process_exiting_is_dropped_without_error(spawn, make_sampler, caplog):
+    caplog.set_level(logging.WARNING, logger="supervisor")
+    s, _ = make_sampler()
+    p = spawn(mb=10, kids=2)
+    s.watch("tree", p.pid)
+    view = wait_for(lambda: (v := s.view("tree")) and v.procs == 3 and v, what="three procs")
+    victim = next(pid for pid in view.pids if pid != p.pid)
+    os.kill(victim, signal.SIGKILL)  # its parent reaps it; the sampler is mid-flight
+    wait_for(lambda: (v := s.view("tree")) and v.procs == 2 and victim not in v.pids,
+             what="the dead child dropped")
+    ticks = s.stats.ticks
+    wait_for(lambda: s.stats.ticks > ticks + 10, what="ticks going on")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_whole_tree_exiting_leaves_an_empty_sum(spawn, make_sampler):
+    s, _ = make_sampler()
+    p = spawn(mb=10)
+    s.watch("w", p.pid)
+    wait_for(lambda: s.view("w").rss > 0, what="a first sample")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    wait_for(lambda: s.view("w").rss == 0 and s.view("w").procs == 0, what="an empty tree")
+    s.unwatch("w")
+    assert s.view("w") is None
+
+
+def test_watching_a_gone_pid_raises(make_sampler):
+    s, _ = make_sampler()
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(timeout=10)
+    with pytest.raises(ProcessLookupError):
+        s.watch("w", p.pid)
+
+
+def test_level_changes_of_a_growing_process_reach_on_change(spawn, make_sampler):
+    th = thresholds(medium="40MB", high="80MB", critical="4GB")
+    s, changes = make_sampler(th)
+    p = spawn(mb=10, step=10, every=0.05, top=120)
+    s.watch("w", p.pid)
+    wait_for(lambda: any(c.level == Level.HIGH for c in changes), what="HIGH")
+    medium, high = changes[:2]
+    assert (medium.key, medium.previous, medium.level, medium.metric) == (
+        "w", Level.LOW, Level.MEDIUM, "rss")
+    assert (high.previous, high.level, high.threshold) == (Level.MEDIUM, Level.HIGH, 80 * MB)
+    # Detection takes exactly the confirmation count of ticks, measured on the ring itself.
+    times, values = s.view("w").ring.window(high.first_ns, high.t_ns)
+    assert len(times) == th.confirm
+    assert all(v >= 80 * MB for v in values)
+    assert high.value == values[-1]
+
+
+def test_sustained_growth_is_reported_once_the_window_is_full(spawn, make_sampler):
+    th = thresholds(medium="4GB", high="5GB", critical="6GB",
+                    pressure={"growth_window": "1s"})
+    s, changes = make_sampler(th)
+    p = spawn(mb=0, step=4, every=0.1, top=800)  # about 40 MiB/s for up to 20 s
+    s.watch("w", p.pid)
+    change = wait_for(lambda: next((c for c in changes if c.metric == "growth"), None),
+                      what="a growth change")
+    assert change.level >= Level.MEDIUM and change.value >= 5e6
+    assert s.view("w").slope is not None
+
+
+def test_an_idle_worker_stays_low(spawn, make_sampler):
+    th = thresholds(pressure={"growth_window": "0.3s"})
+    s, changes = make_sampler(th)
+    p = spawn(mb=5)
+    s.watch("w", p.pid)
+    wait_for(lambda: s.view("w").slope is not None and s.stats.discoveries > 10,
+             what="a few growth evaluations")
+    assert changes == []
+
+
+def write_v2(cg: Path, current: int, inactive_file: int = 0) -> None:
+    (cg / "memory.current").write_text(f"{current}\n")
+    (cg / "memory.stat").write_text(f"anon {current - inactive_file}\nfile {inactive_file}\n"
+                                    f"inactive_file {inactive_file}\nactive_file 0\n")
+
+
+def test_container_headroom_changes_reach_on_change(tmp_path, make_sampler):
+    cg = tmp_path / "pod"
+    cg.mkdir()
+    (cg / "memory.max").write_text(f"{1000 * MB}\n")
+    (cg / "memory.high").write_text("max\n")
+    (cg / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    (cg / "memory.pressure").write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    write_v2(cg, 100 * MB)
+    cgroup = CgroupMemory.at(str(cg), 2)
+    th = thresholds(1000 * MB, pressure={"dwell_high": "100ms", "dwell_medium": "100ms"})
+    s, changes = make_sampler(th, cgroup=cgroup, limit=cgroup.limit())
+    wait_for(lambda: s.container().usage == 100 * MB, what="the first container sample")
+    assert s.container().level == Level.LOW
+    write_v2(cg, 920 * MB)  # 8 % left: HIGH
+    change = wait_for(lambda: next(iter(changes), None), what="a container change")
+    assert (change.key, change.level, change.metric) == ("", Level.HIGH, "headroom")
+    assert change.value == pytest.approx(0.08)
+    # Most of it turns out to be inactive page cache: the working set is small again.
+    write_v2(cg, 920 * MB, inactive_file=600 * MB)
+    wait_for(lambda: s.container().level == Level.LOW, what="back to LOW")
+    # Both lines were left at the same moment and both dwells are 100 ms: one step down.
+    assert [c.level for c in changes] == [Level.HIGH, Level.LOW]
+    assert s.container().working_set == 320 * MB
+    cgroup.close()

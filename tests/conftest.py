@@ -70,7 +70,8 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
 class Memwarden:
     """A `memwarden` process started by a test, its output going to files."""
 
-    def __init__(self, args: list[str], tmp: pathlib.Path, **popen: object) -> None:
+    def __init__(self, args: list[str], tmp: pathlib.Path, *, prefix: list[str] | None = None,
+                 **popen: object) -> None:
         self.out = tmp / "memwarden.out"
         self.err = tmp / "memwarden.err"
         env = dict(os.environ)
@@ -78,7 +79,7 @@ class Memwarden:
         env.update(popen.pop("env", {}) or {})  # type: ignore[arg-type]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", *args],
+                [*(prefix or []), sys.executable, "-m", "supervisor", *args],
                 stdout=popen.pop("stdout", out), stderr=err, cwd=popen.pop("cwd", ROOT),
                 env=env, **popen,  # type: ignore[arg-type]
             )
@@ -109,14 +110,57 @@ def memwarden(tmp_path: pathlib.Path) -> Iterator[Callable[..., Memwarden]]:
     """Start memwarden processes; every one (and its tree) is killed at teardown."""
     started: list[Memwarden] = []
 
-    def start(*args: str, **popen: object) -> Memwarden:
-        m = Memwarden(list(args), tmp_path, **popen)
+    def start(*args: str, prefix: list[str] | None = None, **popen: object) -> Memwarden:
+        m = Memwarden(list(args), tmp_path, prefix=prefix, **popen)
         started.append(m)
         return m
 
     yield start
     for m in started:
         m.kill_tree()
+
+
+def own_v1_memory_cgroup() -> pathlib.Path | None:
+    """Our own cgroup v1 memory directory, when the machine has that controller mounted."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                directory = pathlib.Path("/sys/fs/cgroup/memory" + path)
+                return directory if (directory / "memory.limit_in_bytes").exists() else None
+    return None
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[pathlib.Path]:
+    """A fresh v1 memory cgroup under our own; its tasks are killed and it is removed after."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a memory cgroup needs root")
+    parent = own_v1_memory_cgroup()
+    if parent is None:
+        pytest.skip("no cgroup v1 memory controller on this machine")
+    child = parent / f"memwarden-test-{os.getpid()}-{time.monotonic_ns()}"
+    child.mkdir()
+    try:
+        yield child
+    finally:
+        deadline = time.monotonic() + 10
+        while True:  # the kernel refuses while a task is still being torn down
+            for pid in (child / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                child.rmdir()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def in_cgroup(directory: pathlib.Path) -> list[str]:
+    """A command prefix that moves itself into `directory`, then execs the rest."""
+    return ["sh", "-c", f'echo $$ > {directory}/cgroup.procs && exec "$@"', "sh"]
 
 
 def python(code: str) -> list[str]:

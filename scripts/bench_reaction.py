@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""How fast memwarden reacts: a worker growing at 50 MB/s past a 200 MB HIGH threshold.
+
+For each repetition it runs the real supervisor in this process and reports, from the
+ring's own sample times and the supervisor's events: ticks and ms from the crossing to the
+level change, ms from the level change to the replacement's spawn, ms to its readiness,
+the overshoot above the threshold, and the time with no live worker.
+
+Usage: .venv/bin/python scripts/bench_reaction.py [--repeat 5] [--rate 50] [--high 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import anyio  # noqa: E402
+
+from supervisor import config  # noqa: E402
+from supervisor.arbiter import Arbiter  # noqa: E402
+from supervisor.events import EventLog  # noqa: E402
+
+# Generation 1 grows at the given rate; later generations hold still. Each says ready on
+# the channel as soon as it runs, as a cooperative worker would.
+WORKER = r"""
+import os, socket, sys, time
+socket.socket(fileno=int(os.environ["MEMWARDEN_FD"])).sendall(b'{"type":"ready"}\n')
+rate = float(sys.argv[1]) * 1e6 if os.environ["MEMWARDEN_GENERATION"] == "1" else 0.0
+hold, held, t0 = [], 0, time.monotonic()
+while True:
+    want = int((time.monotonic() - t0) * rate)
+    while held < want:
+        hold.append(b"\xa5" * (1 << 20))
+        held += 1 << 20
+    time.sleep(0.001)
+"""
+
+
+def one_run(rate_mb_s: float, high_mb: float) -> dict[str, float]:
+    cfg = config.load({
+        "command": [sys.executable, "-c", WORKER, str(rate_mb_s)],
+        "medium": f"{high_mb * 0.75:g}MB", "high": f"{high_mb:g}MB", "critical": "100GB",
+        "snapshots": "", "log_level": "warning",
+        "pressure": {"growth_medium": "100GB/s", "growth_high": "200GB/s"},
+    }, environ={})
+    events = EventLog()
+    arbiter = Arbiter(cfg, events)
+    seen: dict[str, tuple[int, object]] = {}
+    figures: dict[str, float] = {}
+
+    def on_event(event: object) -> None:
+        now = time.monotonic_ns()
+        kind, gen = event.type, event.generation  # type: ignore[attr-defined]
+        key = f"{kind}#{gen}#{getattr(event, 'level', '')}" if kind == "level" else f"{kind}#{gen}"
+        if key in seen:
+            return
+        seen[key] = (now, event)
+        if kind == "level" and gen == 1 and event.level == "high":  # type: ignore[attr-defined]
+            data = event.data  # type: ignore[attr-defined]
+            view = arbiter.sampler.view("worker#1")
+            assert view is not None
+            t_ns, rss = view.ring.window(data["crossed_ns"] - 50_000_000, data["confirmed_ns"])
+            threshold = high_mb * 1e6
+            first = next(i for i, v in enumerate(rss) if v >= threshold)
+            figures["ticks"] = len(t_ns) - first  # samples from the crossing to the change
+            figures["detect_ms"] = (t_ns[-1] - t_ns[first]) / 1e6
+            figures["overshoot_mb"] = (rss[-1] - threshold) / 1e6
+            seen["confirmed"] = (data["confirmed_ns"], None)
+        if kind == "exit" and gen == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the replacement is done: stop the run
+
+    events.listeners.append(on_event)
+    anyio.run(arbiter.run)
+    confirmed, spawn = seen["confirmed"][0], seen["spawn#2"][0]
+    figures["spawn_ms"] = (spawn - confirmed) / 1e6
+    figures["ready_ms"] = (seen["ready#2"][0] - spawn) / 1e6
+    figures["no_worker_ms"] = max(0.0, (spawn - seen["exit#1"][0]) / 1e6)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=50.0, help="growth in MB/s")
+    parser.add_argument("--high", type=float, default=200.0, help="HIGH threshold in MB")
+    args = parser.parse_args()
+    print(f"reaction: worker growing {args.rate:g} MB/s past HIGH {args.high:g} MB, "
+          f"1 ms interval, confirm 3, {args.repeat} runs")
+    runs = [one_run(args.rate, args.high) for _ in range(args.repeat)]
+    rows = [
+        ("crossing -> level change", "ticks", "ticks", "<= 3"),
+        ("crossing -> level change", "detect_ms", "ms", ""),
+        ("level change -> spawn", "spawn_ms", "ms", "<= 5"),
+        ("spawn -> ready", "ready_ms", "ms", ""),
+        ("overshoot above HIGH", "overshoot_mb", "MB", ""),
+        ("time with no live worker", "no_worker_ms", "ms", "== 0"),
+    ]
+    print(f"  {'figure':28} {'median':>9} {'max':>9}  unit   target")
+    for label, key, unit, target in rows:
+        values = [r[key] for r in runs]
+        print(f"  {label:28} {statistics.median(values):9.3f} {max(values):9.3f}  "
+              f"{unit:5}  {target}")
+    verdict = (max(r["ticks"] for r in runs) <= 3
+               and statistics.median(r["spawn_ms"] for r in runs) <= 5
+               and max(r["no_worker_ms"] for r in runs) == 0)
+    print("targets:", "met" if verdict else "NOT met")
+
+
+if __name__ == "__main__":
+    main()

@@ -34,10 +34,18 @@ UNBOUNDED = Limits(max_objects=10**9, max_history=10**9, trim_threshold_bytes=10
 
 
 class Example(Automaton):
-    def __init__(self, path: str, object_bytes: int, limits: Limits | None) -> None:
+    def __init__(self, path: str, object_bytes: int, limits: Limits | None,
+                 leak_bytes: int = 0) -> None:
         super().__init__(path, limits=limits, name="example")
         self.payload = "x" * object_bytes
         self.made = 0
+        # Ids stay unique across generations, which load their predecessor's objects.
+        generation = os.environ.get("MEMWARDEN_GENERATION")
+        self.prefix = f"g{generation}-" if generation else ""
+        # A leak no limit reaches, like a module-level cache nobody clears: what trims
+        # cannot fix and only a fresh generation does.
+        self.leak_bytes = leak_bytes
+        self.leaked: list[bytes] = []
         self.next_status = time.monotonic()
 
     def step(self) -> None:
@@ -45,9 +53,11 @@ class Example(Automaton):
             oldest = self.objects.keys()[0]
             self.put({"id": oldest, "step": self.steps, "data": self.payload + str(self.steps)})
         else:
-            self.add({"id": f"obj-{self.made}", "step": self.steps,
+            self.add({"id": f"obj-{self.prefix}{self.made}", "step": self.steps,
                       "data": self.payload + str(self.made)})
         self.made += 1
+        if self.leak_bytes:
+            self.leaked.append(os.urandom(self.leak_bytes))
         self.record((self.steps, time.time()))
         now = time.monotonic()
         if now >= self.next_status:
@@ -60,11 +70,15 @@ class Example(Automaton):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    p.add_argument("--until", type=float, default=None,
+                   help="stop at this Unix time instead (shared by every generation)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--rate", type=float, default=300.0, help="steps per second (default 300)")
     p.add_argument("--object-kb", type=float, default=10.0, help="KB per object (default 10)")
     p.add_argument("--state", default="automaton.jsonl", help="state file (automaton.jsonl)")
     p.add_argument("--fresh", action="store_true", help="start from an empty state file")
+    p.add_argument("--leak-kb", type=float, default=0.0,
+                   help="KB per step leaked outside every bounded store (default 0)")
     p.add_argument("--bounded", action="store_true",
                    help="use the default profile's limits even without a supervisor")
     args = p.parse_args(argv)
@@ -75,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         os.unlink(args.state)
     client = workers.connect()
     limits = None if client.supervised or args.bounded else UNBOUNDED
-    automaton = Example(args.state, int(args.object_kb * 1000), limits)
+    automaton = Example(args.state, int(args.object_kb * 1000), limits,
+                        int(args.leak_kb * 1000))
     mode = "supervised" if client.supervised else ("bounded" if args.bounded else "unbounded")
     print(f"example_automaton: {mode}, max_objects {automaton.limits.max_objects}, "
           f"{args.rate:g} steps/s of {args.object_kb:g} KB", file=sys.stderr, flush=True)
-    done = automaton.run(steps=args.steps, duration_s=args.duration, interval_s=1 / args.rate)
+    duration = args.duration if args.until is None else max(0.0, args.until - time.time())
+    done = automaton.run(steps=args.steps, duration_s=duration, interval_s=1 / args.rate)
     print(f"example_automaton: {done} steps, {len(automaton.objects)} objects kept, "
           f"{len(automaton.duplicates)} duplicate ids", file=sys.stderr, flush=True)
     automaton.close()

@@ -18,13 +18,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import anyio
 
-import anyio  # noqa: E402
-
-from supervisor import config  # noqa: E402
-from supervisor.arbiter import Arbiter  # noqa: E402
-from supervisor.events import EventLog  # noqa: E402
+from supervisor import config
+from supervisor.arbiter import Arbiter
+from supervisor.events import EventLog
 
 # Generation 1 grows at the given rate; later generations hold still. Each says ready on
 # the channel as soon as it runs, as a cooperative worker would.

@@ -39,6 +39,7 @@ FORWARDED = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, sign
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 HOUSEKEEPING_S = 0.05
 KILL_WAIT_S = 5.0
+REPORT_WAIT_S = 5.0
 
 
 class Arbiter:
@@ -166,7 +167,8 @@ class Arbiter:
         try:
             child = process.spawn(
                 spec.argv,
-                env=worker_env(dict(os.environ), spec, number, profile),
+                env=worker_env(dict(os.environ), spec, number, profile,
+                               investigate_on_retire=self.cfg.investigate_on_retire),
                 cwd=spec.cwd,
                 with_channel=True,
                 oom_score_adj=self.cfg.oom_score_adj,
@@ -261,6 +263,7 @@ class Arbiter:
                 **self._ids(gen), rss=message.rss_before, rss_after=message.rss_after,
                 dropped=message.dropped, ms=message.ms, reason=message.reason or None)
         elif isinstance(message, protocol.Report):
+            gen.reported.set()
             self.events.emit("report", f"leak report {message.id} ({message.ms:.0f}ms)",
                              **self._ids(gen), ms=message.ms,
                              data=msgspec.to_builtins(message))
@@ -361,9 +364,13 @@ class Arbiter:
                       sig: int = signal.SIGTERM) -> None:
         """Stop one generation by escalation: shutdown message, `sig`, grace, KILL."""
         gen.retiring = True
-        self._send(gen, protocol.Shutdown(grace_s=float(grace), reason=reason))
         self.events.emit("retire", f"retiring ({reason}): {signal_name(sig)}, "
                          f"KILL after {grace:g}s", **self._ids(gen), reason=reason)
+        told = self._send(gen, protocol.Shutdown(grace_s=float(grace), reason=reason))
+        if told and self.cfg.investigate_on_retire and gen.spoke and not self.stopping:
+            # The worker answers `shutdown` with a leak report; give it a moment to send it.
+            with anyio.move_on_after(min(grace, REPORT_WAIT_S)):
+                await gen.reported.wait()
         process.signal_tree(gen.child, sig, root_reaped=not gen.alive)
         with anyio.move_on_after(grace):
             await gen.exited.wait()

@@ -81,6 +81,9 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
                          help=f"{text} (default: {_default(name)})")
     run.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
                      help="classify and record everything, act on nothing (default: off)")
+    run.add_argument("--investigate-on-retire", action="store_true", default=argparse.SUPPRESS,
+                     help="ask each retired generation for a leak report before TERM "
+                     "(default: off)")
     run.add_argument("--no-subreaper", dest="subreaper", action="store_false",
                      default=argparse.SUPPRESS,
                      help="do not adopt orphaned descendants (default: adopt them)")

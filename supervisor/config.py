@@ -114,6 +114,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ready_timeout: Duration = Duration(30.0)
     baseline_generations: PositiveInt = 3
     medium_signal: str | None = None
+    investigate_on_retire: bool = False
     oom_score_adj: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 500
     subreaper: bool = True
     dry_run: bool = False

@@ -81,6 +81,7 @@ class Generation:
     oom_kills_at_start: int = 0
     stats: protocol.Stats | None = None
     exited: anyio.Event = field(default_factory=anyio.Event)
+    reported: anyio.Event = field(default_factory=anyio.Event)
     channel_scope: anyio.CancelScope | None = None
 
     @property
@@ -133,7 +134,8 @@ def make_slot(spec: WorkerSpec, cfg: Config) -> Slot:
     )
 
 
-def worker_env(base: dict[str, str], spec: WorkerSpec, number: int, profile: str) -> dict[str, str]:
+def worker_env(base: dict[str, str], spec: WorkerSpec, number: int, profile: str,
+               *, investigate_on_retire: bool = False) -> dict[str, str]:
     """The worker's environment: ours unchanged, its own additions, then the channel's variables."""
     env = dict(base)
     env.update(spec.env)
@@ -143,4 +145,6 @@ def worker_env(base: dict[str, str], spec: WorkerSpec, number: int, profile: str
     env[protocol.ENV_PROFILE] = profile
     env[protocol.ENV_LIMITS] = msgspec.json.encode(limits).decode()
     env.pop(protocol.ENV_FD, None)
+    if investigate_on_retire:
+        env[protocol.ENV_INVESTIGATE_ON_SHUTDOWN] = "1"
     return env

@@ -246,3 +246,18 @@ def test_shared_limit_retires_the_fastest_grower(memwarden, memory_cgroup, tmp_p
     assert {e["worker"] for e in events(snaps, "spawn")} == {"fast"}
     assert list(lifetimes(slow_log)) == [1]
     assert "oom_kill 0" in (memory_cgroup / "memory.oom_control").read_text()
+
+
+def test_retired_generation_sends_a_leak_report_first(memwarden, tmp_path) -> None:
+    snaps = tmp_path / "s"
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+                          "--high", "60MB", "--critical", "3GB", "--investigate-on-retire"),
+                  "--", *LEAKY, "--channel", "--rate", "40MB/s", "--max", "90")
+    wait_until(lambda: events(snaps, "exit", generation=1), timeout=60, what="a retirement")
+    m.signal(signal.SIGTERM)
+    m.wait()
+    reports = events(snaps, "report", generation=1)
+    assert reports and reports[0]["data"]["id"] == "shutdown", reports
+    retire = events(snaps, "retire", generation=1)[0]
+    assert reports[0]["t"] <= events(snaps, "exit", generation=1)[0]["t"]
+    assert retire["t"] <= reports[0]["t"]

@@ -29,8 +29,13 @@ class Record(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True)
     t: float
 
 
-class Header(Record, tag="header"):
-    """First record of every file: who wrote it, where, under which limit and config."""
+class Header(Record, tag="header", omit_defaults=False):
+    """First record of every file: who wrote it, where, under which limit and config.
+
+    Written with every field, defaults included, so that `version` is always on the line:
+    a reader must see the version to refuse a major it does not know. A header without
+    `version` (none is written so) is read as format 1.
+    """
 
     version: str = FORMAT_VERSION
     host: str = ""

@@ -100,3 +100,18 @@ def test_missing_path_and_empty_directory_are_clear_errors(tmp_path: pathlib.Pat
         reader.expand([str(tmp_path / "nope")])
     with pytest.raises(reader.SnapshotError, match="no snapshot files"):
         reader.expand([str(tmp_path)])
+
+
+def test_overlapping_runs_of_one_host_are_read_in_time_order(tmp_path: pathlib.Path) -> None:
+    # Two supervisors on one host wrote the same worker name over overlapping hours.
+    for pid, t0 in ((1, 1.7e9), (2, 1.7e9 + 1800)):
+        header = msgspec.structs.replace(synthetic.header("h", t0=t0), supervisor_pid=pid)
+        synthetic.write(str(tmp_path / f"run{pid}.jsonl"),
+                        [header, *synthetic.samples("w", synthetic.series("flat", 3600),
+                                                    t0=t0)])
+    result = analyze([str(tmp_path)])
+    (w,) = result.report.workers
+    assert w.samples == 7200 and w.end - w.start == pytest.approx(5399)
+    windows = result.workers[0].generations[0].windows
+    assert windows.t == sorted(windows.t)
+    assert w.verdict == "none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import threading
@@ -115,7 +116,8 @@ def test_burst_round_trip() -> None:
                                                                            strict=True))
 
 
-def test_full_disk_drops_and_counts_and_recovers(small_tmpfs: pathlib.Path) -> None:
+def test_full_disk_drops_and_counts_and_recovers(small_tmpfs: pathlib.Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="snapshots.writer")
     directory = small_tmpfs / "snaps"
     w = SnapshotWriter(str(directory), synthetic.header("h1"), flush_interval_s=0.01)
     w.start()
@@ -151,3 +153,18 @@ def test_full_disk_drops_and_counts_and_recovers(small_tmpfs: pathlib.Path) -> N
     assert stats.corrupt == 0, stats.problems  # a partial line is cut back, never left
     notes = [r for r in got if isinstance(r, Event) and r.type == "dropped"]
     assert notes and sum(n.dropped or 0 for n in notes) == w.dropped
+    # one warning when the disk fills, one when writing works again: not one per record
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write" in m for m in messages) == 1, messages
+    assert sum("writing to" in m and "again" in m for m in messages) == 1, messages
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_alone(tmp_path: pathlib.Path) -> None:
+    w = SnapshotWriter(str(tmp_path), synthetic.header("h1"))
+    w.start()
+    bad = Event(t=1.0, type="report", data={"x": object()})  # not JSON
+    assert w.submit(_samples(1)[0]) and w.submit(bad) and w.submit(_samples(1)[0])
+    w.close()
+    assert (w.written, w.dropped) == (2, 1)
+    got, stats = _read_all(tmp_path)
+    assert stats.corrupt == 0 and sum(isinstance(r, Sample) for r in got) == 2

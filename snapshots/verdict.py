@@ -1,0 +1,147 @@
+"""From a shape and its fits to a leak verdict with reasons, an attribution and projections.
+
+The verdict has two gates. Statistics: the relevant trend must be significant after the
+autocorrelation correction and its 95 % interval must exclude zero. Effect size: the growth
+must matter, i.e. reach the reference size (the limit, else the CRITICAL threshold) within
+`horizon_s`, or exceed `share_per_h` of it per hour; without any reference, 10 % of the
+current size per hour. A drift that passes the first gate but not the second is at most
+"suspected": significant is not the same as harmful.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from snapshots.report import Attribution, Projection, Trend, Verdict
+from snapshots.shape import GROWTH_SHAPES, Shape
+from snapshots.trend import Fit
+
+MBH = 3600.0 / 1e6  # bytes/s -> MB/h
+_P_SIGNIFICANT = 0.01
+_P_STRONG = 1e-3
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Effect-size settings (see the module docstring)."""
+
+    horizon_s: float = 24 * 3600.0
+    share_per_h: float = 0.01
+    min_span_s: float = 600.0  # shorter than this and nothing is more than suspected
+
+
+def trend_out(f: Fit) -> Trend:
+    """The report form of a fit."""
+    return Trend(slope_mb_h=f.slope * MBH, low_mb_h=f.lo * MBH, high_mb_h=f.hi * MBH,
+                 ols_mb_h=f.ols_slope * MBH, r2=f.r2, z=f.z, p=f.p, points=f.n,
+                 effective_points=f.n_eff)
+
+
+def _fmt_mb(x: float) -> str:
+    return f"{x / 1e6:.1f} MB"
+
+
+def _fmt_s(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def judge(shape: Shape, span_s: float, current: float, reference: int | None,
+          gate: Gate) -> tuple[Verdict, list[str]]:
+    """Return the verdict for one segment and the reasons, in the order they were weighed."""
+    f = shape.relevant
+    reasons = [f"shape: {shape.name} ({shape.detail})"]
+    if shape.name == "short":
+        return "none", reasons
+    which = {"sawtooth": "on the baseline", "sawtooth_rising": "on the baseline",
+             "plateau": "after warm-up"}.get(shape.name, "on the medians")
+    reasons.append(f"trend {which}: {f.slope * MBH:+.2f} MB/h "
+                   f"(95 % {f.lo * MBH:+.2f} to {f.hi * MBH:+.2f}), p={f.p:.2g} "
+                   f"over {f.n_eff:.0f} effective points")
+    significant = f.p < _P_SIGNIFICANT and f.lo > 0
+    if not significant:
+        reasons.append("no significant growth")
+        return "none", reasons
+    if reference:
+        headroom = reference - current
+        reach = headroom / f.slope if f.slope > 0 else math.inf
+        share = f.slope * 3600.0 / reference
+        matters = reach <= gate.horizon_s or share >= gate.share_per_h
+        reasons.append(f"at this rate {_fmt_mb(reference)} is reached in {_fmt_s(max(reach, 0))}"
+                       f"; growth is {share:.2%} of it per hour")
+    else:
+        share = f.slope * 3600.0 / max(current, 1.0)
+        matters = share >= 0.10
+        reasons.append(f"no limit known; growth is {share:.1%} of the current size per hour")
+    if not matters:
+        reasons.append("the drift is significant but too small to matter within "
+                       f"{_fmt_s(gate.horizon_s)}")
+        return "suspected", reasons
+    if shape.name not in GROWTH_SHAPES:
+        reasons.append(f"a {shape.name} shape is not a leak pattern; growth is only suspected")
+        return "suspected", reasons
+    if span_s < gate.min_span_s:
+        reasons.append(f"only {_fmt_s(span_s)} recorded; at least {_fmt_s(gate.min_span_s)} "
+                       "are needed for more than a suspicion")
+        return "suspected", reasons
+    if f.p < _P_STRONG and (f.r2 >= 0.8 or shape.name != "linear") and f.n_eff >= 30 \
+            and span_s >= 3600:
+        reasons.append("strong, sustained growth for over an hour")
+        return "confirmed", reasons
+    return "likely", reasons
+
+
+def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: float | None,
+              rss_level: float, trims: int, trims_dropped: bool) -> Attribution:
+    """Name where growth comes from, using the worker's object counters when it sends them."""
+    per_mb = (objects_level / (rss_level / 1e6)) if objects_level and rss_level > 0 else None
+    if not growing:
+        return Attribution(kind="none", detail="memory is not growing", objects_per_mb=per_mb)
+    if objects is None or objects_level is None:
+        return Attribution(kind="unknown", detail="the worker sends no object counters; "
+                           "use the workers library (or send `stats`) to tell Python objects "
+                           "from native memory")
+    objects_growing = objects.p < _P_SIGNIFICANT and objects.lo > 0 and \
+        objects.slope * 3600.0 > 0.02 * max(objects_level, 1.0)
+    if objects_growing:
+        per_object = rss_fit.slope / objects.slope if objects.slope > 0 else None
+        return Attribution(kind="python_objects",
+                           detail=f"objects grow with memory ({objects.slope * 3600:+.0f}/h); "
+                           "look for a store or cache without a bound",
+                           objects_per_mb=per_mb, bytes_per_object=per_object)
+    if trims and trims_dropped:
+        return Attribution(kind="fragmentation",
+                           detail="object counts stay bounded and trims drop objects, yet "
+                           "memory does not come back: allocator fragmentation or retention",
+                           objects_per_mb=per_mb)
+    return Attribution(kind="native",
+                       detail="memory grows while Python object counts do not: a native "
+                       "(C extension, subprocess) leak or allocator retention",
+                       objects_per_mb=per_mb)
+
+
+def project(f: Fit, current: float, targets: dict[str, int]) -> list[Projection]:
+    """Time from now to each target at the fitted slope; the range uses the 95 % interval."""
+    out = []
+    for name, size in targets.items():
+        gap = size - current
+        if gap <= 0:
+            out.append(Projection(target=name, bytes=size, seconds=0.0, earliest=0.0,
+                                  latest=0.0, reached=True))
+            continue
+
+        def at(rate: float, gap: float = gap) -> float | None:
+            return gap / rate if rate > 0 else None
+
+        out.append(Projection(target=name, bytes=size, seconds=at(f.slope),
+                              earliest=at(f.hi), latest=at(f.lo)))
+    return out
+
+
+__all__ = ["MBH", "Gate", "attribute", "judge", "project", "trend_out"]

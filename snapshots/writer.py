@@ -1,0 +1,302 @@
+"""The snapshot writer: a thread that encodes records to JSONL files, rotates and prunes them.
+
+The supervisor's sampling and event loop call `submit`, which only appends to a bounded
+queue; everything that can be slow (encoding, the disk) happens on the writer's own thread.
+A slow or full disk therefore costs snapshot records, never supervision: records are dropped,
+counted, announced in an Event of type "dropped" once writing works again, and logged once per
+burst of failures.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import logging
+import os
+import re
+import socket
+import threading
+import time
+
+import msgspec
+
+from snapshots.schema import Event, Header, Record
+
+log = logging.getLogger(__name__)
+
+#: Bytes collected before a write even when the flush interval has not passed.
+_WRITE_CHUNK = 256 * 1024
+#: While the disk fails, how often the writer tries again.
+_RETRY_S = 1.0
+_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
+
+
+def file_prefix(host: str) -> str:
+    """Return the name prefix of this host's snapshot files (`memwarden-<host>-`)."""
+    return f"memwarden-{_UNSAFE.sub('_', host) or 'host'}-"
+
+
+class SnapshotWriter:
+    """Write records to `directory` as `memwarden-<host>-<start>-<pid>-<index>.jsonl`.
+
+    Names sort in writing order. Every file begins with `header` (its `file_index` and `t`
+    filled in). A file is closed once it reaches `max_bytes`; after each rotation only the
+    `keep` newest files of this host are kept and any older than `max_age_s` are removed.
+    `submit` never blocks and never raises; `written` and `dropped` count records.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        header: Header,
+        *,
+        max_bytes: int = 64 * 2**20,
+        keep: int = 8,
+        max_age_s: float = 7 * 86400,
+        flush_interval_s: float = 1.0,
+        queue_limit: int = 65536,
+    ) -> None:
+        if max_bytes < 1024 or keep < 1 or queue_limit < 1:
+            raise ValueError(
+                f"snapshot writer: max_bytes >= 1024, keep >= 1 and queue_limit >= 1 "
+                f"(got {max_bytes}, {keep}, {queue_limit})"
+            )
+        self.directory = directory
+        self.header = header
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.max_age_s = max_age_s
+        self.flush_interval_s = flush_interval_s
+        self.queue_limit = queue_limit
+        self.written = 0
+        self.dropped = 0
+        self.files: list[str] = []
+        self._prefix = file_prefix(header.host or socket.gethostname())
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(header.started or time.time()))
+        self._stem = f"{self._prefix}{stamp}-{os.getpid()}-"
+        # deque.append/popleft are atomic under the GIL, so the caller never takes a lock;
+        # a queue.Queue would lock twice per record and could block on a full queue.
+        self._queue: collections.deque[Record] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._encoder = msgspec.json.Encoder()
+        self._buffer = bytearray()
+        self._buffered = 0  # records in _buffer
+        self._fd = -1
+        self._size = 0
+        self._index = 0
+        self._failing = False  # the disk refused the last write: drop until the retry
+        self._outage = False  # failing since the last successful write (logged once)
+        self._pending_dropped = 0  # dropped since the last announcement
+        self._retry_at = 0.0
+
+    # -- caller side ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (the first file is opened there)."""
+        os.makedirs(self.directory, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="memwarden-snapshots", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: Record) -> bool:
+        """Queue `record`; return False (and count it) when it was dropped instead.
+
+        Drops happen when the queue is full or while the disk is failing. Thread-safe,
+        never blocks, never raises.
+        """
+        queue = self._queue
+        if self._failing or len(queue) >= self.queue_limit or self._stop:
+            self._count_drop(1)
+            return False
+        queue.append(record)
+        if len(queue) > self.queue_limit >> 2 and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued, close the file and stop the thread (waits at most `timeout_s`)."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("snapshot writer did not finish within %.1fs; %d records left",
+                            timeout_s, len(self._queue))
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def _count_drop(self, n: int) -> None:
+        # Plain increments from two threads may lose a count under contention; the figures
+        # are diagnostics, and a lock here would put the writer's contention on the caller.
+        self.dropped += n
+        self._pending_dropped += n
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # the thread must never die silently and take snapshots with it
+            log.exception("snapshot writer stopped by an unexpected error")
+        finally:
+            self._close_file()
+
+    def _loop(self) -> None:
+        queue = self._queue
+        encode_into = self._encoder.encode_into
+        buffer = self._buffer
+        next_flush = time.monotonic() + self.flush_interval_s
+        while True:
+            stopping = self._stop
+            if self._failing:
+                self._retry()
+            else:
+                if self._fd < 0:
+                    self._open_next()
+                # Write when the chunk is full or the file reaches its size: files end
+                # within one record of `max_bytes`.
+                limit = min(_WRITE_CHUNK, max(self.max_bytes - self._size, 1))
+                while queue and len(buffer) < limit:
+                    record = queue.popleft()
+                    mark = len(buffer)
+                    try:
+                        encode_into(record, buffer, -1)
+                    except (TypeError, ValueError, OverflowError) as e:
+                        del buffer[mark:]  # never leave half a record in the file
+                        log.warning("snapshot record %s not encodable, skipped: %s",
+                                    type(record).__name__, e)
+                        self._count_drop(1)
+                        continue
+                    buffer.extend(b"\n")
+                    self._buffered += 1
+                now = time.monotonic()
+                if len(buffer) >= limit or now >= next_flush or stopping:
+                    self._flush()
+                    next_flush = now + self.flush_interval_s
+            if stopping and (not queue or self._failing):
+                self._flush()
+                while queue:  # the disk failed during shutdown: count what is left
+                    queue.popleft()
+                    self._count_drop(1)
+                return
+            if not queue or self._failing:
+                self._wake.wait(min(0.05, self.flush_interval_s))
+                self._wake.clear()
+
+    def _flush(self) -> None:
+        if not self._buffer or self._fd < 0:
+            return
+        if self._pending_dropped and not self._failing:
+            self._announce_drops()
+        if self._write(self._buffer):
+            self.written += self._buffered
+        else:
+            self._count_drop(self._buffered)
+        self._buffer.clear()
+        self._buffered = 0
+        if self._size >= self.max_bytes:
+            self._close_file()
+            self._open_next()
+
+    def _announce_drops(self) -> None:
+        n = self._pending_dropped
+        note = Event(t=time.time(), type="dropped", dropped=n,
+                     message=f"{n} snapshot records dropped (disk full or slow)")
+        line = self._encoder.encode(note) + b"\n"
+        if self._write(line):  # not counted in `written`: that counts submitted records
+            self._pending_dropped -= n
+
+    def _write(self, data: bytes | bytearray) -> bool:
+        """Write all of `data` or nothing (a partial line is cut off again); False on failure."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as e:
+            self._fail(e)
+            if done:
+                try:  # never leave half a line: the reader would count it as corrupt
+                    os.ftruncate(self._fd, self._size)
+                except OSError:
+                    log.debug("could not cut back a partial snapshot line", exc_info=True)
+            return False
+        self._size += done
+        if self._outage:
+            self._outage = False
+            log.warning("snapshots: writing to %s again; %d records dropped in total",
+                        self.directory, self.dropped)
+        return True
+
+    def _fail(self, error: OSError) -> None:
+        if not self._outage:
+            self._outage = True
+            reason = errno.errorcode.get(error.errno or 0, str(error.errno))
+            log.warning("snapshots: cannot write to %s (%s: %s); dropping records until it "
+                        "works again, supervision goes on", self.directory, reason,
+                        error.strerror)
+        self._failing = True
+        self._retry_at = time.monotonic() + _RETRY_S
+
+    def _retry(self) -> None:
+        if time.monotonic() < self._retry_at:
+            return
+        if self._fd < 0:
+            self._failing = False
+            self._open_next()
+        else:
+            self._failing = False
+            if self._pending_dropped:
+                self._announce_drops()
+
+    def _open_next(self) -> None:
+        path = os.path.join(self.directory, f"{self._stem}{self._index:04d}.jsonl")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                         0o644)
+        except OSError as e:
+            self._fail(e)
+            return
+        self._fd, self._size = fd, 0
+        self._index += 1
+        self.files.append(path)
+        header = msgspec.structs.replace(self.header, t=time.time(), file_index=self._index - 1)
+        if not self._write(self._encoder.encode(header) + b"\n"):
+            # A file without its header is useless to the reader: remove it and retry later.
+            self._close_file()
+            self.files.pop()
+            self._index -= 1
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return
+        self._prune()
+
+    def _close_file(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    def _prune(self) -> None:
+        """Keep this host's `keep` newest files; remove those older than `max_age_s`."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory)
+                           if n.startswith(self._prefix) and ".jsonl" in n)
+        except OSError as e:
+            log.warning("snapshots: cannot list %s for retention: %s", self.directory, e)
+            return
+        now = time.time()
+        current = os.path.basename(self.files[-1]) if self.files else None
+        for i, name in enumerate(names):
+            if name == current:
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                old = now - os.stat(path).st_mtime > self.max_age_s
+                if old or i < len(names) - self.keep:
+                    os.unlink(path)
+            except OSError:
+                continue  # gone already, or not ours to remove
+
+
+__all__ = ["SnapshotWriter", "file_prefix"]

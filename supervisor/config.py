@@ -149,8 +149,8 @@ def _dec_hook(type_: type, value: Any) -> Any:
 
 def enc_hook(obj: Any) -> Any:
     """Encode the config's own types for records meant for people (the snapshot header)."""
-    if isinstance(obj, Size):
-        return str(obj)
+    if isinstance(obj, Size):  # exact, so that a recorded config can be replayed as it was
+        return obj.bytes if obj.percent is None else f"{obj.percent:g}%"
     if isinstance(obj, Duration | Rate):
         return float(obj)
     raise NotImplementedError(type(obj))

@@ -359,8 +359,9 @@ def _generation_out(data: WorkerData, g: GenerationResult, trims: list[Event]) -
     gd = g.data
     head = [v for _, v in gd.head[:5]] or [0.0]
     tail = [v for _, v, _ in gd.tail[-5:]] or [0.0]
-    spawn = next((e for e in data.events if e.type == "spawn" and e.generation == g.generation),
-                 None)
+    # "spawn" starts a replacement; "start" a first generation or a crash restart.
+    spawn = next((e for e in data.events
+                  if e.type in ("spawn", "start") and e.generation == g.generation), None)
     lv = max((LEVELS.index(x) for x in gd.levels if x in LEVELS), default=0)
     _, vs, rs = data.counter_series("objects", g.generation)
     objects = [o / (r / 1e6) for o, r in zip(vs, rs, strict=True) if r > 0]

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 import anyio
 import msgspec
 
-from supervisor import linux, metrics, process, reaper
+from supervisor import control, linux, metrics, process, reaper
 from supervisor.cgroup import CgroupMemory
 from supervisor.channel import LineReader, encode
 from supervisor.config import Config
@@ -98,6 +98,9 @@ class Arbiter:
                     tg.start_soon(self._housekeeping)
                     if self.cfg.metrics:
                         await tg.start(metrics.serve, self.cfg.metrics, self.gauges)
+                    if self.cfg.control != "":
+                        await tg.start(control.serve, self.cfg.control or control.default_path(),
+                                       self.answer)
                     for slot in self.slots.values():
                         if not self._start(slot, profile="normal", reason="start"):
                             break
@@ -520,6 +523,57 @@ class Arbiter:
     def _worst_status(self) -> int:
         statuses = [s.last_status.shell for s in self.slots.values() if s.last_status is not None]
         return next((st for st in statuses if st != 0), 0)
+
+    def answer(self, request: control.Request) -> control.Reply:
+        """Answer one control request (`memwarden status`, `replace`, ...)."""
+        if isinstance(request, control.Status):
+            return self._status()
+        if isinstance(request, control.Stop):
+            assert self._tg is not None
+            self._tg.start_soon(self._shutdown, "asked by memwarden stop", signal.SIGTERM)
+            return control.Reply(ok=True, message="stopping every worker")
+        slot = self.slots.get(request.worker)
+        gen = slot.current if slot is not None else None
+        if slot is None or gen is None or not gen.alive:
+            known = ", ".join(self.slots)
+            return control.Reply(ok=False, message=f"no running worker {request.worker!r} "
+                                 f"(workers: {known})")
+        if isinstance(request, control.Replace):
+            self._execute(self.policy.replace(time.monotonic(), slot.name,
+                                              "requested with memwarden replace"))
+            return control.Reply(ok=True, message=f"replacing generation {gen.number} of "
+                                 f"{slot.name!r} (make before break)")
+        if isinstance(request, control.Investigate):
+            sent = self._send(gen, protocol.Investigate(id=f"ctl-{time.time_ns()}",
+                                                        top=request.top))
+            return control.Reply(ok=sent, message="asked; the report goes to the log and the "
+                                 "snapshots" if sent else "the worker has no channel open")
+        current: protocol.Limits = getattr(slot.spec.profiles, gen.profile)
+        try:
+            limits = msgspec.convert({**msgspec.to_builtins(current), **request.limits},
+                                     protocol.Limits)
+        except msgspec.ValidationError as e:
+            return control.Reply(ok=False, message=f"bad limits: {e}")
+        sent = self._send(gen, protocol.SetLimits(profile=gen.profile, limits=limits))  # type: ignore[arg-type]
+        self.events.emit("limits", f"limits set by hand: {request.limits}", **self._ids(gen),
+                         data=dict(request.limits))
+        return control.Reply(ok=sent, message="limits sent" if sent else "no channel open")
+
+    def _status(self) -> control.Reply:
+        workers = []
+        for gen in self._live():
+            view = self.sampler.view(gen.key)
+            state = "retiring" if gen.retiring else ("ready" if gen.ready_at else "starting")
+            workers.append(control.WorkerStatus(
+                name=gen.slot.name, generation=gen.number, pid=gen.pid, state=state,
+                profile=gen.profile, uptime_s=gen.uptime, generations=gen.slot.generations,
+                rss=view.rss if view else None, procs=view.procs if view else None,
+                level=view.level.label if view else None, growth=view.slope if view else None))
+        container = self.sampler.container()
+        stats = self.sampler.stats
+        return control.Reply(ok=True, workers=workers, limit=self.limit,
+                             container=container.working_set if container else None,
+                             ticks=stats.ticks, late=stats.late)
 
     def gauges(self) -> list[metrics.Gauge]:
         """The figures `--metrics` serves."""

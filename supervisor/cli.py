@@ -41,6 +41,8 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
     ("sample-period", "DURATION", "period of the per-worker summary records"),
     ("metrics", "HOST:PORT", "serve Prometheus metrics on this address"),
+    ("control", "PATH", "control socket for memwarden status/replace/stop ('' for none; "
+     "default: $XDG_RUNTIME_DIR or /tmp, memwarden-UID.sock)"),
     ("log-level", "LEVEL", "debug, info, warning or error"),
 ]
 
@@ -93,6 +95,7 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
         description="Read snapshot files (files, directories, globs, .gz) and report per "
         "worker and generation: growth, leak verdict, time to the limit, replacements.",
     )
+    _control_parsers(sub)
     if not analyze_arguments:
         return parser
     from snapshots import cli as snapshots_cli
@@ -101,6 +104,81 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
                          help="run the pressure classifier of --config over the recorded samples")
     analyze.add_argument("--config", metavar="FILE", help="configuration for --replay")
     return parser
+
+
+def _control_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--control", metavar="PATH", default=None,
+                       help="the running memwarden's control socket "
+                       "(default: $MEMWARDEN_CONTROL or the default path)")
+        return p
+
+    add("status", "show the supervised workers").add_argument(
+        "--json", action="store_true", help="print the answer as JSON")
+    add("top", "show the workers, refreshed").add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period")
+    add("investigate", "ask a worker for a leak report").add_argument("worker")
+    p = add("set", "change a worker's limits live, e.g. max_objects=500")
+    p.add_argument("worker")
+    p.add_argument("limits", nargs="+", metavar="KEY=VALUE")
+    add("replace", "start a new generation, retire the old one once it is ready"
+        ).add_argument("worker")
+    add("stop", "stop every worker gracefully and exit")
+
+
+def _control(args: argparse.Namespace) -> int:
+    from supervisor import control
+    from supervisor.units import format_size
+
+    path = args.control or os.environ.get("MEMWARDEN_CONTROL") or control.default_path()
+    action = args.action
+    if action == "set":
+        try:
+            limits = {k: int(v) if v.strip().isdigit() else float(v)
+                      for k, _, v in (item.partition("=") for item in args.limits)}
+        except ValueError:
+            print(f"memwarden set: expected KEY=NUMBER, got {' '.join(args.limits)}",
+                  file=sys.stderr)
+            return 2
+        request: control.Request = control.Set(args.worker, limits)  # type: ignore[arg-type]
+    elif action in ("status", "top"):
+        request = control.Status()
+    elif action == "stop":
+        request = control.Stop()
+    elif action == "replace":
+        request = control.Replace(args.worker)
+    else:
+        request = control.Investigate(args.worker)
+    while True:
+        try:
+            reply = control.ask(path, request)
+        except OSError as e:
+            print(f"memwarden {action}: no memwarden answers at {path} ({e.strerror or e}); "
+                  "is it running, with --control pointing there?", file=sys.stderr)
+            return 1
+        if action == "status" and args.json:
+            print(msgspec.json.encode(reply).decode())
+            return 0
+        if action not in ("status", "top"):
+            print(reply.message)
+            return 0 if reply.ok else 1
+        if action == "top":
+            print("\x1b[H\x1b[2J", end="")
+        limit = format_size(reply.limit) if reply.limit else "none"
+        used = format_size(reply.container) if reply.container is not None else "-"
+        print(f"limit {limit}  container {used}  ticks {reply.ticks}  late {reply.late}")
+        print(f"{'worker':16} {'gen':>4} {'pid':>7} {'state':9} {'profile':8} {'rss':>11} "
+              f"{'procs':>5} {'level':8} {'growth':>11} {'uptime':>8}")
+        for w in reply.workers:
+            growth = f"{w.growth / 1e6:+.2f}MB/s" if w.growth is not None else "-"
+            rss = format_size(w.rss) if w.rss is not None else "-"
+            print(f"{w.name:16} {w.generation:>4} {w.pid:>7} {w.state:9} {w.profile:8} "
+                  f"{rss:>11} {w.procs or 0:>5} {w.level or '-':8} {growth:>11} "
+                  f"{w.uptime_s:>7.0f}s")
+        if action == "status":
+            return 0
+        time.sleep(args.interval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "run":
         return _run(args, command)
+    if args.action in ("status", "top", "investigate", "set", "replace", "stop"):
+        try:
+            return _control(args)
+        except KeyboardInterrupt:  # the way out of `memwarden top`
+            return 0
     if args.action == "analyze":
         if args.replay:
             from supervisor import replay

@@ -384,6 +384,21 @@ class Policy:
             return self._emit(self._spawn(now, s, s.plan, after_exit=g.number))
         return []  # an unexpected exit of the current generation: restarts are decided elsewhere
 
+    def replace(self, now: float, slot: str, reason: str) -> list[Action]:
+        """A replacement asked for by hand: make before break with the current profile.
+
+        Ignores the cooldown (a person asked) but never starts a second pending replacement.
+        """
+        s = self._slot(slot)
+        g = s.generations.get(s.current)
+        if s.gave_up or g is None or g.state not in _LIVE:
+            return [Record(slot, s.current, "replace", f"{slot!r} has no live generation "
+                           "to replace", {})]
+        if s.pending is not None or s.plan is not None:
+            return [Record(slot, s.current, "replace", f"a replacement of {slot!r} is "
+                           "already under way", {})]
+        return self._emit(self._spawn(now, s, _Plan(g.profile, Level.LOW, reason)))
+
     def tick(self, now: float, *, headroom: int | None = None) -> list[Action]:
         """Run the timers: ready timeouts, cooldown expiry while HIGH holds, MEDIUM reminders.
 

@@ -501,3 +501,16 @@ def test_invariants_hold_for_any_sequence(ops: list[tuple], dry_run: bool) -> No
                     world[a.generation] = "retiring"
                 spawned_starting.discard(a.generation)
         assert len(spawned_starting) <= 1
+
+
+def test_replace_by_hand_makes_before_break_with_the_same_profile() -> None:
+    p = Policy(PolicySettings())
+    p.add_slot("w", 1, 0.0)
+    acts = p.replace(1.0, "w", "requested")
+    assert [type(a).__name__ for a in acts] == ["Spawn"]
+    assert acts[0].generation == 2 and acts[0].profile == "normal"
+    again = p.replace(1.5, "w", "requested")
+    assert [type(a).__name__ for a in again] == ["Record"]
+    assert "already under way" in again[0].message
+    retire = p.ready(2.0, "w", 2, 10 << 20)
+    assert [(type(a).__name__, a.generation) for a in retire] == [("Retire", 1)]

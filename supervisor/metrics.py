@@ -32,9 +32,9 @@ def _escape(value: str) -> str:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT` or `:PORT`; raise ValueError naming the accepted form."""
+    """`HOST:PORT` or `:PORT` (port 0: any free port); raise ValueError naming the form."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"--metrics: expected HOST:PORT such as 127.0.0.1:9464, got {text!r}")
     return host or "0.0.0.0", int(port)
 

@@ -124,6 +124,15 @@ def test_growth_raises_and_the_level_is_the_highest_input():
     assert [(c.t_ns - t0) // S for c in changes] == [5, 30]
 
 
+def test_a_fall_through_a_disabled_line_reports_the_real_one():
+    th = Thresholds.from_config(convert({"medium": "10%"}), None)  # MEDIUM off: no limit
+    assert th.rss[0] is None
+    changes = rss_run(ramp(0, [250, 250, 250]) + ramp(100, [0] * 60, step_ms=100), th)
+    assert [(c.level, c.previous) for c in changes] == [(H, L), (L, H)]
+    assert changes[1].threshold == pytest.approx(200 * MB * 0.95)
+    assert (changes[1].t_ns - changes[1].first_ns) // S == 5
+
+
 def test_growth_medium_needs_sustained_rate():
     w = WorkerClassifier("w", TH)
     rates = [6e6, 6e6, 0.0, 6e6, 6e6, 6e6]

@@ -159,3 +159,21 @@ def test_process_table_tracks_births_deaths_and_parents(spawn):
         assert p.pid not in table.scan()
     finally:
         table.close()
+
+
+def test_process_table_generation_moves_only_with_changes(spawn):
+    table = procfs.ProcessTable(verify_every=1000)
+    try:
+        table.scan()
+        p = spawn(kids=1)  # a child and a grandchild appear
+        scanned = table.scan()
+        assert scanned[p.pid][0] == os.getpid()
+        kid = next(pid for pid, (ppid, _) in scanned.items() if ppid == p.pid)
+        generation = table.generation
+        os.kill(kid, signal.SIGKILL)  # its parent reaps it
+        wait_for(lambda: kid not in table.scan(), what="the grandchild gone from the table")
+        assert table.generation > generation
+        # A verifying scan re-reads everything and agrees with the incremental one.
+        assert procfs.ProcessTable(verify_every=1).scan().get(p.pid) == table.scan()[p.pid]
+    finally:
+        table.close()

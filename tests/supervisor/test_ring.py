@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import pytest
@@ -55,14 +56,6 @@ def test_summary():
     for t, v in [(1, 5), (2, 9), (3, 1), (4, 7)]:
         ring.append(t, v)
     assert ring.summary(2, 4) == (7, 1, 9, pytest.approx(17 / 3), 3)
-
-
-def test_clear_keeps_capacity():
-    ring = filled(4, 6)
-    ring.clear()
-    assert len(ring) == 0 and ring.capacity == 4
-    ring.append(5, 6)
-    assert ring.last(5) == ([5], [6])
 
 
 def test_newest():
@@ -128,3 +121,40 @@ def test_slope_resists_outliers_where_least_squares_would_not():
 def test_slope_needs_three_points_and_a_time_span():
     assert resistant_slope([1, 2], [1, 2]) is None
     assert resistant_slope([5, 5, 5], [1, 2, 3]) is None
+
+
+def test_reads_during_appends_are_never_torn():
+    # One thread appends (t, 3t) as fast as it can; every read must return matching pairs
+    # in strictly increasing time, whatever the interleaving.
+    import sys
+    import threading
+
+    ring = Ring(64)
+    stop = threading.Event()
+
+    def writer() -> None:
+        t = 1
+        while not stop.is_set():
+            ring.append(t, 3 * t)
+            t += 1
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for i in range(20_000):
+            if i % 3 == 0:
+                ts, vs = ring.last(40)
+            elif i % 3 == 1:
+                newest = ring.newest()
+                ts, vs = ([newest[0]], [newest[1]]) if newest else ([], [])
+            else:
+                t_now = ring.newest()[0] if len(ring) else 0
+                ts, vs = ring.window(t_now - 30, t_now)
+            assert vs == [3 * t for t in ts]
+            assert all(a < b for a, b in itertools.pairwise(ts))
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(previous)

@@ -112,7 +112,7 @@ def test_a_child_allocating_is_seen(spawn, make_sampler):
     s, _ = make_sampler()
     p = spawn(mb=60)
     s.watch("w", p.pid)
-    view = wait_for(lambda: (v := s.view("w")) and v.rss >= 60 * MiB and v,
+    view = wait_for(lambda: (v := s.view("w")) and v.rss >= 60 * MiB and len(v.ring) >= 10 and v,
                     what="60 MiB in the view")
     assert view.procs == 1 and view.pids == (p.pid,)
     times, values = view.ring.last(10)
@@ -234,3 +234,46 @@ def test_container_headroom_changes_reach_on_change(tmp_path, make_sampler):
     assert [c.level for c in changes] == [Level.HIGH, Level.LOW]
     assert s.container().working_set == 320 * MB
     cgroup.close()
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_no_descriptor_outlives_its_watch(spawn):
+    before = open_fds()
+    s = Sampler(interval_s=0.001, discover_interval_s=0.02, ring_seconds=1.0,
+                thresholds=thresholds(), on_change=lambda c: None)
+    try:
+        s.start()
+        p = spawn(mb=1, kids=2)
+        for round_ in range(3):
+            s.watch("tree", p.pid)  # watching again replaces the earlier watch
+            wait_for(lambda: s.view("tree").procs == 3, what=f"the tree, round {round_}")
+        s.watch("other", p.pid)
+        wait_for(lambda: s.view("other").procs == 3, what="a second watch of the tree")
+        s.unwatch("tree")
+        s.unwatch("other")
+        s.unwatch("never watched")
+        ticks = s.stats.ticks
+        wait_for(lambda: s.stats.ticks > ticks + 5, what="the ticker closing retired readers")
+    finally:
+        s.stop()
+    leaked = {fd for fd in open_fds() - before
+              if os.readlink(f"/proc/self/fd/{fd}").startswith("/proc/")}
+    assert not leaked
+
+
+def test_realtime_puts_only_the_ticker_under_sched_fifo(spawn, make_sampler):
+    if os.geteuid() != 0:
+        pytest.skip("SCHED_FIFO needs root (CAP_SYS_NICE)")
+    s, _ = make_sampler(realtime=True)
+    p = spawn(mb=1)
+    s.watch("w", p.pid)
+    wait_for(lambda: s.view("w").rss > 0, what="a first sample")
+    ticker, discoverer = s._threads
+    fifo = os.SCHED_FIFO
+    wait_for(lambda: os.sched_getscheduler(ticker.native_id) & ~os.SCHED_RESET_ON_FORK == fifo,
+             what="the ticker under SCHED_FIFO")
+    assert os.sched_getscheduler(discoverer.native_id) == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread: untouched

@@ -1,0 +1,251 @@
+"""The one seam for cgroup memory files, v1 and v2.
+
+`CgroupMemory.discover()` finds the supervisor's own memory cgroup (v2 preferred, as the
+kernel's unified hierarchy is where containers live today); `usage()` is a pread on a
+kept-open descriptor, cheap enough for every tick; the other reads open their file each
+time and are meant for the slower discovery cadence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from supervisor.timing import GilRead
+
+log = logging.getLogger(__name__)
+
+#: v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything this
+#: large is no limit on any machine that exists.
+_V1_UNLIMITED = 2**62
+
+
+def _parse_flat(text: str) -> dict[str, int]:
+    """Parse "key value" lines (memory.stat, memory.events); malformed lines are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+def _parse_psi_some_avg10(text: str) -> float | None:
+    """Return avg10 of the "some" line of a PSI file; None if absent or malformed."""
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == "some":
+            for word in words[1:]:
+                name, _, value = word.partition("=")
+                if name == "avg10":
+                    try:
+                        return float(value)
+                    except ValueError:
+                        return None
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def host_psi_some_avg10(path: str = "/proc/pressure/memory") -> float | None:
+    """Return the host's memory PSI "some avg10" (percent); None when PSI is unavailable."""
+    text = _read(path)
+    return None if text is None else _parse_psi_some_avg10(text)
+
+
+class CgroupMemory:
+    """Memory figures of one cgroup directory (`version` 1 or 2)."""
+
+    def __init__(self, path: str, version: int, *, top: str | None = None) -> None:
+        """Open the usage file; raise FileNotFoundError when `path` is not a memory cgroup.
+
+        `top` is the hierarchy's mount point: v2 limits are searched from `path` up to it.
+        """
+        if version not in (1, 2):
+            raise ValueError(f"cgroup version must be 1 or 2, got {version}")
+        self.path = path
+        self.version = version
+        self._top = os.path.normpath(top) if top else None
+        usage = "memory.current" if version == 2 else "memory.usage_in_bytes"
+        fd = os.open(os.path.join(path, usage), os.O_RDONLY | os.O_CLOEXEC)
+        self._usage = GilRead(fd, 32)
+
+    @classmethod
+    def at(cls, path: str, version: int) -> CgroupMemory:
+        """The cgroup at `path`; raise FileNotFoundError when it has no memory files."""
+        return cls(path, version)
+
+    @classmethod
+    def discover(
+        cls,
+        proc_self_cgroup: str = "/proc/self/cgroup",
+        mounts: str = "/proc/self/mountinfo",
+        root: str | None = None,
+    ) -> CgroupMemory | None:
+        """Return this process's memory cgroup, v2 preferred; None when there is none readable.
+
+        `root` is prepended to every mount point (as if chrooted), so a test can lay out a
+        fake v2 tree exactly like the kernel's under a temporary directory.
+        """
+        membership = _read(proc_self_cgroup)
+        mountinfo = _read(mounts)
+        if membership is None or mountinfo is None:
+            return None
+        v2_path: str | None = None
+        v1_path: str | None = None
+        for line in membership.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            hid, controllers, path = parts
+            if hid == "0" and controllers == "":
+                v2_path = path
+            elif "memory" in controllers.split(","):
+                v1_path = path
+        v2_mount, v1_mount = _mount_points(mountinfo)
+        candidates = []
+        if v2_path is not None and v2_mount is not None:
+            candidates.append((v2_mount, v2_path, 2))
+        if v1_path is not None and v1_mount is not None:
+            candidates.append((v1_mount, v1_path, 1))
+        for (mount_point, mount_root), path, version in candidates:
+            # Inside a cgroup namespace the mount root is the namespace root; outside it,
+            # a bind-mounted subtree shows its own root: strip it from our path.
+            if mount_root != "/" and (path + "/").startswith(mount_root.rstrip("/") + "/"):
+                path = path[len(mount_root.rstrip("/")) :] or "/"
+            top = (root or "") + mount_point
+            full = os.path.normpath(top + "/" + path.lstrip("/"))
+            try:
+                return cls(full, version, top=top)
+            except OSError:
+                continue  # e.g. the v2 root cgroup, which has no memory.current
+        return None
+
+    def usage(self) -> int:
+        """Return memory.current (v2) / memory.usage_in_bytes (v1) in bytes; -1 if unreadable."""
+        data = self._usage.read()
+        try:
+            return int(data.split(None, 1)[0]) if data else -1
+        except ValueError:
+            return -1
+
+    def stat(self) -> dict[str, int]:
+        """Return memory.stat as {name: value}; empty when unreadable."""
+        text = _read(os.path.join(self.path, "memory.stat"))
+        return {} if text is None else _parse_flat(text)
+
+    def inactive_file(self) -> int:
+        """Return the inactive file cache in bytes (v2 inactive_file; v1 total_inactive_file)."""
+        key = "inactive_file" if self.version == 2 else "total_inactive_file"
+        return self.stat().get(key, 0)
+
+    def working_set(self) -> int:
+        """Return usage minus inactive file cache, floored at 0: what the OOM killer will hit."""
+        usage = self.usage()
+        return max(usage - self.inactive_file(), 0) if usage >= 0 else -1
+
+    def limit(self) -> int | None:
+        """Return the memory limit in bytes, None when unlimited.
+
+        v2: the smallest memory.max / memory.high set on this cgroup or an ancestor up to
+        the mount point; v1: hierarchical_memory_limit from memory.stat (which already
+        takes ancestors into account).
+        """
+        if self.version == 1:
+            value = self.stat().get("hierarchical_memory_limit")
+            if value is None:
+                text = _read(os.path.join(self.path, "memory.limit_in_bytes"))
+                value = int(text) if text and text.strip().isdigit() else None
+            return None if value is None or value >= _V1_UNLIMITED else value
+        best: int | None = None
+        path = os.path.normpath(self.path)
+        while True:
+            for name in ("memory.max", "memory.high"):
+                text = _read(os.path.join(path, name))
+                if text is None or text.strip() == "max":
+                    continue
+                try:
+                    value = int(text)
+                except ValueError:
+                    log.warning("ignoring %s/%s: not a byte count: %r", path, name, text)
+                    continue
+                best = value if best is None else min(best, value)
+            parent = os.path.dirname(path)
+            if self._top is None or path == self._top or parent == path:
+                break
+            if not (parent + "/").startswith(self._top + "/") and parent != self._top:
+                break
+            path = parent
+        return best
+
+    def events(self) -> dict[str, int]:
+        """Return the kernel's memory counters: v2 memory.events; v1 oom_kill and failcnt as max."""
+        if self.version == 2:
+            text = _read(os.path.join(self.path, "memory.events"))
+            return {} if text is None else _parse_flat(text)
+        out: dict[str, int] = {}
+        text = _read(os.path.join(self.path, "memory.oom_control"))
+        if text is not None:
+            oom = _parse_flat(text).get("oom_kill")
+            if oom is not None:
+                out["oom_kill"] = oom
+        text = _read(os.path.join(self.path, "memory.failcnt"))
+        if text is not None and text.strip().isdigit():
+            out["max"] = int(text)
+        return out
+
+    def psi_some_avg10(self) -> float | None:
+        """Return this cgroup's memory PSI "some avg10" (percent); None on v1 or unavailable."""
+        if self.version != 2:
+            return None
+        text = _read(os.path.join(self.path, "memory.pressure"))
+        return None if text is None else _parse_psi_some_avg10(text)
+
+    def close(self) -> None:
+        """Close the usage descriptor; later usage() returns -1. Safe to call twice."""
+        reader = getattr(self, "_usage", None)  # absent when __init__ raised
+        if reader is None:
+            return
+        fd, reader.fd = reader.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CgroupMemory({self.path!r}, v{self.version})"
+
+
+def _mount_points(mountinfo: str) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """Return ((mount point, root) of cgroup2, (mount point, root) of v1 memory) or None each."""
+    v2 = v1 = None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        tail = right.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        mount_root, mount_point = _unescape(fields[3]), _unescape(fields[4])
+        fstype, options = tail[0], tail[2].split(",")
+        if fstype == "cgroup2" and v2 is None:
+            v2 = (mount_point, mount_root)
+        elif fstype == "cgroup" and "memory" in options and v1 is None:
+            v1 = (mount_point, mount_root)
+    return v2, v1
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal (\040 ...).
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+__all__ = ["CgroupMemory", "host_psi_some_avg10"]

@@ -1,0 +1,116 @@
+"""A fixed-memory ring of (monotonic ns, RSS bytes) samples for one worker.
+
+Two preallocated `array('q')` columns; `append` writes in place and never allocates, so
+the supervisor's memory does not grow with run time. Readers copy out what they ask for.
+
+One thread appends (the sampler); others may read at the same time. A reader counts the
+appends made while it copied and drops the oldest samples of its copy that those appends
+may have overwritten, so it never returns a torn or out-of-order sample (rejected: a lock,
+which the sampler would take 1000 times a second for the rare read).
+"""
+
+from __future__ import annotations
+
+from array import array
+
+
+class Ring:
+    """The most recent `capacity` samples; times must be appended in non-decreasing order."""
+
+    __slots__ = ("_appends", "_count", "_head", "_rss", "_t", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        """Preallocate both columns; raise ValueError when `capacity` < 1."""
+        if capacity < 1:
+            raise ValueError(f"ring capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._t = array("q", bytes(8 * capacity))
+        self._rss = array("q", bytes(8 * capacity))
+        self._head = 0  # where the next sample goes
+        self._count = 0
+        self._appends = 0  # ever, for readers on other threads
+
+    def append(self, t_ns: int, rss: int) -> None:
+        """Store one sample, overwriting the oldest when full."""
+        h = self._head
+        self._t[h] = t_ns
+        self._rss[h] = rss
+        h += 1
+        self._head = 0 if h == self.capacity else h
+        if self._count < self.capacity:
+            self._count += 1
+        self._appends += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _slice(self, start: int, n: int, appends: int, count: int,
+               head: int) -> tuple[list[int], list[int]]:
+        # Copy `n` samples from `start` (counted from the oldest) of the ring as it was when
+        # `appends`, `count` and `head` were read, then drop what was overwritten meanwhile.
+        if n <= 0:
+            return [], []
+        cap = self.capacity
+        first = (head - count + start) % cap
+        end = first + n
+        if end <= cap:
+            ts, rss = self._t[first:end].tolist(), self._rss[first:end].tolist()
+        else:
+            end -= cap
+            ts = self._t[first:].tolist() + self._t[:end].tolist()
+            rss = self._rss[first:].tolist() + self._rss[:end].tolist()
+        overwritten = count + (self._appends - appends) - cap - start
+        if overwritten > 0:
+            del ts[:overwritten], rss[:overwritten]
+        return ts, rss
+
+    def _state(self) -> tuple[int, int, int]:
+        # Appends first: a sample appended after this read only makes the check stricter.
+        appends = self._appends
+        return appends, self._count, self._head
+
+    def _first_at_or_after(self, t_ns: int, count: int, head: int) -> int:
+        # Binary search over the logical order; a slot overwritten during the search can
+        # only misplace the cut among samples that `_slice` then drops.
+        lo, hi = 0, count
+        base, cap, times = head - count, self.capacity, self._t
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if times[(base + mid) % cap] < t_ns:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def last(self, n: int) -> tuple[list[int], list[int]]:
+        """Return (times, rss) of the newest `n` samples (fewer if fewer are held), oldest first."""
+        appends, count, head = self._state()
+        n = min(max(n, 0), count)
+        return self._slice(count - n, n, appends, count, head)
+
+    def window(self, t_from_ns: int, t_to_ns: int) -> tuple[list[int], list[int]]:
+        """Return (times, rss) of the samples with t_from_ns <= t <= t_to_ns, oldest first."""
+        appends, count, head = self._state()
+        lo = self._first_at_or_after(t_from_ns, count, head)
+        hi = self._first_at_or_after(t_to_ns + 1, count, head)
+        return self._slice(lo, hi - lo, appends, count, head)
+
+    def summary(self, t_from_ns: int, t_to_ns: int) -> tuple[int, int, int, float, int] | None:
+        """Return (last, min, max, mean, count) of RSS over the window; None when it is empty."""
+        _, rss = self.window(t_from_ns, t_to_ns)
+        if not rss:
+            return None
+        return rss[-1], min(rss), max(rss), sum(rss) / len(rss), len(rss)
+
+    def newest(self) -> tuple[int, int] | None:
+        """Return (t_ns, rss) of the newest sample, or None when empty."""
+        appends, count, head = self._state()
+        if not count:
+            return None
+        i = head - 1  # -1 wraps to the last slot, as wanted
+        sample = self._t[i], self._rss[i]
+        # Torn only if the ring wrapped all the way round meanwhile.
+        return sample if self._appends - appends < self.capacity else self.newest()
+
+
+__all__ = ["Ring"]

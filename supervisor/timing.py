@@ -1,0 +1,121 @@
+"""What keeps the sampler thread on time: timer slack, GIL hand-off and GIL-keeping reads.
+
+The sampler thread shares the GIL with the event loop. Two things decide how late its tick
+runs when the loop is busy: how long a waiting thread waits before the holder is asked to
+let go (`sys.getswitchinterval()`, 5 ms by default), and how often the sampler gives the
+GIL away. It gives it away once per sleep, unavoidably; `GilRead` avoids giving it away
+once more per file read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+_PR_SET_TIMERSLACK = 29
+
+# Why a ctypes call into libc rather than os.pread: os.pread releases the GIL around the
+# system call, and re-taking it can cost a whole switch interval when another thread is
+# busy, once per read. Measured here with a thread encoding JSON and 100 reads of statm per
+# 1 ms tick: os.pread gave a median tick delay of 5 ms and a p99 of 350 ms; the same reads
+# through a PyDLL function (which keeps the GIL; the kernel answers a /proc or cgroup read
+# of a few bytes in well under a microsecond) kept the tick on time. os.preadv into a
+# bytearray was slower than os.pread and has the same hand-off.
+_libc = ctypes.PyDLL(None, use_errno=True)  # the process's own C library (Linux only)
+
+#: pread(fd: int, address: c_void_p, size: c_size_t, offset: c_long) -> bytes read or -1,
+#: without releasing the GIL. No `argtypes` on purpose: converting arguments through them
+#: cost 270 ns of a 830 ns call here; callers pass ready-made ctypes values (`ReadBuffer`,
+#: `OFFSET_0`) instead, and a plain int only for the descriptor (a C int either way).
+c_pread = _libc.pread
+c_pread.restype = ctypes.c_ssize_t
+OFFSET_0 = ctypes.c_long(0)
+
+_c_prctl = _libc.prctl
+_c_prctl.restype = ctypes.c_int
+_c_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class ReadBuffer:
+    """A preallocated buffer for `c_pread`; `raw` is its whole content (stale bytes included)."""
+
+    __slots__ = ("address", "buffer", "size")
+
+    def __init__(self, size: int) -> None:
+        self.buffer = ctypes.create_string_buffer(size)
+        self.address = ctypes.c_void_p(ctypes.addressof(self.buffer))
+        self.size = ctypes.c_size_t(size)
+
+
+class GilRead:
+    """Repeated reads of the start of one open file into its own preallocated buffer."""
+
+    __slots__ = ("_buf", "fd")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self._buf = ReadBuffer(size)
+
+    def read(self) -> bytes | None:
+        """Return `size` bytes read from offset 0 (the tail may be stale or NUL); None on error
+        or an empty read. Callers parse only up to the first newline."""
+        buf = self._buf
+        n = c_pread(self.fd, buf.address, buf.size, OFFSET_0)
+        return buf.buffer.raw if n > 0 else None
+
+
+def lower_timer_slack(ns: int = 1) -> bool:
+    """Set the calling thread's timer slack (default 50 us) to `ns`; False if not possible.
+
+    Timer slack lets the kernel defer a sleeping thread's wake-up to batch timers; at a 1 ms
+    interval the default 50 us is 5 % of the period.
+    """
+    return _c_prctl(_PR_SET_TIMERSLACK, ns, 0, 0, 0) == 0
+
+
+def raise_to_realtime(priority: int = 10) -> bool:
+    """Put the calling thread under SCHED_FIFO at `priority`; False when not permitted.
+
+    A real-time thread is woken on time even when every core is busy with ordinary tasks:
+    measured here with 100 workers at 1 ms, missed ticks fell from 0.4-1.7 % to 0-0.1 %
+    with another thread encoding JSON, and max lateness from several ms to about 1 ms.
+    SCHED_RESET_ON_FORK keeps the policy from leaking into anything this thread forks.
+    Needs CAP_SYS_NICE (root outside a container); without it nothing changes. The kernel's
+    real-time throttling (95 % of a CPU by default) still bounds a thread gone wrong.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.info("sampler stays at normal priority (SCHED_FIFO refused: %s)", e)
+        return False
+    return True
+
+
+def lower_switch_interval(limit_s: float) -> float | None:
+    """Lower `sys.setswitchinterval` to at most `limit_s`; return the previous value if changed.
+
+    A thread waking from its sleep waits up to one switch interval for a busy thread to let
+    go of the GIL; the process-wide default of 5 ms is five whole 1 ms ticks.
+    """
+    previous = sys.getswitchinterval()
+    if previous <= limit_s:
+        return None
+    sys.setswitchinterval(limit_s)
+    log.debug("switch interval lowered from %s s to %s s for the sampler", previous, limit_s)
+    return previous
+
+
+__all__ = [
+    "OFFSET_0",
+    "GilRead",
+    "ReadBuffer",
+    "c_pread",
+    "lower_switch_interval",
+    "lower_timer_slack",
+    "raise_to_realtime",
+]

@@ -71,6 +71,7 @@ class Arbiter:
             on_change=self._on_change,
             cgroup=self.cgroup,
             limit=self.limit,
+            realtime=cfg.realtime,
         )
         self._terminal = len(self.slots) == 1
 
@@ -572,7 +573,8 @@ class Arbiter:
         container = self.sampler.container()
         stats = self.sampler.stats
         return control.Reply(ok=True, workers=workers, limit=self.limit,
-                             container=container.working_set if container else None,
+                             container=container.working_set
+                             if container and container.working_set >= 0 else None,
                              ticks=stats.ticks, late=stats.late)
 
     def gauges(self) -> list[metrics.Gauge]:
@@ -599,7 +601,7 @@ class Arbiter:
         out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
                 ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late)]
         container = self.sampler.container()
-        if container is not None:
+        if container is not None and container.working_set >= 0:
             out.append(("memwarden_container_working_set_bytes",
                         "cgroup usage minus inactive file cache", {}, container.working_set))
         if self.limit is not None:
@@ -638,8 +640,8 @@ class Arbiter:
     def _headroom(self) -> int | None:
         """Bytes left under the limit for the container's working set, when both are known."""
         container = self.sampler.container()
-        if self.limit is None or container is None:
-            return None
+        if self.limit is None or container is None or container.working_set < 0:
+            return None  # no limit, or no cgroup read yet
         return self.limit - container.working_set
 
     def _oom_kills(self) -> int:

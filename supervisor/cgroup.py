@@ -147,9 +147,17 @@ class CgroupMemory:
         return self.stat().get(key, 0)
 
     def working_set(self) -> int:
-        """Return usage minus inactive file cache, floored at 0: what the OOM killer will hit."""
+        """Return usage minus inactive file cache, floored at 0 (-1 when unreadable): what the
+        OOM killer will hit.
+
+        memory.stat is read before usage. A cgroup at its limit reclaims page cache all the
+        time; read the other way round, pages reclaimed between the two reads were counted
+        as working set, and a plain file writer looked like pressure (seen in tests). This
+        order can only err low, by what is reclaimed during one read.
+        """
+        inactive = self.inactive_file()
         usage = self.usage()
-        return max(usage - self.inactive_file(), 0) if usage >= 0 else -1
+        return max(usage - inactive, 0) if usage >= 0 else -1
 
     def limit(self) -> int | None:
         """Return the memory limit in bytes, None when unlimited.

@@ -86,6 +86,9 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--investigate-on-retire", action="store_true", default=argparse.SUPPRESS,
                      help="ask each retired generation for a leak report before TERM "
                      "(default: off)")
+    run.add_argument("--realtime", action="store_true", default=argparse.SUPPRESS,
+                     help="run the sampling thread SCHED_FIFO (needs CAP_SYS_NICE): steadier "
+                     "ticks on a busy machine (default: off)")
     run.add_argument("--no-subreaper", dest="subreaper", action="store_false",
                      default=argparse.SUPPRESS,
                      help="do not adopt orphaned descendants (default: adopt them)")

@@ -117,6 +117,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     investigate_on_retire: bool = False
     oom_score_adj: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 500
     subreaper: bool = True
+    realtime: bool = False
     dry_run: bool = False
     snapshots: str | None = "memwarden-snapshots"
     sample_period: Duration = Duration(1.0)

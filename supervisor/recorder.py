@@ -69,7 +69,8 @@ class Recorder:
                 t=time.time(), worker=gen.slot.name, generation=gen.number, pid=gen.pid,
                 rss=last, rss_min=low, rss_max=high, rss_mean=mean, ticks=count, late=late,
                 procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
-                container=container.working_set if container is not None else None,
+                container=container.working_set
+                if container is not None and container.working_set >= 0 else None,
                 limit=self.limit,
                 stats={} if stats is None else {
                     "objects": stats.objects, "history": stats.history, "blocks": stats.blocks,

@@ -347,11 +347,12 @@ class Sampler:
             self._usage = usage
             if usage >= container.stat_gate:
                 # Near a headroom line: only now is the working set worth a memory.stat read.
-                ws = max(usage - self.cgroup.inactive_file(), 0)
-                self._working_set = ws
-                change = container.observe(now, ws, self._container_slope or 0.0)
-                if change is not None:
-                    self._report(on_change, change)
+                ws = self.cgroup.working_set()
+                if ws >= 0:
+                    self._working_set = ws
+                    change = container.observe(now, ws, self._container_slope or 0.0)
+                    if change is not None:
+                        self._report(on_change, change)
 
     def _drop_lost(self, probe: _Probe) -> None:
         # A process of the tree is gone: drop its reader (rare; allocating here is fine).
@@ -473,9 +474,9 @@ class Sampler:
         cgroup, container, ring = self.cgroup, self._container, self._container_ring
         assert cgroup is not None and container is not None and ring is not None
         usage = cgroup.usage()
-        if usage < 0:
+        ws = cgroup.working_set()
+        if usage < 0 or ws < 0:
             return
-        ws = max(usage - cgroup.inactive_file(), 0)
         ring.append(now, ws)
         window = self.thresholds.growth_window_ns
         slope = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import time
@@ -26,7 +25,7 @@ from supervisor.config import Config
 from supervisor.events import EventLog
 from supervisor.exitstatus import ExitStatus, signal_name
 from supervisor.policy import Action, GiveUp, Notify, Policy, PolicySettings, Record, Retire, Spawn
-from supervisor.pressure import Change, Thresholds
+from supervisor.pressure import Change, Thresholds, explain
 from supervisor.recorder import Recorder
 from supervisor.sampler import Sampler
 from supervisor.slots import Generation, Slot, make_slot, specs, worker_env
@@ -292,7 +291,7 @@ class Arbiter:
         if change.key == "":
             self.events.emit(
                 "level", f"container {change.previous.label} -> {change.level.label}: "
-                f"{_cause(change)}", level=change.level.label, previous=change.previous.label,
+                f"{explain(change)}", level=change.level.label, previous=change.previous.label,
                 metric=change.metric, value=change.value, threshold=change.threshold)
             candidates = []
             for gen in self._live():
@@ -305,7 +304,7 @@ class Arbiter:
         if gen is None or not gen.alive:
             return
         self.events.emit(
-            "level", f"{change.previous.label} -> {change.level.label}: {_cause(change)}",
+            "level", f"{change.previous.label} -> {change.level.label}: {explain(change)}",
             **self._ids(gen), level=change.level.label, previous=change.previous.label,
             metric=change.metric, value=change.value, threshold=change.threshold,
             data={"detect_ms": (change.t_ns - change.first_ns) / 1e6,
@@ -655,18 +654,6 @@ class Arbiter:
 
 def _swallow(signum: int, frame: object) -> None:
     """TSTP, TTIN, TTOU must neither stop memwarden nor be inherited as ignored."""
-
-
-def _cause(change: Change) -> str:
-    if change.metric in ("rss", "working_set"):
-        value, threshold = format_size(change.value), format_size(change.threshold)
-    elif change.metric == "growth":
-        value, threshold = f"{change.value / 1e6:.1f}MB/s", f"{change.threshold / 1e6:.1f}MB/s"
-    elif math.isfinite(change.value):
-        value, threshold = f"{change.value:.3g}", f"{change.threshold:.3g}"
-    else:
-        value, threshold = str(change.value), str(change.threshold)
-    return f"{change.metric} {value} against {threshold}"
 
 
 def _argv(argv: list[str]) -> str:

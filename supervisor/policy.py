@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from snapshots.schema import EventType
 from supervisor.config import Config
+from supervisor.pressure import Change, explain, quantity
 from supervisor.states import GenerationState, transition
 from supervisor.units import format_duration, format_size
 from workers.protocol import Level
@@ -51,21 +52,6 @@ EXIT_LIMITS_TOO_SMALL = 3
 _LIVE = (GenerationState.STARTING, GenerationState.READY)
 
 
-class LevelChange(Protocol):
-    """What the policy reads from a level change (the classifier's `Change` has these fields)."""
-
-    @property
-    def level(self) -> Level: ...
-    @property
-    def previous(self) -> Level: ...
-    @property
-    def metric(self) -> str: ...
-    @property
-    def value(self) -> float: ...
-    @property
-    def threshold(self) -> float: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Notify:
     """Send `pressure` at `level` on the generation's channel (and the optional medium signal)."""
@@ -73,7 +59,7 @@ class Notify:
     slot: str
     generation: int
     level: Level
-    change: LevelChange | None
+    change: Change | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +163,7 @@ class _Generation:
     ready_at: float | None = None
     rss_at_ready: int | None = None
     level: Level = Level.LOW
-    change: LevelChange | None = None
+    change: Change | None = None
     baseline_high: bool = False
 
 
@@ -252,7 +238,7 @@ class Policy:
         now: float,
         slot: str,
         generation: int,
-        change: LevelChange,
+        change: Change,
         *,
         headroom: int | None,
         footprint: int | None,
@@ -270,7 +256,7 @@ class Policy:
     def container_level(
         self,
         now: float,
-        change: LevelChange,
+        change: Change,
         candidates: list[tuple[str, int, float, int]],
         *,
         headroom: int | None,
@@ -292,7 +278,7 @@ class Policy:
             best = max(valid, key=lambda c: (c[2], c[3]))
             pick = (best[0], best[1])
             why = (
-                f"container at {change.level.label} pressure ({_cause(change)}): "
+                f"container at {change.level.label} pressure ({explain(change)}): "
                 f"generation {best[1]} of {best[0]!r} chosen among {len(valid)} worker(s) as "
                 f"the fastest grower ({format_size(best[2])}/s), then the largest "
                 f"({format_size(best[3])})"
@@ -305,7 +291,7 @@ class Policy:
                 return []
             pick = victim
             why = (
-                f"container back to {change.level.label} ({_cause(change)}): telling "
+                f"container back to {change.level.label} ({explain(change)}): telling "
                 f"generation {pick[1]} of {pick[0]!r}, the last worker chosen to shed memory"
             )
         self._victim = pick if change.level > Level.LOW else None
@@ -444,7 +430,7 @@ class Policy:
             raise KeyError(f"unknown slot {name!r}; known slots: {known}") from None
 
     def _on_level(
-        self, now: float, s: _Slot, generation: int, change: LevelChange,
+        self, now: float, s: _Slot, generation: int, change: Change,
         headroom: int | None, footprint: int | None,
     ) -> list[Action]:
         g = s.generations.get(generation)
@@ -462,7 +448,7 @@ class Policy:
         return acts
 
     def _pressing(
-        self, now: float, s: _Slot, g: _Generation, change: LevelChange,
+        self, now: float, s: _Slot, g: _Generation, change: Change,
         headroom: int | None, footprint: int | None,
     ) -> list[Action]:
         """The current generation is at HIGH or above: replace it, or say why not yet."""
@@ -477,7 +463,7 @@ class Policy:
                 acts.append(Record(
                     s.name, g.number, EventType.COOLDOWN,
                     f"{_who(s.name, g.number)} at {change.level.label} pressure "
-                    f"({_cause(change)}): replacement held back: {reason}",
+                    f"({explain(change)}): replacement held back: {reason}",
                     {**data, **_change_data(change)},
                 ))
             return acts
@@ -485,7 +471,7 @@ class Policy:
         expected = footprint if footprint is not None else g.rss_at_ready
         if g.replacement and not g.baseline_high:
             s.baseline.clear()  # this generation held below HIGH for its first cooldown
-        cause = f"{_who(s.name, g.number)} at {change.level.label} pressure ({_cause(change)})"
+        cause = f"{_who(s.name, g.number)} at {change.level.label} pressure ({explain(change)})"
         if (change.level is Level.CRITICAL and headroom is not None and expected is not None
                 and headroom < expected):
             return acts + self._break_first(now, s, g, change, profile, headroom, expected, cause)
@@ -508,7 +494,7 @@ class Policy:
         return None
 
     def _break_first(
-        self, now: float, s: _Slot, g: _Generation, change: LevelChange, profile: str,
+        self, now: float, s: _Slot, g: _Generation, change: Change, profile: str,
         headroom: int, expected: int, cause: str,
     ) -> list[Action]:
         grace = self.settings.critical_grace_s
@@ -572,7 +558,7 @@ class Policy:
         return acts
 
     def _baseline(
-        self, now: float, s: _Slot, g: _Generation, change: LevelChange
+        self, now: float, s: _Slot, g: _Generation, change: Change
     ) -> list[Action]:
         """Recognise a replacement that is at HIGH within its first cooldown after ready."""
         if (not g.replacement or g.baseline_high or g.ready_at is None
@@ -587,7 +573,7 @@ class Policy:
             s.name, g.number, EventType.BASELINE_HIGH,
             f"{_who(s.name, g.number)} reached {change.level.label} pressure "
             f"{format_duration(now - g.ready_at)} after it became ready with {rss} "
-            f"({_cause(change)}): its baseline is above HIGH ({n} of {limit} in a row)",
+            f"({explain(change)}): its baseline is above HIGH ({n} of {limit} in a row)",
             seen,
         )]
         if n < limit:
@@ -595,8 +581,8 @@ class Policy:
         s.gave_up = True
         figures = "; ".join(
             f"generation {b['generation']}: {format_size(b['rss_at_ready'] or 0)} at ready, "
-            f"{b['metric']} {_quantity(b['metric'], b['value'])} against "
-            f"{_quantity(b['metric'], b['threshold'])}"
+            f"{b['metric']} {quantity(b['metric'], b['value'])} against "
+            f"{quantity(b['metric'], b['threshold'])}"
             for b in s.baseline
         )
         message = (
@@ -650,7 +636,7 @@ class Policy:
 def _describe(a: Action) -> Record:
     """The dry-run form of an action: a record of what would have been done."""
     if isinstance(a, Notify):
-        cause = f" ({_cause(a.change)})" if a.change is not None else ""
+        cause = f" ({explain(a.change)})" if a.change is not None else ""
         return Record(a.slot, a.generation, DRY_RUN,
                       f"would notify {_who(a.slot, a.generation)} of {a.level.label} "
                       f"pressure{cause}", {"action": "notify", "level": a.level.label})
@@ -681,24 +667,9 @@ def _who(slot: str, generation: int) -> str:
     return f"generation {generation} of {slot!r}"
 
 
-def _change_data(change: LevelChange) -> dict[str, Any]:
+def _change_data(change: Change) -> dict[str, Any]:
     return {"level": change.level.label, "previous": change.previous.label,
             "metric": change.metric, "value": change.value, "threshold": change.threshold}
-
-
-def _cause(change: LevelChange) -> str:
-    return (f"{change.metric} {_quantity(change.metric, change.value)} against threshold "
-            f"{_quantity(change.metric, change.threshold)}")
-
-
-def _quantity(metric: str, value: float) -> str:
-    """Render a metric's value for people; sizes and rates by name, anything else as a number."""
-    name = metric.lower()
-    if any(w in name for w in ("growth", "slope", "rate")):
-        return f"{format_size(value)}/s"
-    if any(w in name for w in ("rss", "usage", "working_set", "size", "bytes")):
-        return format_size(value)
-    return f"{value:.4g}"
 
 
 __all__ = [
@@ -707,7 +678,6 @@ __all__ = [
     "PROFILES",
     "Action",
     "GiveUp",
-    "LevelChange",
     "Notify",
     "Policy",
     "PolicySettings",

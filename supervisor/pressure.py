@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from supervisor.config import Config
+from supervisor.units import format_duration, format_size
 from workers.protocol import Level
 
 _INF = math.inf
@@ -79,6 +80,25 @@ class Thresholds:
                 int(p.dwell_critical * 1e9),
             ),
         )
+
+
+def quantity(metric: str, value: float) -> str:
+    """A metric's value as people read it: sizes, rates, shares, seconds, counts."""
+    if metric == "growth":
+        return f"{format_size(value)}/s"
+    if metric in ("rss", "working_set"):
+        return format_size(value)
+    if metric == "headroom":
+        return f"{value:.1%} of the limit"
+    if metric == "exhaustion":
+        return format_duration(value) if math.isfinite(value) else "never"
+    return f"{value:.4g}"
+
+
+def explain(change: Change) -> str:
+    """`metric value against threshold`, the reason a level changed, for messages."""
+    return (f"{change.metric} {quantity(change.metric, change.value)} against threshold "
+            f"{quantity(change.metric, change.threshold)}")
 
 
 class _Input:

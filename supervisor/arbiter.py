@@ -18,9 +18,8 @@ from collections.abc import Iterable, Iterator
 import anyio
 import msgspec
 
-from supervisor import control, linux, metrics, process, reaper
+from supervisor import channel, control, introspect, linux, metrics, process, reaper
 from supervisor.cgroup import CgroupMemory
-from supervisor.channel import LineReader, encode
 from supervisor.config import Config
 from supervisor.events import EventLog
 from supervisor.exitstatus import ExitStatus, signal_name
@@ -97,7 +96,8 @@ class Arbiter:
                     tg.start_soon(self._change_loop)
                     tg.start_soon(self._housekeeping)
                     if self.cfg.metrics:
-                        await tg.start(metrics.serve, self.cfg.metrics, self.gauges)
+                        await tg.start(metrics.serve, self.cfg.metrics,
+                                       lambda: introspect.gauges(self))
                     if self.cfg.control != "":
                         await tg.start(control.serve, self.cfg.control or control.default_path(),
                                        self.answer)
@@ -129,7 +129,7 @@ class Arbiter:
                 self._forward(signum)
 
     def _forward(self, signum: int) -> None:
-        for gen in self._live():
+        for gen in self.live():
             if process.signal_group(gen.child, signum, root_reaped=False):
                 self.events.emit("signal",
                                  f"forwarded {signal_name(signum)} to process group {gen.pid}",
@@ -159,7 +159,7 @@ class Arbiter:
                 self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom()))
             if self.recorder is not None:
                 with self._contained("writing samples"):
-                    self.recorder.tick(self._live(), self.sampler)
+                    self.recorder.tick(self.live(), self.sampler)
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -229,27 +229,15 @@ class Arbiter:
     # -- the channel -----------------------------------------------------------------------
 
     async def _channel_loop(self, gen: Generation) -> None:
-        sock = gen.child.channel
-        if sock is None:
+        if gen.child.channel is None:
             return
-        reader = LineReader(gen.key)
         with anyio.CancelScope() as scope:
             gen.channel_scope = scope
-            while True:
-                await anyio.wait_readable(sock)
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    log.debug("%s closed its channel; still supervised", gen.key)
-                    return
-                for message in reader.feed(data):
-                    gen.spoke = True
-                    with self._contained("a message from %s", gen.key):
-                        self._message(gen, message)
+            async for message in channel.messages(gen.child.channel, gen.key):
+                gen.spoke = True
+                with self._contained("a message from %s", gen.key):
+                    self._message(gen, message)
+            log.debug("%s closed its channel; still supervised", gen.key)
 
     def _message(self, gen: Generation, message: protocol.FromWorker) -> None:
         if isinstance(message, protocol.Ready):
@@ -272,16 +260,9 @@ class Arbiter:
                              data=msgspec.to_builtins(message))
 
     def _send(self, gen: Generation, message: protocol.ToWorker) -> bool:
-        sock = gen.child.channel
-        if sock is None or not gen.alive:
+        if gen.child.channel is None or not gen.alive:
             return False
-        try:
-            sock.send(encode(message))
-            return True
-        except (BlockingIOError, OSError) as e:
-            # A worker that does not read its channel must not stall supervision.
-            log.debug("channel of %s: message dropped (%s)", gen.key, e)
-            return False
+        return channel.send(gen.child.channel, message, gen.key)
 
     # -- pressure ----------------------------------------------------------------------------
 
@@ -294,7 +275,7 @@ class Arbiter:
                 f"{explain(change)}", level=change.level.label, previous=change.previous.label,
                 metric=change.metric, value=change.value, threshold=change.threshold)
             candidates = []
-            for gen in self._live():
+            for gen in self.live():
                 view = self.sampler.view(gen.key)
                 if view is not None and gen.slot.current is gen:
                     candidates.append((gen.slot.name, gen.number, view.slope or 0.0, view.rss))
@@ -396,7 +377,7 @@ class Arbiter:
         if self.stopping:
             return
         self.stopping = True
-        live = self._live()
+        live = self.live()
         self.events.emit("shutdown", f"shutting down ({reason}): {signal_name(sig)} to "
                          f"{len(live)} worker(s), grace {self.cfg.grace:g}s")
         async with anyio.create_task_group() as tg:
@@ -410,7 +391,7 @@ class Arbiter:
         """End memwarden with `status` once every worker is stopped."""
         if self.exit_status is None:
             self.exit_status = status
-        if self._live():
+        if self.live():
             assert self._tg is not None
             self._tg.start_soon(self._shutdown, "finishing", signal.SIGTERM)
         elif not self.stopping:
@@ -418,7 +399,7 @@ class Arbiter:
             self._done.set()
 
     def _kill_everything(self, sig: int) -> None:
-        for gen in self._live():
+        for gen in self.live():
             process.signal_tree(gen.child, sig, root_reaped=False)
         process.kill_all_descendants(sig)
 
@@ -527,7 +508,7 @@ class Arbiter:
     def answer(self, request: control.Request) -> control.Reply:
         """Answer one control request (`memwarden status`, `replace`, ...)."""
         if isinstance(request, control.Status):
-            return self._status()
+            return introspect.status(self)
         if isinstance(request, control.Stop):
             assert self._tg is not None
             self._tg.start_soon(self._shutdown, "asked by memwarden stop", signal.SIGTERM)
@@ -559,58 +540,6 @@ class Arbiter:
                          data=dict(request.limits))
         return control.Reply(ok=sent, message="limits sent" if sent else "no channel open")
 
-    def _status(self) -> control.Reply:
-        workers = []
-        for gen in self._live():
-            view = self.sampler.view(gen.key)
-            state = "retiring" if gen.retiring else ("ready" if gen.ready_at else "starting")
-            workers.append(control.WorkerStatus(
-                name=gen.slot.name, generation=gen.number, pid=gen.pid, state=state,
-                profile=gen.profile, uptime_s=gen.uptime, generations=gen.slot.generations,
-                rss=view.rss if view else None, procs=view.procs if view else None,
-                level=view.level.label if view else None, growth=view.slope if view else None))
-        container = self.sampler.container()
-        stats = self.sampler.stats
-        return control.Reply(ok=True, workers=workers, limit=self.limit,
-                             container=container.working_set
-                             if container and container.working_set >= 0 else None,
-                             ticks=stats.ticks, late=stats.late)
-
-    def gauges(self) -> list[metrics.Gauge]:
-        """The figures `--metrics` serves."""
-        out: list[metrics.Gauge] = []
-        for gen in self._live():
-            view = self.sampler.view(gen.key)
-            labels = {"worker": gen.slot.name, "generation": str(gen.number)}
-            if view is not None:
-                out += [
-                    ("memwarden_worker_rss_bytes", "RSS of the worker's process tree",
-                     labels, view.rss),
-                    ("memwarden_worker_level", "pressure level (0 low .. 3 critical)",
-                     labels, int(view.level)),
-                    ("memwarden_worker_processes", "processes in the worker's tree",
-                     labels, view.procs),
-                    ("memwarden_worker_growth_bytes_per_second", "robust growth rate",
-                     labels, view.slope or 0.0),
-                ]
-        for slot in self.slots.values():
-            out.append(("memwarden_worker_generations", "generations started so far",
-                        {"worker": slot.name}, slot.generations))
-        stats = self.sampler.stats
-        out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
-                ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late)]
-        container = self.sampler.container()
-        if container is not None and container.working_set >= 0:
-            out.append(("memwarden_container_working_set_bytes",
-                        "cgroup usage minus inactive file cache", {}, container.working_set))
-        if self.limit is not None:
-            out.append(("memwarden_limit_bytes", "memory limit in force", {}, self.limit))
-        sink = self.events.sink
-        if sink is not None:
-            out.append(("memwarden_snapshot_records_dropped", "snapshot records dropped",
-                        {}, getattr(sink, "dropped", 0)))
-        return out
-
     # -- helpers -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -622,9 +551,9 @@ class Arbiter:
             log.exception("internal error while handling " + what + "; supervision goes on",
                           *args)
 
-    # -- (end of helpers)------------------------------------------------------------------------
 
-    def _live(self) -> list[Generation]:
+    def live(self) -> list[Generation]:
+        """Every generation still running, current, pending or retiring."""
         return [g for s in self.slots.values() for g in s.live()] + [
             g for g in self.by_pid.values()
             if g.alive and g not in (g.slot.current, g.slot.pending)]

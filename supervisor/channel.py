@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import AsyncIterator
 
+import anyio
 import msgspec
 
 from workers import protocol
@@ -17,6 +20,36 @@ _decoder = msgspec.json.Decoder(protocol.FromWorker)
 def encode(message: protocol.ToWorker) -> bytes:
     """One message as a line."""
     return _encoder.encode(message) + b"\n"
+
+
+def send(sock: socket.socket, message: protocol.ToWorker, who: str) -> bool:
+    """Send without blocking; False (logged) when the worker's buffer is full or gone.
+
+    A worker that does not read its channel must not stall supervision.
+    """
+    try:
+        sock.send(encode(message))
+        return True
+    except OSError as e:
+        log.debug("channel of %s: message dropped (%s)", who, e)
+        return False
+
+
+async def messages(sock: socket.socket, who: str) -> AsyncIterator[protocol.FromWorker]:
+    """The worker's messages until it closes its end; bad lines are logged and skipped."""
+    reader = LineReader(who)
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            return
+        for message in reader.feed(data):
+            yield message
 
 
 class LineReader:

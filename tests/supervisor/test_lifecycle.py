@@ -211,9 +211,11 @@ def test_argv_env_cwd_and_signal_state_reach_the_worker(memwarden, tmp_path) -> 
 
 
 def test_no_signal_is_blocked_or_ignored_in_the_worker(memwarden, tmp_path) -> None:
-    # A shell, not Python: the interpreter itself ignores SIGPIPE and SIGXFSZ at start-up.
+    # grep, not Python: the interpreter itself ignores SIGPIPE and SIGXFSZ at start-up. And
+    # it reads its own status (exec), not the shell's: a waiting shell blocks signals itself.
     out = tmp_path / "sig"
-    m = memwarden("run", "--", "sh", "-c", f"grep -E '^Sig(Blk|Ign)' /proc/$$/status > {out}")
+    m = memwarden("run", "--", "sh", "-c",
+                  f"exec grep -E '^Sig(Blk|Ign)' /proc/self/status > {out}")
     assert m.wait() == 0
     masks = dict(line.split(":") for line in out.read_text().splitlines())
     assert int(masks["SigBlk"], 16) == 0 and int(masks["SigIgn"], 16) == 0, masks

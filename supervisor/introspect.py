@@ -1,0 +1,64 @@
+"""Read-only views of a running supervisor: `memwarden status` and the `--metrics` figures."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from supervisor import control, metrics
+
+if TYPE_CHECKING:
+    from supervisor.arbiter import Arbiter
+
+
+def status(arbiter: Arbiter) -> control.Reply:
+    """What `memwarden status` shows: every live generation, the container, the sampler."""
+    workers = []
+    for gen in arbiter.live():
+        view = arbiter.sampler.view(gen.key)
+        state = "retiring" if gen.retiring else ("ready" if gen.ready_at else "starting")
+        workers.append(control.WorkerStatus(
+            name=gen.slot.name, generation=gen.number, pid=gen.pid, state=state,
+            profile=gen.profile, uptime_s=gen.uptime, generations=gen.slot.generations,
+            rss=view.rss if view else None, procs=view.procs if view else None,
+            level=view.level.label if view else None, growth=view.slope if view else None))
+    container = arbiter.sampler.container()
+    stats = arbiter.sampler.stats
+    return control.Reply(ok=True, workers=workers, limit=arbiter.limit,
+                         container=container.working_set
+                         if container and container.working_set >= 0 else None,
+                         ticks=stats.ticks, late=stats.late)
+
+def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
+    """The figures `--metrics` serves."""
+    out: list[metrics.Gauge] = []
+    for gen in arbiter.live():
+        view = arbiter.sampler.view(gen.key)
+        labels = {"worker": gen.slot.name, "generation": str(gen.number)}
+        if view is not None:
+            out += [
+                ("memwarden_worker_rss_bytes", "RSS of the worker's process tree",
+                 labels, view.rss),
+                ("memwarden_worker_level", "pressure level (0 low .. 3 critical)",
+                 labels, int(view.level)),
+                ("memwarden_worker_processes", "processes in the worker's tree",
+                 labels, view.procs),
+                ("memwarden_worker_growth_bytes_per_second", "robust growth rate",
+                 labels, view.slope or 0.0),
+            ]
+    for slot in arbiter.slots.values():
+        out.append(("memwarden_worker_generations", "generations started so far",
+                    {"worker": slot.name}, slot.generations))
+    stats = arbiter.sampler.stats
+    out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
+            ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late)]
+    container = arbiter.sampler.container()
+    if container is not None and container.working_set >= 0:
+        out.append(("memwarden_container_working_set_bytes",
+                    "cgroup usage minus inactive file cache", {}, container.working_set))
+    if arbiter.limit is not None:
+        out.append(("memwarden_limit_bytes", "memory limit in force", {}, arbiter.limit))
+    sink = arbiter.events.sink
+    if sink is not None:
+        out.append(("memwarden_snapshot_records_dropped", "snapshot records dropped",
+                    {}, getattr(sink, "dropped", 0)))
+    return out

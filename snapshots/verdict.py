@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from snapshots import text
 from snapshots.report import Attribution, Projection, Trend, Verdict
 from snapshots.shape import GROWTH_SHAPES, Shape
 from snapshots.trend import Fit
@@ -38,20 +39,6 @@ def trend_out(f: Fit) -> Trend:
                  effective_points=f.n_eff)
 
 
-def _fmt_mb(x: float) -> str:
-    return f"{x / 1e6:.1f} MB"
-
-
-def _fmt_s(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 3 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
-
-
 def judge(shape: Shape, span_s: float, current: float, reference: int | None,
           gate: Gate) -> tuple[Verdict, list[str]]:
     """Return the verdict for one segment and the reasons, in the order they were weighed."""
@@ -73,22 +60,22 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
         reach = headroom / f.slope if f.slope > 0 else math.inf
         share = f.slope * 3600.0 / reference
         matters = reach <= gate.horizon_s or share >= gate.share_per_h
-        reasons.append(f"at this rate {_fmt_mb(reference)} is reached in {_fmt_s(max(reach, 0))}"
-                       f"; growth is {share:.2%} of it per hour")
+        reasons.append(f"at this rate {text.size(reference)} is reached in "
+                       f"{text.duration(max(reach, 0))}; growth is {share:.2%} of it per hour")
     else:
         share = f.slope * 3600.0 / max(current, 1.0)
         matters = share >= 0.10
         reasons.append(f"no limit known; growth is {share:.1%} of the current size per hour")
     if not matters:
         reasons.append("the drift is significant but too small to matter within "
-                       f"{_fmt_s(gate.horizon_s)}")
+                       f"{text.duration(gate.horizon_s)}")
         return "suspected", reasons
     if shape.name not in GROWTH_SHAPES:
         reasons.append(f"a {shape.name} shape is not a leak pattern; growth is only suspected")
         return "suspected", reasons
     if span_s < gate.min_span_s:
-        reasons.append(f"only {_fmt_s(span_s)} recorded; at least {_fmt_s(gate.min_span_s)} "
-                       "are needed for more than a suspicion")
+        reasons.append(f"only {text.duration(span_s)} recorded; at least "
+                       f"{text.duration(gate.min_span_s)} are needed for more than a suspicion")
         return "suspected", reasons
     if f.p < _P_STRONG and (f.r2 >= 0.8 or shape.name != "linear") and f.n_eff >= 30 \
             and span_s >= 3600:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 
-from supervisor.timing import GilRead
+from supervisor.timing import GilRead, KeptOpen
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,11 @@ def host_psi_some_avg10(path: str = "/proc/pressure/memory") -> float | None:
     return None if text is None else _parse_psi_some_avg10(text)
 
 
-class CgroupMemory:
-    """Memory figures of one cgroup directory (`version` 1 or 2)."""
+class CgroupMemory(KeptOpen):
+    """Memory figures of one cgroup directory (`version` 1 or 2).
+
+    `close()` closes the kept-open usage file; `usage()` returns -1 after it.
+    """
 
     def __init__(self, path: str, version: int, *, top: str | None = None) -> None:
         """Open the usage file; raise FileNotFoundError when `path` is not a memory cgroup.
@@ -75,7 +78,7 @@ class CgroupMemory:
         self._top = os.path.normpath(top) if top else None
         usage = "memory.current" if version == 2 else "memory.usage_in_bytes"
         fd = os.open(os.path.join(path, usage), os.O_RDONLY | os.O_CLOEXEC)
-        self._usage = GilRead(fd, 32)
+        self._reader = GilRead(fd, 32)  # the usage file, read every tick
 
     @classmethod
     def at(cls, path: str, version: int) -> CgroupMemory:
@@ -130,7 +133,7 @@ class CgroupMemory:
 
     def usage(self) -> int:
         """Return memory.current (v2) / memory.usage_in_bytes (v1) in bytes; -1 if unreadable."""
-        data = self._usage.read()
+        data = self._reader.read()
         try:
             return int(data.split(None, 1)[0]) if data else -1
         except ValueError:
@@ -215,19 +218,6 @@ class CgroupMemory:
             return None
         text = _read(os.path.join(self.path, "memory.pressure"))
         return None if text is None else _parse_psi_some_avg10(text)
-
-    def close(self) -> None:
-        """Close the usage descriptor; later usage() returns -1. Safe to call twice."""
-        reader = getattr(self, "_usage", None)  # absent when __init__ raised
-        if reader is None:
-            return
-        fd, reader.fd = reader.fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def __del__(self) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"CgroupMemory({self.path!r}, v{self.version})"

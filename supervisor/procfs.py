@@ -6,10 +6,9 @@ never parse /proc themselves.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
-from supervisor.timing import GilRead
+from supervisor.timing import GilRead, KeptOpen
 
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
 
@@ -130,9 +129,7 @@ class ProcessTable:
     def _forget(self, pid: int) -> None:
         entry = self._open.pop(pid, None)
         if entry is not None:
-            with contextlib.suppress(OSError):
-                os.close(entry[0].fd)
-            entry[0].fd = -1
+            entry[0].close()
 
     def close(self) -> None:
         """Close every kept descriptor; the table can still scan afterwards."""
@@ -215,7 +212,7 @@ def subtree(pid: int, children: dict[int, list[int]]) -> list[int]:
     return found
 
 
-class StatmReader:
+class StatmReader(KeptOpen):
     """A kept-open /proc/PID/statm, read with one pread per call into a preallocated buffer.
 
     The open descriptor stays bound to the process it was opened for: once that process is
@@ -257,19 +254,6 @@ class StatmReader:
     def fd(self) -> int:
         """The open descriptor (-1 once closed), for callers that batch their own reads."""
         return self._reader.fd
-
-    def close(self) -> None:
-        """Close the descriptor; later reads return -1. Safe to call twice."""
-        reader = getattr(self, "_reader", None)  # absent when __init__ raised
-        if reader is None:
-            return
-        fd, reader.fd = reader.fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def __del__(self) -> None:
-        self.close()
 
 
 __all__ = [

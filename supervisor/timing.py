@@ -9,6 +9,7 @@ once more per file read.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -67,6 +68,35 @@ class GilRead:
         n = c_pread(self.fd, buf.address, buf.size, OFFSET_0)
         return buf.buffer.raw if n > 0 else None
 
+    def close(self) -> None:
+        """Close the descriptor; later reads return None. Safe to call twice."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class KeptOpen:
+    """Base of an object whose one kept-open file is the `GilRead` in its `_reader`.
+
+    `close()` closes that descriptor and is safe to call twice, also on an object whose
+    `__init__` raised before opening it; collecting the object closes it too, so a reader
+    dropped without `close()` does not leak its descriptor.
+    """
+
+    __slots__ = ()
+
+    _reader: GilRead
+
+    def close(self) -> None:
+        """Close the kept-open descriptor; later reads report it unreadable (-1)."""
+        reader = getattr(self, "_reader", None)  # absent when __init__ raised
+        if reader is not None:
+            reader.close()
+
+    def __del__(self) -> None:
+        self.close()
+
 
 def lower_timer_slack(ns: int = 1) -> bool:
     """Set the calling thread's timer slack (default 50 us) to `ns`; False if not possible.
@@ -113,6 +143,7 @@ def lower_switch_interval(limit_s: float) -> float | None:
 __all__ = [
     "OFFSET_0",
     "GilRead",
+    "KeptOpen",
     "ReadBuffer",
     "c_pread",
     "lower_switch_interval",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import select
 import signal
 import subprocess
 import sys
@@ -65,6 +66,55 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(10)
+
+
+# A process tree: holds `mb` MiB, starts `kids` copies of itself (each holding `mb` MiB and
+# not growing), then grows by `step` MiB every `every` seconds up to `top` MiB; says "ready"
+# once its own block and children exist, waits for its children (so that a killed child is
+# reaped), and exits when its stdin closes.
+TREE = r"""
+import subprocess, sys, threading, time
+mb, kids, step, every, top, me = sys.argv[1:7]
+mb, kids, step, every, top = int(mb), int(kids), int(step), float(every), int(top)
+procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me])
+         for _ in range(kids)]
+held = [b"\x01" * (mb * 1024 * 1024)]
+def grow():
+    total = mb
+    while step and total < top:
+        time.sleep(every)
+        held.append(b"\x01" * (step * 1024 * 1024))
+        total += step
+threading.Thread(target=grow, daemon=True).start()
+print("ready", flush=True)
+for p in procs:
+    p.wait()
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def spawn_tree() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start TREE processes, each in a process group of its own; return once one says "ready"
+    (20 s at most). Every group is killed at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(mb: int = 0, kids: int = 0, step: int = 0, every: float = 1.0,
+              top: int = 0) -> subprocess.Popen[bytes]:
+        args = [str(mb), str(kids), str(step), str(every), str(top), TREE]
+        p = subprocess.Popen([*python(TREE), *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, start_new_session=True)
+        started.append(p)
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready and p.stdout.readline() == b"ready\n", "child did not start"
+        return p
+
+    yield start
+    for p in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
 
 
 class Memwarden:

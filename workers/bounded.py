@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -35,16 +35,6 @@ def _count(size: int, fraction: float) -> int:
     return max(n, 1) if size and fraction > 0 else n
 
 
-def _bound(maxlen: int | None, follow: str | None, client: Client, what: str) -> int:
-    if maxlen is None:
-        if follow is None:
-            raise ValueError(f"{what}: give maxlen or a Limits field to follow")
-        maxlen = int(getattr(client.limits, follow))
-    if maxlen < 1:
-        raise ValueError(f"{what}: maxlen must be at least 1, got {maxlen}")
-    return maxlen
-
-
 def _client(client: Client | None) -> Client:
     if client is not None:
         return client
@@ -53,7 +43,71 @@ def _client(client: Client | None) -> Client:
     return default_client()
 
 
-class RecentStore(Generic[K, V]):
+class _Store:
+    """What every store shares: its name, the `Limits` field it follows, its lock, and its
+    registration with a client, which comes last, once the store is ready to be trimmed.
+
+    A subclass sets up its entries in `_hold` and changes its bound in `set_maxlen`.
+    """
+
+    #: What `stats` counts the entries as ("objects", "history", "cache").
+    kind: str
+    #: The class as messages name it ("RecentStore 'objects': ...").
+    _what: str
+    #: The entries, set up by `_hold`.
+    _d: Sized
+
+    def __init__(
+        self,
+        maxlen: int | None,
+        *,
+        name: str,
+        follow: str | None,
+        client: Client | None,
+        register: bool,
+        priority: int,
+    ) -> None:
+        owner = _client(client)
+        self.name = name
+        self.follow = follow
+        if maxlen is None:
+            if follow is None:
+                raise ValueError(f"{self._what} {name!r}: give maxlen or a Limits field to follow")
+            maxlen = int(getattr(owner.limits, follow))
+        self._hold(self._checked(maxlen))
+        self._lock = threading.Lock()
+        if register:
+            owner.register(self, name, priority)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def _hold(self, maxlen: int) -> None:
+        """Set up the (empty) entries, bounded by `maxlen`."""
+        raise NotImplementedError
+
+    def _checked(self, maxlen: int) -> int:
+        """Return `maxlen`; raise ValueError unless it is at least 1."""
+        if maxlen < 1:
+            raise ValueError(f"{self._what} {self.name!r}: maxlen must be at least 1, "
+                             f"got {maxlen}")
+        return maxlen
+
+    def trim(self, fraction: float) -> int:
+        """Drop the oldest `fraction` of the entries; return how many were dropped."""
+        raise NotImplementedError
+
+    def set_maxlen(self, maxlen: int) -> None:
+        """Change the bound to `maxlen`; raise ValueError unless it is at least 1."""
+        raise NotImplementedError
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Follow `limits` (no-op with `follow=None`)."""
+        if self.follow is not None:
+            self.set_maxlen(int(getattr(limits, self.follow)))
+
+
+class RecentStore(_Store, Generic[K, V]):
     """A mapping that keeps the most recent `maxlen` entries (insertion or update order).
 
     `maxlen` defaults to the client's limit named by `follow` ("max_objects") and
@@ -66,6 +120,7 @@ class RecentStore(Generic[K, V]):
     """
 
     kind = "objects"
+    _what = "RecentStore"
 
     def __init__(
         self,
@@ -77,18 +132,13 @@ class RecentStore(Generic[K, V]):
         register: bool = True,
         priority: int = 0,
     ) -> None:
-        owner = _client(client)
-        self.name = name
-        self.follow = follow
-        self.maxlen = _bound(maxlen, follow, owner, f"RecentStore {name!r}")
+        super().__init__(maxlen, name=name, follow=follow, client=client, register=register,
+                         priority=priority)
+
+    def _hold(self, maxlen: int) -> None:
+        self.maxlen = maxlen
         self.evicted = 0
         self._d: dict[K, V] = {}
-        self._lock = threading.Lock()
-        if register:
-            owner.register(self, name, priority)
-
-    def __len__(self) -> int:
-        return len(self._d)
 
     def __contains__(self, key: object) -> bool:
         return key in self._d
@@ -162,21 +212,14 @@ class RecentStore(Generic[K, V]):
 
     def set_maxlen(self, maxlen: int) -> None:
         """Change the bound; entries beyond it are dropped oldest first."""
-        if maxlen < 1:
-            raise ValueError(f"RecentStore {self.name!r}: maxlen must be at least 1, "
-                             f"got {maxlen}")
+        self._checked(maxlen)
         with self._lock:
             self.maxlen = maxlen
             if len(self._d) > maxlen:
                 self._drop(len(self._d) - maxlen)
 
-    def apply_limits(self, limits: Limits) -> None:
-        """Follow `limits` (no-op with `follow=None`)."""
-        if self.follow is not None:
-            self.set_maxlen(int(getattr(limits, self.follow)))
 
-
-class History(Generic[V]):
+class History(_Store, Generic[V]):
     """An execution history holding the last `maxlen` entries.
 
     `maxlen` defaults to the client's `max_history` and follows later limits
@@ -184,6 +227,7 @@ class History(Generic[V]):
     """
 
     kind = "history"
+    _what = "History"
 
     def __init__(
         self,
@@ -195,21 +239,16 @@ class History(Generic[V]):
         register: bool = True,
         priority: int = 0,
     ) -> None:
-        owner = _client(client)
-        self.name = name
-        self.follow = follow
-        self._d: deque[V] = deque(maxlen=_bound(maxlen, follow, owner, f"History {name!r}"))
-        self._lock = threading.Lock()
-        if register:
-            owner.register(self, name, priority)
+        super().__init__(maxlen, name=name, follow=follow, client=client, register=register,
+                         priority=priority)
+
+    def _hold(self, maxlen: int) -> None:
+        self._d: deque[V] = deque(maxlen=maxlen)
 
     @property
     def maxlen(self) -> int:
         """The current bound."""
         return self._d.maxlen or 0
-
-    def __len__(self) -> int:
-        return len(self._d)
 
     def __iter__(self) -> Iterator[V]:
         with self._lock:
@@ -235,18 +274,12 @@ class History(Generic[V]):
 
     def set_maxlen(self, maxlen: int) -> None:
         """Change the bound, keeping the most recent entries."""
-        if maxlen < 1:
-            raise ValueError(f"History {self.name!r}: maxlen must be at least 1, got {maxlen}")
+        self._checked(maxlen)
         with self._lock:
             self._d = deque(self._d, maxlen=maxlen)
 
-    def apply_limits(self, limits: Limits) -> None:
-        """Follow `limits` (no-op with `follow=None`)."""
-        if self.follow is not None:
-            self.set_maxlen(int(getattr(limits, self.follow)))
 
-
-class LRU(Generic[K, V]):
+class LRU(_Store, Generic[K, V]):
     """A cache of at most `maxlen` entries that also drops entries idle for `ttl_s`.
 
     The session-pool pattern: `get` refreshes an entry; the least recently used goes
@@ -256,6 +289,7 @@ class LRU(Generic[K, V]):
     """
 
     kind = "cache"
+    _what = "LRU"
 
     def __init__(
         self,
@@ -273,19 +307,15 @@ class LRU(Generic[K, V]):
         owner = _client(client)
         if ttl_s is not None and ttl_s <= 0:
             raise ValueError(f"LRU {name!r}: ttl_s must be positive, got {ttl_s}")
-        self.name = name
-        self.follow = follow
-        self.maxlen = _bound(maxlen, follow, owner, f"LRU {name!r}")
         self.ttl_s = ttl_s
         self.on_evict = on_evict
         self._clock = clock
-        self._d: OrderedDict[K, tuple[V, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        if register:
-            owner.register(self, name, priority)
+        super().__init__(maxlen, name=name, follow=follow, client=owner, register=register,
+                         priority=priority)
 
-    def __len__(self) -> int:
-        return len(self._d)
+    def _hold(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._d: OrderedDict[K, tuple[V, float]] = OrderedDict()
 
     def __contains__(self, key: object) -> bool:
         return key in self._d
@@ -359,8 +389,7 @@ class LRU(Generic[K, V]):
 
     def set_maxlen(self, maxlen: int) -> None:
         """Change the bound; the least recently used entries beyond it are evicted."""
-        if maxlen < 1:
-            raise ValueError(f"LRU {self.name!r}: maxlen must be at least 1, got {maxlen}")
+        self._checked(maxlen)
         with self._lock:
             self.maxlen = maxlen
             gone = []
@@ -368,8 +397,3 @@ class LRU(Generic[K, V]):
                 k, (v, _) = self._d.popitem(last=False)
                 gone.append((k, v))
         self._evicted(gone)
-
-    def apply_limits(self, limits: Limits) -> None:
-        """Follow `limits` when a field is named in `follow`."""
-        if self.follow is not None:
-            self.set_maxlen(int(getattr(limits, self.follow)))

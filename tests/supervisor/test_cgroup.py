@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from supervisor.cgroup import CgroupMemory, host_psi_some_avg10
 from supervisor.config import convert
 from supervisor.pressure import ContainerClassifier, Thresholds
+from tests.conftest import in_cgroup, own_v1_memory_cgroup, python, wait_until
 from workers.protocol import Level
 
 pytestmark = pytest.mark.timeout(60)
@@ -174,40 +172,7 @@ def test_host_psi(tmp_path):
         assert isinstance(host_psi_some_avg10(), float)
 
 
-# -- a real v1 memory cgroup ---------------------------------------------------------------
-
-def own_v1_memory_cgroup() -> Path | None:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                return Path("/sys/fs/cgroup/memory" + path)
-    return None
-
-
-@pytest.fixture
-def v1_child() -> Iterator[Path]:
-    """A fresh memory cgroup under our own (v1), removed at teardown."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a memory cgroup needs root")
-    parent = own_v1_memory_cgroup()
-    if parent is None or not (parent / "memory.limit_in_bytes").exists():
-        pytest.skip("no cgroup v1 memory controller on this machine")
-    child = parent / f"memwarden-test-{os.getpid()}-{time.monotonic_ns()}"
-    child.mkdir()
-    try:
-        yield child
-    finally:
-        deadline = time.monotonic() + 10
-        while True:  # the kernel refuses while an exited task is still being torn down
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
+# -- a real v1 memory cgroup (`memory_cgroup`, from tests/conftest.py) ----------------------
 
 def test_v1_discover_finds_our_own_cgroup():
     own = own_v1_memory_cgroup()
@@ -221,9 +186,9 @@ def test_v1_discover_finds_our_own_cgroup():
     cg.close()
 
 
-def test_v1_limit_read_back_from_a_real_cgroup(v1_child):
-    (v1_child / "memory.limit_in_bytes").write_text(str(64 * MiB))
-    cg = CgroupMemory.at(str(v1_child), 1)
+def test_v1_limit_read_back_from_a_real_cgroup(memory_cgroup):
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(64 * MiB))
+    cg = CgroupMemory.at(str(memory_cgroup), 1)
     assert cg.limit() == 64 * MiB
     assert cg.usage() >= 0
     events = cg.events()
@@ -232,18 +197,9 @@ def test_v1_limit_read_back_from_a_real_cgroup(v1_child):
     cg.close()
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-    return value
-
-
-def test_page_cache_of_a_file_writer_is_not_working_set(v1_child, tmp_path):
-    (v1_child / "memory.limit_in_bytes").write_text(str(64 * MiB))
-    cg = CgroupMemory.at(str(v1_child), 1)
+def test_page_cache_of_a_file_writer_is_not_working_set(memory_cgroup, tmp_path):
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(64 * MiB))
+    cg = CgroupMemory.at(str(memory_cgroup), 1)
     target = tmp_path / "big.bin"
     writer = (
         "import sys\n"
@@ -254,13 +210,12 @@ def test_page_cache_of_a_file_writer_is_not_working_set(v1_child, tmp_path):
         "print('done', flush=True)\n"
         "sys.stdin.read()\n"
     )
-    script = f'echo $$ > {v1_child}/cgroup.procs && exec "$0" -c "$1" "$2"'
-    p = subprocess.Popen(["sh", "-c", script, sys.executable, writer, str(target)],
+    p = subprocess.Popen([*in_cgroup(memory_cgroup), *python(writer), str(target)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert p.stdout is not None
         assert p.stdout.readline() == b"done\n", "the writer failed"
-        assert (v1_child / "cgroup.procs").read_text().split() == [str(p.pid)]
+        assert (memory_cgroup / "cgroup.procs").read_text().split() == [str(p.pid)]
         usage, working_set = cg.usage(), cg.working_set()
         # 160 MiB written under a 64 MiB limit: usage sits near the limit, made of page cache.
         assert usage > 32 * MiB
@@ -277,5 +232,5 @@ def test_page_cache_of_a_file_writer_is_not_working_set(v1_child, tmp_path):
             p.kill()
         p.wait(timeout=10)
         cg.close()
-    wait_for(lambda: not (v1_child / "cgroup.procs").read_text().strip(), 10,
-             "the cgroup to empty")
+    wait_until(lambda: not (memory_cgroup / "cgroup.procs").read_text().strip(), 10,
+               "the cgroup to empty")

@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from supervisor import procfs
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 1024 * 1024
-
-# A process that holds `mb` MiB, starts `kids` copies of itself, says "ready", waits for its
-# children (so that a killed child is reaped), then waits for its stdin to close.
-TREE = r"""
-import subprocess, sys
-mb, kids, me = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-procs = [subprocess.Popen([sys.executable, "-c", me, sys.argv[1], "0", me]) for _ in range(kids)]
-block = b"\x01" * (mb * 1024 * 1024)
-print("ready", flush=True)
-for p in procs:
-    p.wait()
-sys.stdin.read()
-"""
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """Poll `condition` until it is truthy; fail after `timeout` seconds (monotonic)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start TREE processes in their own process group; kill each group at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(mb: int = 0, kids: int = 0) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(
-            [sys.executable, "-c", TREE, str(mb), str(kids), TREE],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
-        )
-        started.append(p)
-        assert p.stdout is not None
-        ready, _, _ = select.select([p.stdout], [], [], 20)
-        assert ready and p.stdout.readline() == b"ready\n", "child did not start"
-        return p
-
-    yield start
-    for p in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=10)
 
 
 def test_start_time_matches_stat_and_is_none_once_gone():
@@ -82,7 +30,7 @@ def test_start_time_survives_odd_command_names(tmp_path):
     odd.symlink_to("/bin/sleep")
     p = subprocess.Popen([str(odd), "30"])
     try:
-        assert wait_for(lambda: procfs.start_time(p.pid), what="start time")
+        assert wait_until(lambda: procfs.start_time(p.pid), what="start time")
         table = procfs.process_table()
         assert table[p.pid] == (os.getpid(), procfs.start_time(p.pid))
     finally:
@@ -90,10 +38,11 @@ def test_start_time_survives_odd_command_names(tmp_path):
         p.wait(timeout=10)
 
 
-def test_descendants_include_grandchildren(spawn):
-    root = spawn(mb=0, kids=2)
-    kids = wait_for(lambda: len(procfs.descendants(root.pid)) == 2 and procfs.descendants(root.pid),
-                    what="two children of the tree")
+def test_descendants_include_grandchildren(spawn_tree):
+    root = spawn_tree(mb=0, kids=2)
+    kids = wait_until(
+        lambda: len(procfs.descendants(root.pid)) == 2 and procfs.descendants(root.pid),
+        what="two children of the tree")
     assert root.pid not in kids
     mine = procfs.descendants(os.getpid())
     assert root.pid in mine and set(kids) <= set(mine)
@@ -101,8 +50,8 @@ def test_descendants_include_grandchildren(spawn):
     assert set(procfs.descendants(root.pid, procfs.parent_map())) == set(kids)
 
 
-def test_statm_reader_reads_rss_and_reports_a_gone_process(spawn):
-    p = spawn(mb=40)
+def test_statm_reader_reads_rss_and_reports_a_gone_process(spawn_tree):
+    p = spawn_tree(mb=40)
     reader = procfs.StatmReader(p.pid)
     assert reader.pid == p.pid and reader.start == procfs.start_time(p.pid)
     assert reader.rss_pages() * procfs.PAGE_SIZE >= 40 * MiB
@@ -114,8 +63,8 @@ def test_statm_reader_reads_rss_and_reports_a_gone_process(spawn):
     reader.close()
 
 
-def test_statm_reader_of_a_zombie_reads_zero(spawn):
-    p = spawn(mb=20)
+def test_statm_reader_of_a_zombie_reads_zero(spawn_tree):
+    p = spawn_tree(mb=20)
     reader = procfs.StatmReader(p.pid)
     os.kill(p.pid, signal.SIGKILL)  # not reaped yet: a zombie
 
@@ -123,7 +72,7 @@ def test_statm_reader_of_a_zombie_reads_zero(spawn):
         with open(f"/proc/{p.pid}/stat", "rb") as f:
             return f.read().rsplit(b")", 1)[1].split()[0]
 
-    wait_for(lambda: state() == b"Z", what="the zombie state")
+    wait_until(lambda: state() == b"Z", what="the zombie state")
     assert reader.rss_pages() == 0
     p.wait(timeout=10)
     assert reader.rss_pages() == -1
@@ -144,12 +93,12 @@ def test_closed_reader_reads_minus_one():
     assert reader.rss_pages() == -1
 
 
-def test_process_table_tracks_births_deaths_and_parents(spawn):
+def test_process_table_tracks_births_deaths_and_parents(spawn_tree):
     table = procfs.ProcessTable()
     try:
         first = table.scan()
         assert first[os.getpid()] == (os.getppid(), procfs.start_time(os.getpid()))
-        p = spawn()
+        p = spawn_tree()
         second = table.scan()
         assert second[p.pid] == (os.getpid(), procfs.start_time(p.pid))
         again = table.scan()  # from kept-open descriptors this time
@@ -161,17 +110,17 @@ def test_process_table_tracks_births_deaths_and_parents(spawn):
         table.close()
 
 
-def test_process_table_generation_moves_only_with_changes(spawn):
+def test_process_table_generation_moves_only_with_changes(spawn_tree):
     table = procfs.ProcessTable(verify_every=1000)
     try:
         table.scan()
-        p = spawn(kids=1)  # a child and a grandchild appear
+        p = spawn_tree(kids=1)  # a child and a grandchild appear
         scanned = table.scan()
         assert scanned[p.pid][0] == os.getpid()
         kid = next(pid for pid, (ppid, _) in scanned.items() if ppid == p.pid)
         generation = table.generation
         os.kill(kid, signal.SIGKILL)  # its parent reaps it
-        wait_for(lambda: kid not in table.scan(), what="the grandchild gone from the table")
+        wait_until(lambda: kid not in table.scan(), what="the grandchild gone from the table")
         assert table.generation > generation
         # A verifying scan re-reads everything and agrees with the incremental one.
         assert procfs.ProcessTable(verify_every=1).scan().get(p.pid) == table.scan()[p.pid]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,70 +15,13 @@ from supervisor.cgroup import CgroupMemory
 from supervisor.config import convert
 from supervisor.pressure import Change, Thresholds
 from supervisor.sampler import Sampler
+from tests.conftest import wait_until
 from workers.protocol import Level
 
 pytestmark = pytest.mark.timeout(90)
 
 MiB = 1024 * 1024
 MB = 1_000_000
-
-# Holds `mb` MiB, starts `kids` copies of itself, then grows by `step` MiB every `every`
-# seconds up to `top` MiB; says "ready" once its own block and children exist, reaps its
-# children when they die, and exits when its stdin closes.
-TREE = r"""
-import subprocess, sys, threading, time
-mb, kids, step, every, top, me = sys.argv[1:7]
-mb, kids, step, every, top = int(mb), int(kids), int(step), float(every), int(top)
-procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me])
-         for _ in range(kids)]
-held = [b"\x01" * (mb * 1024 * 1024)]
-def grow():
-    total = mb
-    while step and total < top:
-        time.sleep(every)
-        held.append(b"\x01" * (step * 1024 * 1024))
-        total += step
-threading.Thread(target=grow, daemon=True).start()
-print("ready", flush=True)
-for p in procs:
-    p.wait()
-sys.stdin.read()
-"""
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
-    """Poll `condition` until it is truthy; fail after `timeout` seconds (monotonic)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start TREE processes in their own process group; kill each group at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(mb: int = 0, kids: int = 0, step: int = 0, every: float = 1.0,
-              top: int = 0) -> subprocess.Popen[bytes]:
-        args = [str(mb), str(kids), str(step), str(every), str(top), TREE]
-        p = subprocess.Popen([sys.executable, "-c", TREE, *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, start_new_session=True)
-        started.append(p)
-        assert p.stdout is not None
-        ready, _, _ = select.select([p.stdout], [], [], 20)
-        assert ready and p.stdout.readline() == b"ready\n", "child did not start"
-        return p
-
-    yield start
-    for p in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=10)
 
 
 def thresholds(limit: int | None = None, **values: object) -> Thresholds:
@@ -108,50 +47,50 @@ def make_sampler() -> Iterator[Callable[..., tuple[Sampler, list[Change]]]]:
         s.stop()
 
 
-def test_a_child_allocating_is_seen(spawn, make_sampler):
+def test_a_child_allocating_is_seen(spawn_tree, make_sampler):
     s, _ = make_sampler()
-    p = spawn(mb=60)
+    p = spawn_tree(mb=60)
     s.watch("w", p.pid)
-    view = wait_for(lambda: (v := s.view("w")) and v.rss >= 60 * MiB and len(v.ring) >= 10 and v,
-                    what="60 MiB in the view")
+    view = wait_until(lambda: (v := s.view("w")) and v.rss >= 60 * MiB and len(v.ring) >= 10 and v,
+                      what="60 MiB in the view")
     assert view.procs == 1 and view.pids == (p.pid,)
     times, values = view.ring.last(10)
     assert len(times) == 10 and times == sorted(times) and max(values) >= 60 * MiB
     assert s.stats.ticks > 0
 
 
-def test_grandchildren_are_counted(spawn, make_sampler):
+def test_grandchildren_are_counted(spawn_tree, make_sampler):
     s, _ = make_sampler()
-    p = spawn(mb=30, kids=2)
+    p = spawn_tree(mb=30, kids=2)
     s.watch("tree", p.pid)
-    view = wait_for(lambda: (v := s.view("tree")) and v.procs == 3 and v.rss >= 90 * MiB and v,
-                    what="the whole tree summed")
+    view = wait_until(lambda: (v := s.view("tree")) and v.procs == 3 and v.rss >= 90 * MiB and v,
+                      what="the whole tree summed")
     assert p.pid in view.pids
 
 
-def test_a_process_exiting_is_dropped_without_error(spawn, make_sampler, caplog):
+def test_a_process_exiting_is_dropped_without_error(spawn_tree, make_sampler, caplog):
     caplog.set_level(logging.WARNING, logger="supervisor")
     s, _ = make_sampler()
-    p = spawn(mb=10, kids=2)
+    p = spawn_tree(mb=10, kids=2)
     s.watch("tree", p.pid)
-    view = wait_for(lambda: (v := s.view("tree")) and v.procs == 3 and v, what="three procs")
+    view = wait_until(lambda: (v := s.view("tree")) and v.procs == 3 and v, what="three procs")
     victim = next(pid for pid in view.pids if pid != p.pid)
     os.kill(victim, signal.SIGKILL)  # its parent reaps it; the sampler is mid-flight
-    wait_for(lambda: (v := s.view("tree")) and v.procs == 2 and victim not in v.pids,
-             what="the dead child dropped")
+    wait_until(lambda: (v := s.view("tree")) and v.procs == 2 and victim not in v.pids,
+               what="the dead child dropped")
     ticks = s.stats.ticks
-    wait_for(lambda: s.stats.ticks > ticks + 10, what="ticks going on")
+    wait_until(lambda: s.stats.ticks > ticks + 10, what="ticks going on")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_the_whole_tree_exiting_leaves_an_empty_sum(spawn, make_sampler):
+def test_the_whole_tree_exiting_leaves_an_empty_sum(spawn_tree, make_sampler):
     s, _ = make_sampler()
-    p = spawn(mb=10)
+    p = spawn_tree(mb=10)
     s.watch("w", p.pid)
-    wait_for(lambda: s.view("w").rss > 0, what="a first sample")
+    wait_until(lambda: s.view("w").rss > 0, what="a first sample")
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=10)
-    wait_for(lambda: s.view("w").rss == 0 and s.view("w").procs == 0, what="an empty tree")
+    wait_until(lambda: s.view("w").rss == 0 and s.view("w").procs == 0, what="an empty tree")
     s.unwatch("w")
     assert s.view("w") is None
 
@@ -164,12 +103,12 @@ def test_watching_a_gone_pid_raises(make_sampler):
         s.watch("w", p.pid)
 
 
-def test_level_changes_of_a_growing_process_reach_on_change(spawn, make_sampler):
+def test_level_changes_of_a_growing_process_reach_on_change(spawn_tree, make_sampler):
     th = thresholds(medium="40MB", high="80MB", critical="4GB")
     s, changes = make_sampler(th)
-    p = spawn(mb=10, step=10, every=0.05, top=120)
+    p = spawn_tree(mb=10, step=10, every=0.05, top=120)
     s.watch("w", p.pid)
-    wait_for(lambda: any(c.level == Level.HIGH for c in changes), what="HIGH")
+    wait_until(lambda: any(c.level == Level.HIGH for c in changes), what="HIGH")
     medium, high = changes[:2]
     assert (medium.key, medium.previous, medium.level, medium.metric) == (
         "w", Level.LOW, Level.MEDIUM, "rss")
@@ -181,25 +120,25 @@ def test_level_changes_of_a_growing_process_reach_on_change(spawn, make_sampler)
     assert high.value == values[-1]
 
 
-def test_sustained_growth_is_reported_once_the_window_is_full(spawn, make_sampler):
+def test_sustained_growth_is_reported_once_the_window_is_full(spawn_tree, make_sampler):
     th = thresholds(medium="4GB", high="5GB", critical="6GB",
                     pressure={"growth_window": "1s"})
     s, changes = make_sampler(th)
-    p = spawn(mb=0, step=4, every=0.1, top=800)  # about 40 MiB/s for up to 20 s
+    p = spawn_tree(mb=0, step=4, every=0.1, top=800)  # about 40 MiB/s for up to 20 s
     s.watch("w", p.pid)
-    change = wait_for(lambda: next((c for c in changes if c.metric == "growth"), None),
-                      what="a growth change")
+    change = wait_until(lambda: next((c for c in changes if c.metric == "growth"), None),
+                        what="a growth change")
     assert change.level >= Level.MEDIUM and change.value >= 5e6
     assert s.view("w").slope is not None
 
 
-def test_an_idle_worker_stays_low(spawn, make_sampler):
+def test_an_idle_worker_stays_low(spawn_tree, make_sampler):
     th = thresholds(pressure={"growth_window": "0.3s"})
     s, changes = make_sampler(th)
-    p = spawn(mb=5)
+    p = spawn_tree(mb=5)
     s.watch("w", p.pid)
-    wait_for(lambda: s.view("w").slope is not None and s.stats.discoveries > 10,
-             what="a few growth evaluations")
+    wait_until(lambda: s.view("w").slope is not None and s.stats.discoveries > 10,
+               what="a few growth evaluations")
     assert changes == []
 
 
@@ -221,15 +160,15 @@ def test_container_headroom_changes_reach_on_change(tmp_path, make_sampler):
     cgroup = CgroupMemory.at(str(cg), 2)
     th = thresholds(1000 * MB, pressure={"dwell_high": "100ms", "dwell_medium": "100ms"})
     s, changes = make_sampler(th, cgroup=cgroup, limit=cgroup.limit())
-    wait_for(lambda: s.container().usage == 100 * MB, what="the first container sample")
+    wait_until(lambda: s.container().usage == 100 * MB, what="the first container sample")
     assert s.container().level == Level.LOW
     write_v2(cg, 920 * MB)  # 8 % left: HIGH
-    change = wait_for(lambda: next(iter(changes), None), what="a container change")
+    change = wait_until(lambda: next(iter(changes), None), what="a container change")
     assert (change.key, change.level, change.metric) == ("", Level.HIGH, "headroom")
     assert change.value == pytest.approx(0.08)
     # Most of it turns out to be inactive page cache: the working set is small again.
     write_v2(cg, 920 * MB, inactive_file=600 * MB)
-    wait_for(lambda: s.container().level == Level.LOW, what="back to LOW")
+    wait_until(lambda: s.container().level == Level.LOW, what="back to LOW")
     # Both lines were left at the same moment and both dwells are 100 ms: one step down.
     assert [c.level for c in changes] == [Level.HIGH, Level.LOW]
     assert s.container().working_set == 320 * MB
@@ -240,23 +179,23 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_no_descriptor_outlives_its_watch(spawn):
+def test_no_descriptor_outlives_its_watch(spawn_tree):
     before = open_fds()
     s = Sampler(interval_s=0.001, discover_interval_s=0.02, ring_seconds=1.0,
                 thresholds=thresholds(), on_change=lambda c: None)
     try:
         s.start()
-        p = spawn(mb=1, kids=2)
+        p = spawn_tree(mb=1, kids=2)
         for round_ in range(3):
             s.watch("tree", p.pid)  # watching again replaces the earlier watch
-            wait_for(lambda: s.view("tree").procs == 3, what=f"the tree, round {round_}")
+            wait_until(lambda: s.view("tree").procs == 3, what=f"the tree, round {round_}")
         s.watch("other", p.pid)
-        wait_for(lambda: s.view("other").procs == 3, what="a second watch of the tree")
+        wait_until(lambda: s.view("other").procs == 3, what="a second watch of the tree")
         s.unwatch("tree")
         s.unwatch("other")
         s.unwatch("never watched")
         ticks = s.stats.ticks
-        wait_for(lambda: s.stats.ticks > ticks + 5, what="the ticker closing retired readers")
+        wait_until(lambda: s.stats.ticks > ticks + 5, what="the ticker closing retired readers")
     finally:
         s.stop()
     leaked = {fd for fd in open_fds() - before
@@ -264,16 +203,16 @@ def test_no_descriptor_outlives_its_watch(spawn):
     assert not leaked
 
 
-def test_realtime_puts_only_the_ticker_under_sched_fifo(spawn, make_sampler):
+def test_realtime_puts_only_the_ticker_under_sched_fifo(spawn_tree, make_sampler):
     if os.geteuid() != 0:
         pytest.skip("SCHED_FIFO needs root (CAP_SYS_NICE)")
     s, _ = make_sampler(realtime=True)
-    p = spawn(mb=1)
+    p = spawn_tree(mb=1)
     s.watch("w", p.pid)
-    wait_for(lambda: s.view("w").rss > 0, what="a first sample")
+    wait_until(lambda: s.view("w").rss > 0, what="a first sample")
     ticker, discoverer = s._threads
     fifo = os.SCHED_FIFO
-    wait_for(lambda: os.sched_getscheduler(ticker.native_id) & ~os.SCHED_RESET_ON_FORK == fifo,
-             what="the ticker under SCHED_FIFO")
+    wait_until(lambda: os.sched_getscheduler(ticker.native_id) & ~os.SCHED_RESET_ON_FORK == fifo,
+               what="the ticker under SCHED_FIFO")
     assert os.sched_getscheduler(discoverer.native_id) == os.SCHED_OTHER
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread: untouched

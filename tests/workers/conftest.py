@@ -11,31 +11,26 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
 
+from tests.conftest import ROOT, python
+from tests.conftest import wait_until as shared_wait_until
 from workers.protocol import ENV_FD, ENV_GENERATION, ENV_LIMITS, ENV_PROFILE, ENV_WORKER, Limits
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT", "WAIT_S", "Spawner", "SupervisorEnd", "wait_until", "worker_env"]
+
 WAIT_S = 30.0  # generous: the machine is shared and noisy
+T = TypeVar("T")
 
 
-def wait_until(cond: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "") -> Any:
-    """Poll `cond` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or cond}")
-        time.sleep(0.01)
+def wait_until(cond: Callable[[], T], timeout_s: float = WAIT_S, what: str = "condition") -> T:
+    """`tests.conftest.wait_until` with this package's longer default deadline."""
+    return shared_wait_until(cond, timeout_s, what)
 
 
 class SupervisorEnd:
@@ -122,7 +117,7 @@ class Spawner:
         return proc, SupervisorEnd(ours) if ours else None
 
     def python(self, code: str, **kw: Any) -> tuple[subprocess.Popen[bytes], SupervisorEnd | None]:
-        return self([sys.executable, "-c", code], **kw)
+        return self(python(code), **kw)
 
     def cleanup(self) -> None:
         for proc in self.procs:

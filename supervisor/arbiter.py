@@ -178,11 +178,15 @@ class Arbiter:
                 take_terminal=self._terminal and number == 1,
             )
         except process.SpawnError as e:
+            slot.generations = number  # the number is used up, as the policy counted it
             self.events.emit("spawn_failed", str(e), worker=slot.name, generation=number,
                              exit_status=e.exit_status)
             if slot.current is None:
                 slot.done = True
                 self._finish(e.exit_status)
+            else:  # a replacement that never ran: for the policy, a failed start
+                self._execute(self.policy.exited(time.monotonic(), slot.name, number,
+                                                 expected=False))
             return None
         slot.generations = number
         gen = Generation(slot, number, profile, child)
@@ -229,15 +233,24 @@ class Arbiter:
     # -- the channel -----------------------------------------------------------------------
 
     async def _channel_loop(self, gen: Generation) -> None:
-        if gen.child.channel is None:
+        sock = gen.child.channel
+        if sock is None:
             return
-        with anyio.CancelScope() as scope:
-            gen.channel_scope = scope
-            async for message in channel.messages(gen.child.channel, gen.key):
-                gen.spoke = True
-                with self._contained("a message from %s", gen.key):
-                    self._message(gen, message)
-            log.debug("%s closed its channel; still supervised", gen.key)
+        # The socket is closed here, after the wait on it has ended: closing it under a
+        # pending wait would leave the event loop watching a descriptor number that may
+        # be reused. A grandchild can hold the worker's end open, so the exit cancels us.
+        try:
+            with anyio.CancelScope() as scope:
+                gen.channel_scope = scope
+                if not gen.alive:
+                    return
+                async for message in channel.messages(sock, gen.key):
+                    gen.spoke = True
+                    with self._contained("a message from %s", gen.key):
+                        self._message(gen, message)
+                log.debug("%s closed its channel; still supervised", gen.key)
+        finally:
+            sock.close()
 
     def _message(self, gen: Generation, message: protocol.FromWorker) -> None:
         if isinstance(message, protocol.Ready):
@@ -440,8 +453,6 @@ class Arbiter:
         self.sampler.unwatch(gen.key)
         if gen.channel_scope is not None:
             gen.channel_scope.cancel()
-        if gen.child.channel is not None:
-            gen.child.channel.close()
         slot = gen.slot
         expected = gen.retiring or self.stopping
         oom = status.signal == signal.SIGKILL and self._oom_kills() > gen.oom_kills_at_start

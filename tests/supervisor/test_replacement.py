@@ -261,3 +261,21 @@ def test_retired_generation_sends_a_leak_report_first(memwarden, tmp_path) -> No
     retire = events(snaps, "retire", generation=1)[0]
     assert reports[0]["t"] <= events(snaps, "exit", generation=1)[0]["t"]
     assert retire["t"] <= reports[0]["t"]
+
+
+def test_a_replacement_that_cannot_start_leaves_the_worker_running(memwarden, tmp_path) -> None:
+    snaps, log = tmp_path / "s", tmp_path / "gens"
+    script = tmp_path / "worker.py"
+    # The program removes itself once running: its replacement cannot be started.
+    script.write_text(f"#!{sys.executable}\nimport os, sys\nos.unlink(__file__)\n"
+                      f"sys.argv[1:] = {grower(log, 100, 1, 50)[3:]!r}\n" + GROWER)
+    script.chmod(0o755)
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+                          "--high", "60MB", "--critical", "3GB"), "--", str(script))
+    wait_until(lambda: events(snaps, "spawn_failed"), timeout=30, what="the failed start")
+    failed = events(snaps, "spawn_failed")[0]
+    assert failed["generation"] == 2 and "No such file" in failed["message"]
+    assert m.proc.poll() is None  # memwarden still supervises generation 1
+    m.signal(signal.SIGTERM)
+    assert m.wait() == 0  # generation 1 exits 0 on TERM, as the grower does
+    assert list(lifetimes(log)) == [1]

@@ -79,8 +79,9 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                      help="TOML configuration file (default: $MEMWARDEN_CONFIG or none)")
     for name, metavar, text in RUN_OPTIONS:
+        default = "" if "default:" in text else f" (default: {_default(name)})"
         run.add_argument(f"--{name}", metavar=metavar, default=argparse.SUPPRESS,
-                         help=f"{text} (default: {_default(name)})")
+                         help=text + default)
     run.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
                      help="classify and record everything, act on nothing (default: off)")
     run.add_argument("--investigate-on-retire", action="store_true", default=argparse.SUPPRESS,

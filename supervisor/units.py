@@ -51,7 +51,7 @@ class Size:
         return None if limit is None else int(limit * self.percent / 100.0)
 
     def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else format_size(self.bytes or 0)
+        return f"{self.percent:g}%" if self.percent is not None else _exact(self.bytes or 0)
 
 
 def parse_size(value: str | int | float) -> Size:
@@ -109,14 +109,23 @@ def parse_rate(value: str | int | float) -> float:
 
 
 def format_size(n: float) -> str:
-    """Human size with binary units, for logs and reports."""
+    """Human size in decimal units (the MB people write in thresholds), for logs and reports."""
     sign = "-" if n < 0 else ""
     n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
             return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
-        n /= 1024
-    return f"{sign}{n:.1f} TiB"
+        n /= 1000
+    return f"{sign}{n:.1f} TB"
+
+
+def _exact(n: int) -> str:
+    """The shortest exact spelling of a byte count: 50MB, 1GiB, 1500000B -> 1.5MB."""
+    for unit, factor in (("GiB", 1024**3), ("GB", 1000**3), ("MiB", 1024**2), ("MB", 1000**2),
+                         ("KiB", 1024), ("kB", 1000)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n}B"
 
 
 def format_duration(seconds: float) -> str:

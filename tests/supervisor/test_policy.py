@@ -153,7 +153,7 @@ def test_spawn_and_retire_reasons_name_the_cause() -> None:
     spawn = policy.level(1.0, "worker", 1, change(HIGH), headroom=None, footprint=None)[1]
     assert isinstance(spawn, Spawn)
     assert "generation 1 of 'worker'" in spawn.reason
-    assert "rss 200.3 MiB against threshold 190.7 MiB" in spawn.reason
+    assert "rss 210.0 MB against threshold 200.0 MB" in spawn.reason
     assert "make before break" in spawn.reason
     (retire,) = policy.ready(2.0, "worker", 2, 120 * MB)
     assert isinstance(retire, Retire)
@@ -171,7 +171,7 @@ def test_critical_with_small_headroom_stops_first_then_starts() -> None:
     ])
     assert isinstance(bbm, Record)
     assert bbm.data["headroom"] == 100 * MB and bbm.data["footprint"] == 300 * MB
-    assert "headroom 95.4 MiB is less than the 286.1 MiB" in bbm.message
+    assert "headroom 100.0 MB is less than the 300.0 MB" in bbm.message
 
 
 def test_critical_footprint_defaults_to_rss_at_ready() -> None:
@@ -281,9 +281,9 @@ def test_baseline_above_high_ends_in_give_up() -> None:
     give_up = steps[10][-1]
     assert isinstance(give_up, GiveUp)
     assert "limits are too small for worker 'worker'" in give_up.message
-    for rss in ("238.4 MiB", "248.0 MiB", "257.5 MiB"):
+    for rss in ("250.0 MB", "260.0 MB", "270.0 MB"):
         assert rss in give_up.message
-    assert "against 190.7 MiB" in give_up.message
+    assert "against 200.0 MB" in give_up.message
 
 
 def test_baseline_count_resets_after_a_generation_that_held() -> None:

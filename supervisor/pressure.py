@@ -251,15 +251,17 @@ class WorkerClassifier(_Classifier):
         self.key = key
         self.level = Level.LOW
         common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
-        self._rss = _Input("rss", th.rss, **common)
+        # Public for the sampler's hot path: while `rss_band.lo <= rss < rss_band.hi`,
+        # `observe_rss` would return None at once, so a caller may test that itself.
+        self.rss_band = _Input("rss", th.rss, **common)
         self._growth = _Input("growth", th.growth, **common)
 
     def _combined(self) -> Level:
-        return max(self._rss.level, self._growth.level)
+        return max(self.rss_band.level, self._growth.level)
 
     def observe_rss(self, t_ns: int, rss: int) -> Change | None:
         """Take the tree's RSS in bytes; return a Change when the worker's level moves."""
-        r = self._rss
+        r = self.rss_band
         if r.lo <= rss < r.hi:  # the common path: two comparisons
             return None
         return self._after(r, t_ns) if r.feed(t_ns, rss) else None

@@ -147,7 +147,7 @@ def test_fast_path_agrees_with_the_slow_path():
     slow = WorkerClassifier("w", TH)
     values = [10, 60, 60, 60, 55, 48, 60, 210, 210, 210, 30, 30] + [30] * 40
     for i, mb in enumerate(values):
-        slow._rss.lo, slow._rss.hi = math.inf, -math.inf
+        slow.rss_band.lo, slow.rss_band.hi = math.inf, -math.inf
         a = fast.observe_rss(i * S, mb * MB)
         b = slow.observe_rss(i * S, mb * MB)
         assert a == b

@@ -80,6 +80,21 @@ def failed(verdict: str, max_level: str, fail_on: str | None) -> bool:
     return LEVELS.index(max_level) >= LEVELS.index(fail_on)
 
 
+def write_output(data: bytes, path: str | None, who: str) -> bool:
+    """Write a report to `path`, or to standard output; False (said on stderr) on failure."""
+    try:
+        if path:
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    except OSError as e:
+        print(f"{who}: cannot write {path or 'the report'}: {e.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyse `args.paths`, print or write the report; return the exit status."""
     options = Options(window_s=args.window,
@@ -99,16 +114,7 @@ def run(args: argparse.Namespace) -> int:
         from snapshots import text
 
         data = (text.render(result.report) + "\n").encode()
-    try:
-        if args.output:
-            with open(args.output, "wb") as f:
-                f.write(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-    except OSError as e:
-        print(f"memwarden analyze: cannot write {args.output or 'the report'}: {e.strerror}",
-              file=sys.stderr)
+    if not write_output(data, args.output, "memwarden analyze"):
         return EXIT_USAGE
     rep = result.report
     if failed(rep.verdict, rep.max_level, args.fail_on):

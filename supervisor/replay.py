@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import msgspec
 
 from snapshots import reader
+from snapshots.cli import write_output
 from snapshots.schema import Event, Header, Record
 from supervisor import config as config_mod
 from supervisor.pressure import Thresholds, WorkerClassifier
@@ -184,17 +185,7 @@ def run(args: argparse.Namespace) -> int:
         data = msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n"
     else:
         data = (render(report) + "\n").encode()
-    output = getattr(args, "output", None)
-    try:
-        if output:
-            with open(output, "wb") as f:
-                f.write(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-    except OSError as e:
-        print(f"memwarden analyze --replay: cannot write {output}: {e.strerror}",
-              file=sys.stderr)
+    if not write_output(data, getattr(args, "output", None), "memwarden analyze --replay"):
         return EXIT_USAGE
     return EXIT_OK
 

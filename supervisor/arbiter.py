@@ -326,9 +326,9 @@ class Arbiter:
             elif isinstance(action, Retire):
                 gen = self._gen(action.slot, action.generation)
                 if gen is not None and gen.alive and not gen.retiring:
-                    # The policy knows normal and critical graces; a worker may set its own.
-                    grace = gen.slot.spec.grace if action.grace_s == self.cfg.grace \
-                        else action.grace_s
+                    # A worker's own grace applies, except the short one of CRITICAL.
+                    grace = action.grace_s if action.critical else gen.slot.spec.grace
+                    gen.retiring = True  # now: an exit before the task runs is expected
                     assert self._tg is not None
                     self._tg.start_soon(self._retire, gen, grace, action.reason)
             elif isinstance(action, GiveUp):
@@ -361,6 +361,8 @@ class Arbiter:
                       sig: int = signal.SIGTERM) -> None:
         """Stop one generation by escalation: shutdown message, `sig`, grace, KILL."""
         gen.retiring = True
+        if not gen.alive:
+            return  # it exited between the decision and now
         self.events.emit("retire", f"retiring ({reason}): {signal_name(sig)}, "
                          f"KILL after {grace:g}s", **self._ids(gen), reason=reason)
         told = self._send(gen, protocol.Shutdown(grace_s=float(grace), reason=reason))
@@ -395,6 +397,7 @@ class Arbiter:
                          f"{len(live)} worker(s), grace {self.cfg.grace:g}s")
         async with anyio.create_task_group() as tg:
             for gen in live:
+                gen.retiring = True
                 tg.start_soon(self._retire, gen, gen.slot.spec.grace, reason, sig)
         if self.exit_status is None:
             self.exit_status = self._worst_status()
@@ -441,7 +444,8 @@ class Arbiter:
                 log.debug("reaped orphan %d (%s)", pid, ExitStatus.from_wait(raw).describe())
                 continue
             gen.child.reaped(raw)
-            self._exited(gen, ExitStatus.from_wait(raw))
+            with self._contained("the exit of %s", gen.key):
+                self._exited(gen, ExitStatus.from_wait(raw))
 
     def _exited(self, gen: Generation, status: ExitStatus) -> None:
         now = time.monotonic()
@@ -476,10 +480,8 @@ class Arbiter:
         if slot.current is not gen:
             return
         self._execute(self.policy.exited(now, slot.name, gen.number, expected=False))
-        if slot.pending is not None and slot.pending.alive:
-            # A replacement is already starting; it takes over instead of a crash restart.
-            slot.current, slot.pending = slot.pending, None
-            return
+        if self.policy.will_start(slot.name):
+            return  # a replacement is starting or planned: it takes over, not a crash restart
         self._crashed(slot, status, now)
 
     def _crashed(self, slot: Slot, status: ExitStatus, now: float) -> None:
@@ -503,10 +505,12 @@ class Arbiter:
 
     async def _restart_later(self, slot: Slot, delay: float) -> None:
         await anyio.sleep(delay)
-        if not self.stopping:
+        if self.stopping or slot.live():
+            return
+        with self._contained("the restart of %s", slot.name):
+            profile = self.policy.next_profile(slot.name)
             slot.current = None
-            self._start(slot, profile=self.policy.next_profile(slot.name),
-                        reason="restart after exit")
+            self._start(slot, profile=profile, reason="restart after exit")
 
     def _check_done(self) -> None:
         if all(s.done and not s.live() for s in self.slots.values()):
@@ -551,7 +555,7 @@ class Arbiter:
                          data=dict(request.limits))
         return control.Reply(ok=sent, message="limits sent" if sent else "no channel open")
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- small things ------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _contained(self, what: str, *args: object) -> Iterator[None]:

@@ -74,12 +74,17 @@ class Spawn:
 
 @dataclass(frozen=True, slots=True)
 class Retire:
-    """Stop `generation`: TERM its process group, KILL after `grace_s`."""
+    """Stop `generation`: TERM its process group, KILL after `grace_s`.
+
+    `critical` marks the short grace of CRITICAL pressure; otherwise a worker's own
+    configured grace may replace `grace_s`.
+    """
 
     slot: str
     generation: int
     grace_s: float
     reason: str
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +339,7 @@ class Policy:
                 f"{_who(s.name, g.number)} is ready with {format_size(rss)} "
                 f"(profile {g.profile}); retiring generation {old.number} "
                 f"(make before break, grace {format_duration(grace)})",
+                critical=critical,
             ))
         else:
             del s.generations[old.number]
@@ -410,6 +416,12 @@ class Policy:
         """The profile a restart of `slot` should use: escalations are kept across restarts."""
         s = self._slot(slot)
         return s.generations[s.current].profile
+
+    def will_start(self, slot: str) -> bool:
+        """True when the policy itself starts `slot`'s next generation (a replacement is
+        starting, or planned after a failed start): crash restarts must then stay out."""
+        s = self._slot(slot)
+        return s.pending is not None or s.plan is not None
 
     def pending(self, slot: str) -> int | None:
         """The replacement generation that is starting, if any (do not restart the slot then)."""
@@ -508,7 +520,7 @@ class Policy:
              **_change_data(change)},
         )
         retire = Retire(s.name, g.number, grace, f"{plan.reason}: stopped to make room for "
-                        f"its replacement (grace {format_duration(grace)})")
+                        f"its replacement (grace {format_duration(grace)})", critical=True)
         s.cooldown_until = now + self.settings.cooldown_s
         s.holding = False
         if self.settings.dry_run:

@@ -6,7 +6,7 @@ per tick; the achieved interval (median, p99, p99.9, max), share of missed ticks
 of one core at 1 ms with 1 and 100 workers and at 10 ms with 100 workers; the same at 1 ms
 while another thread encodes JSON in a loop (the sampler shares the GIL); and the process's
 RSS at start and after 10 million samples. Workers are idle `/bin/sleep` processes, all
-killed at the end. Targets come from docs (DESIGN.md "Performance contract").
+killed at the end. Targets: the performance contract in docs/design.md.
 
     .venv/bin/python scripts/bench_sampler.py            # about three minutes
     .venv/bin/python scripts/bench_sampler.py --quick    # shorter phases, fewer samples

@@ -29,7 +29,7 @@ import workers
 from workers.automaton import Automaton
 from workers.protocol import Limits
 
-#: Limits of an automaton nobody supervises: in effect none, as in the original.
+#: Limits of an automaton nobody supervises: in effect none, so it keeps everything.
 UNBOUNDED = Limits(max_objects=10**9, max_history=10**9, trim_threshold_bytes=10**15)
 
 

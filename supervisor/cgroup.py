@@ -155,7 +155,7 @@ class CgroupMemory(KeptOpen):
 
         memory.stat is read before usage. A cgroup at its limit reclaims page cache all the
         time; read the other way round, pages reclaimed between the two reads were counted
-        as working set, and a plain file writer looked like pressure (seen in tests). This
+        as working set, and a plain file writer looked like pressure. This
         order can only err low, by what is reclaimed during one read.
         """
         inactive = self.inactive_file()

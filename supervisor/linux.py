@@ -7,7 +7,6 @@ import ctypes.util
 import os
 
 PR_SET_PDEATHSIG = 1
-PR_SET_TIMERSLACK = 29
 PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -31,8 +30,3 @@ def set_child_subreaper() -> None:
 def set_parent_death_signal(signum: int) -> None:
     """Deliver `signum` to this process when the thread that forked it exits."""
     prctl(PR_SET_PDEATHSIG, signum)
-
-
-def set_timer_slack(ns: int) -> None:
-    """Lower this thread's timer slack so that sleeps wake close to their deadline."""
-    prctl(PR_SET_TIMERSLACK, ns)

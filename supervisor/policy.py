@@ -7,7 +7,7 @@ the world did: `ready()` when a generation is ready, `exited()` when one has bee
 `tick()` regularly for the timers (ready timeout, cooldown expiry, MEDIUM reminders).
 
 A *slot* is one supervised worker identity ("worker", "web-2"). It has a current generation
-and at most one pending replacement. The rules (DESIGN.md, "Policy"):
+and at most one pending replacement. The rules (docs/design.md):
 
 * MEDIUM: tell the worker, and remind it at most once per `medium_renotify_s` while MEDIUM
   holds. Every change of level is passed on, including the way back to LOW, so that the

@@ -40,7 +40,7 @@ def _find_setpriv() -> str | None:
 
 # Why a launcher: PR_SET_PDEATHSIG must be set by the child itself. Doing it in a
 # preexec_fn forces subprocess to fork() the whole supervisor instead of vfork(): 1.6 ms
-# and up to 9 ms per start measured here, against 0.14 ms with setpriv, which sets the
+# and up to 9 ms per start measured on a 2-vCPU VM, against 0.14 ms with setpriv, which sets the
 # signal and execs the worker (same pid). The preexec path remains for machines without
 # setpriv and for the terminal hand-over, which must happen before the worker runs.
 _SETPRIV = _find_setpriv()

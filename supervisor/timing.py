@@ -21,10 +21,11 @@ _PR_SET_TIMERSLACK = 29
 
 # Why a ctypes call into libc rather than os.pread: os.pread releases the GIL around the
 # system call, and re-taking it can cost a whole switch interval when another thread is
-# busy, once per read. Measured here with a thread encoding JSON and 100 reads of statm per
-# 1 ms tick: os.pread gave a median tick delay of 5 ms and a p99 of 350 ms; the same reads
-# through a PyDLL function (which keeps the GIL; the kernel answers a /proc or cgroup read
-# of a few bytes in well under a microsecond) kept the tick on time. os.preadv into a
+# busy, once per read. Measured on a 2-vCPU VM with a thread encoding JSON and 100
+# reads of statm per 1 ms tick: os.pread gave a median tick delay of 5 ms and a p99 of
+# 350 ms; the same reads through a PyDLL function (which keeps the GIL; the kernel
+# answers a /proc or cgroup read of a few bytes in well under a microsecond) kept the
+# tick on time. os.preadv into a
 # bytearray was slower than os.pread and has the same hand-off.
 _libc = ctypes.PyDLL(None, use_errno=True)  # the process's own C library (Linux only)
 
@@ -111,7 +112,7 @@ def raise_to_realtime(priority: int = 10) -> bool:
     """Put the calling thread under SCHED_FIFO at `priority`; False when not permitted.
 
     A real-time thread is woken on time even when every core is busy with ordinary tasks:
-    measured here with 100 workers at 1 ms, missed ticks fell from 0.4-1.7 % to 0-0.1 %
+    measured on a 2-vCPU VM with 100 workers at 1 ms, missed ticks fell from 0.4-1.7 % to 0-0.1 %
     with another thread encoding JSON, and max lateness from several ms to about 1 ms.
     SCHED_RESET_ON_FORK keeps the policy from leaking into anything this thread forks.
     Needs CAP_SYS_NICE (root outside a container); without it nothing changes. The kernel's

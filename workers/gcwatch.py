@@ -1,9 +1,9 @@
 """Garbage-collector accounting: collections and pause time, measured with `gc.callbacks`.
 
-Measured here: a full collection pauses 135-400 ms at 2M tracked objects and returns
-almost no memory, while after `gc.freeze()` it costs microseconds. So the library counts
-pauses (they go out in `stats`), collects only where configured, and offers `freeze()`
-for workers that have finished warming up.
+Measured on CPython 3.11 with glibc: a full collection pauses 135-400 ms at 2M tracked
+objects and returns almost no memory, while after `gc.freeze()` it costs microseconds.
+So the library counts pauses (they go out in `stats`), collects only where configured,
+and offers `freeze()` for workers that have finished warming up.
 """
 
 from __future__ import annotations

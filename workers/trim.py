@@ -1,6 +1,6 @@
 """Trimming: shed state through registered callbacks, then hand the memory back.
 
-What returns memory on CPython with glibc, as measured here:
+What returns memory on CPython with glibc, as measured on a 2-vCPU VM:
 
 * dropping the *oldest* entries frees whole pymalloc arenas (one arena is released
   only when every block in it is free, and old entries were allocated together);

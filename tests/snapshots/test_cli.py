@@ -12,7 +12,7 @@ import pytest
 
 from snapshots import cli, synthetic
 from snapshots.report import Report
-from tests.snapshots.helpers import write_shape
+from tests.snapshots.series_files import write_shape
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ import pytest
 
 from snapshots.analysis import analyze
 from snapshots.html import render
-from tests.snapshots.helpers import write_generations, write_shape
+from tests.snapshots.series_files import write_generations, write_shape
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

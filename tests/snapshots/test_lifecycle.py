@@ -9,7 +9,7 @@ import pytest
 from snapshots import synthetic
 from snapshots.analysis import analyze
 from snapshots.schema import Event
-from tests.snapshots.helpers import write_generations
+from tests.snapshots.series_files import write_generations
 
 
 def test_generations_and_replacements(tmp_path: pathlib.Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from snapshots import reader, synthetic
 from snapshots.analysis import analyze
 from snapshots.schema import Sample
-from tests.snapshots.helpers import write_shape
+from tests.snapshots.series_files import write_shape
 
 
 def _samples(paths: list[str]) -> tuple[list[tuple[str, Sample]], reader.ReadStats]:

@@ -9,7 +9,7 @@ from snapshots.analysis import analyze
 from snapshots.shape import classify
 from snapshots.trend import fit
 from snapshots.windows import Windows
-from tests.snapshots.helpers import write_shape
+from tests.snapshots.series_files import write_shape
 
 EXPECTED = {
     "flat": "stable",

@@ -64,6 +64,7 @@ class Sample(Record, tag="sample"):
     rss_mean: float
     ticks: int = 0
     late: int = 0
+    missed: int = 0
     procs: int = 1
     slope: float = 0.0
     level: LevelName = "low"

@@ -171,7 +171,8 @@ def _control(args: argparse.Namespace) -> int:
             print("\x1b[H\x1b[2J", end="")
         limit = format_size(reply.limit) if reply.limit else "none"
         used = format_size(reply.container) if reply.container is not None else "-"
-        print(f"limit {limit}  container {used}  ticks {reply.ticks}  late {reply.late}")
+        print(f"limit {limit}  container {used}  ticks {reply.ticks}  late {reply.late}  "
+              f"missed {reply.missed}")
         print(f"{'worker':16} {'gen':>4} {'pid':>7} {'state':9} {'profile':8} {'rss':>11} "
               f"{'procs':>5} {'level':8} {'growth':>11} {'uptime':>8}")
         for w in reply.workers:

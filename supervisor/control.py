@@ -79,6 +79,7 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     container: int | None = None
     ticks: int = 0
     late: int = 0
+    missed: int = 0
 
 
 _decoder = msgspec.json.Decoder(Request)

@@ -26,7 +26,7 @@ def status(arbiter: Arbiter) -> control.Reply:
     return control.Reply(ok=True, workers=workers, limit=arbiter.limit,
                          container=container.working_set
                          if container and container.working_set >= 0 else None,
-                         ticks=stats.ticks, late=stats.late)
+                         ticks=stats.ticks, late=stats.late, missed=stats.missed)
 
 def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
     """The figures `--metrics` serves."""
@@ -50,7 +50,9 @@ def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
                     {"worker": slot.name}, slot.generations))
     stats = arbiter.sampler.stats
     out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
-            ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late)]
+            ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late),
+            ("memwarden_sampler_missed_ticks", "deadlines skipped: ticks not taken", {},
+             stats.missed)]
     container = arbiter.sampler.container()
     if container is not None and container.working_set >= 0:
         out.append(("memwarden_container_working_set_bytes",

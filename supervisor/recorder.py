@@ -39,6 +39,7 @@ class Recorder:
         self._since_ns: dict[str, int] = {}
         self._bursts: dict[str, _PendingBurst] = {}
         self._late_seen = 0
+        self._missed_seen = 0
 
     def tick(self, live: list[Generation], sampler: Sampler) -> None:
         """Write what is due: bursts whose after-window has passed, and the period's samples."""
@@ -52,8 +53,9 @@ class Recorder:
         self._next += self.period_s * max(1, int((now - self._next) // self.period_s) + 1)
         now_ns = time.monotonic_ns()
         container = sampler.container()
-        late = sampler.stats.late - self._late_seen
-        self._late_seen = sampler.stats.late
+        ticking = sampler.stats
+        late, missed = ticking.late - self._late_seen, ticking.missed - self._missed_seen
+        self._late_seen, self._missed_seen = ticking.late, ticking.missed
         for gen in live:
             view = sampler.view(gen.key)
             if view is None:
@@ -68,6 +70,7 @@ class Recorder:
             self.sink.submit(Sample(
                 t=time.time(), worker=gen.slot.name, generation=gen.number, pid=gen.pid,
                 rss=last, rss_min=low, rss_max=high, rss_mean=mean, ticks=count, late=late,
+                missed=missed,
                 procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
                 container=container.working_set
                 if container is not None and container.working_set >= 0 else None,

@@ -168,6 +168,7 @@ class Sampler:
         self._container_since = 0
         self._usage = -1
         self._working_set = -1
+        self._inactive = 0  # inactive file cache at the last memory.stat reading
         self._container_slope: float | None = None
         if limit is not None and limit > 0:
             self._container = ContainerClassifier(thresholds, limit)
@@ -363,10 +364,17 @@ class Sampler:
         if container is not None and self.cgroup is not None:
             usage = self.cgroup.usage()
             self._usage = usage
-            if usage >= container.stat_gate:
-                # Near a headroom line: only now is the working set worth a memory.stat read.
-                ws = self.cgroup.working_set()
-                if ws >= 0:
+            # memory.stat is ~40 lines of text, too dear for every tick. The working set
+            # never exceeds usage, and usage minus the inactive cache of the last reading
+            # errs high when new cache arrives: read it afresh only while that estimate
+            # is near a headroom line (a file writer at the limit triggers it only when
+            # its new cache outgrows the last reading).
+            if usage - self._inactive >= container.stat_gate:
+                inactive = self.cgroup.inactive_file()  # before usage: see working_set()
+                usage = self.cgroup.usage()
+                if usage >= 0:
+                    self._inactive = inactive
+                    ws = max(usage - inactive, 0)
                     self._working_set = ws
                     change = container.observe(now, ws, self._container_slope or 0.0)
                     if change is not None:
@@ -502,10 +510,11 @@ class Sampler:
     def _sense_container(self, now: int) -> None:
         cgroup, container, ring = self.cgroup, self._container, self._container_ring
         assert cgroup is not None and container is not None and ring is not None
+        inactive = cgroup.inactive_file()  # before usage: see CgroupMemory.working_set()
         usage = cgroup.usage()
-        ws = cgroup.working_set()
-        if usage < 0 or ws < 0:
+        if usage < 0:
             return
+        ws = max(usage - inactive, 0)
         ring.append(now, ws)
         window = self.thresholds.growth_window_ns
         slope = None
@@ -522,6 +531,7 @@ class Sampler:
                 return
             self._usage = usage
             self._working_set = ws
+            self._inactive = inactive
             for change in (container.observe(tick_ns, ws, slope or 0.0),
                            container.observe_kernel(tick_ns, events, psi, host)):
                 if change is not None:

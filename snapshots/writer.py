@@ -278,25 +278,30 @@ class SnapshotWriter:
             self._fd = -1
 
     def _prune(self) -> None:
-        """Keep this host's `keep` newest files; remove those older than `max_age_s`."""
+        """Keep this host's `keep` newest files; remove those older than `max_age_s`.
+
+        Newest by modification time, not by name: names of different runs differ in pid
+        width and an index can outgrow its padding; and a file another writer on the same
+        host is still appending to (containers of one pod share a hostname) is among the
+        newest, so it is not taken from under it.
+        """
         try:
-            names = sorted(n for n in os.listdir(self.directory)
-                           if n.startswith(self._prefix) and ".jsonl" in n)
+            found = []
+            for name in os.listdir(self.directory):
+                if name.startswith(self._prefix) and ".jsonl" in name:
+                    with contextlib.suppress(OSError):  # gone meanwhile
+                        found.append((os.stat(os.path.join(self.directory, name)).st_mtime,
+                                      name))
         except OSError as e:
             log.warning("snapshots: cannot list %s for retention: %s", self.directory, e)
             return
+        found.sort()
         now = time.time()
         current = os.path.basename(self.files[-1]) if self.files else None
-        for i, name in enumerate(names):
-            if name == current:
-                continue
-            path = os.path.join(self.directory, name)
-            try:
-                old = now - os.stat(path).st_mtime > self.max_age_s
-                if old or i < len(names) - self.keep:
-                    os.unlink(path)
-            except OSError:
-                continue  # gone already, or not ours to remove
+        for i, (mtime, name) in enumerate(found):
+            if name != current and (now - mtime > self.max_age_s or i < len(found) - self.keep):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                    os.unlink(os.path.join(self.directory, name))
 
 
 __all__ = ["SnapshotWriter", "file_prefix"]

@@ -48,46 +48,33 @@ async def messages(sock: socket.socket, who: str) -> AsyncIterator[protocol.From
             data = b""
         if not data:
             return
-        for message in reader.feed(data):
+        for message in reader.messages(data):
             yield message
 
 
-class LineReader:
-    """Split a byte stream into decoded messages; bad input is logged, counted and dropped."""
+class LineReader(protocol.LineSplitter):
+    """The protocol's framing plus decoding; bad input is logged, counted and dropped."""
 
     def __init__(self, who: str, max_line: int = protocol.MAX_LINE) -> None:
+        super().__init__(max_line)
         self.who = who
-        self.max_line = max_line
         self.errors = 0
-        self._buf = bytearray()
-        self._discarding = False
 
-    def feed(self, data: bytes) -> list[protocol.FromWorker]:
+    def messages(self, data: bytes) -> list[protocol.FromWorker]:
         """Return the complete messages in `data` (plus what was buffered)."""
-        self._buf += data
         out: list[protocol.FromWorker] = []
-        while True:
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) > self.max_line:
-                    self._reject(f"a line longer than {self.max_line} bytes")
-                    self._discarding = True
-                    self._buf.clear()
-                return out
-            line = bytes(self._buf[:end])
-            del self._buf[: end + 1]
-            if self._discarding:  # the tail of an oversized line
-                self._discarding = False
-                continue
-            if len(line) > self.max_line:
-                self._reject(f"a line longer than {self.max_line} bytes")
-                continue
+        for line in self.feed(data):
             if not line.strip():
                 continue
             try:
                 out.append(_decoder.decode(line))
             except msgspec.DecodeError as e:
                 self._reject(f"{e} in {line[:120]!r}")
+        return out
+
+    def _discard(self) -> None:
+        super()._discard()
+        self._reject(f"a line longer than {self.max_line} bytes")
 
     def _reject(self, what: str) -> None:
         self.errors += 1

@@ -14,7 +14,7 @@ import threading
 import msgspec
 
 from workers._log import get_logger
-from workers.protocol import MAX_LINE, FromWorker, ToWorker
+from workers.protocol import FromWorker, LineSplitter, ToWorker
 
 log = get_logger(__name__)
 
@@ -22,45 +22,11 @@ log = get_logger(__name__)
 SEND_WAIT_S = 1.0
 
 
-class LineReader:
-    """Splits a byte stream into lines without their newline.
-
-    A line longer than `max_line` is discarded up to the next newline and logged; the
-    stream carries on with the line after it.
-    """
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._discarding = False
-        self.discarded = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add `data`; return the complete lines it finished."""
-        self._buf += data
-        lines: list[bytes] = []
-        start = 0
-        while True:
-            nl = self._buf.find(b"\n", start)
-            if nl < 0:
-                break
-            if self._discarding:
-                self._discarding = False
-            elif nl - start > self.max_line:
-                self._discard()
-            else:
-                lines.append(bytes(self._buf[start:nl]))
-            start = nl + 1
-        del self._buf[:start]
-        if len(self._buf) > self.max_line and not self._discarding:
-            self._discard()
-            self._discarding = True
-        if self._discarding:
-            self._buf.clear()
-        return lines
+class LineReader(LineSplitter):
+    """The protocol's framing, saying in the worker's log when a line was too long."""
 
     def _discard(self) -> None:
-        self.discarded += 1
+        super()._discard()
         log.warning("channel: discarded a line longer than %s bytes", self.max_line)
 
 

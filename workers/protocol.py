@@ -28,6 +28,48 @@ ENV_INVESTIGATE_ON_SHUTDOWN = "MEMWARDEN_INVESTIGATE_ON_SHUTDOWN"
 MAX_LINE = 64 * 1024
 
 
+class LineSplitter:
+    """The channel's framing: a byte stream in, complete lines out (newline removed).
+
+    A line longer than `max_line` is dropped up to the next newline and counted in
+    `discarded`; the stream carries on with the line after it. Both ends use this; each
+    says in its own log what was dropped (`_discard` is the hook).
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self.discarded = 0
+        self._buf = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add `data`; return the complete lines it finished."""
+        self._buf += data
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+            elif nl - start > self.max_line:
+                self._discard()
+            else:
+                lines.append(bytes(self._buf[start:nl]))
+            start = nl + 1
+        del self._buf[:start]
+        if len(self._buf) > self.max_line and not self._discarding:
+            self._discard()
+            self._discarding = True
+        if self._discarding:
+            self._buf.clear()
+        return lines
+
+    def _discard(self) -> None:
+        self.discarded += 1
+
+
 class Level(enum.IntEnum):
     """Pressure levels, ordered; on the wire they travel as lowercase names."""
 
@@ -169,6 +211,7 @@ __all__ = [
     "Level",
     "LevelName",
     "Limits",
+    "LineSplitter",
     "Pressure",
     "ProfileName",
     "Ready",

@@ -13,34 +13,35 @@ from supervisor.timing import GilRead, KeptOpen
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 first); None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+def parse_stat(data: bytes | None) -> tuple[int, int] | None:
+    """(ppid, start time) from the text of /proc/PID/stat; None when empty or cut short."""
+    if not data:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return data[data.rfind(b")") + 2 :].split()
+    fields = data[data.rfind(b")") + 2 :].split()
+    return (int(fields[1]), int(fields[19])) if len(fields) >= 20 else None
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return parse_stat(f.read())
+    except OSError:
+        return None
 
 
 def start_time(pid: int) -> int | None:
     """Return field 22 of /proc/PID/stat (start time in clock ticks since boot); None if gone."""
-    fields = _stat_fields(pid)
-    if not fields or len(fields) < 20:
-        return None
-    return int(fields[19])
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
 
 
 def process_table() -> dict[int, tuple[int, int]]:
     """Return {pid: (ppid, start time)} for every process in /proc; vanishing ones are skipped."""
     table: dict[int, tuple[int, int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        fields = _stat_fields(int(name))
-        if fields and len(fields) >= 20:
-            table[int(name)] = (int(fields[1]), int(fields[19]))
+        if name.isdigit() and (stat := _stat(int(name))) is not None:
+            table[int(name)] = stat
     return table
 
 
@@ -125,12 +126,11 @@ class ProcessTable:
         except OSError:
             return None
         reader = GilRead(fd, 1024)
-        data = reader.read()
-        fields = data[data.rfind(b")") + 2 :].split() if data else []
-        if len(fields) < 20:
+        stat = parse_stat(reader.read())
+        if stat is None:
             os.close(fd)
             return None
-        ppid, start = int(fields[1]), int(fields[19])
+        ppid, start = stat
         if len(self._open) < self.max_open:
             self._open[pid] = (reader, start)
         else:
@@ -192,48 +192,14 @@ def parent_map() -> dict[int, int]:
     return {pid: ppid for pid, (ppid, _) in process_table().items()}
 
 
-def _children_files_supported() -> bool:
-    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-_HAS_CHILDREN_FILES = _children_files_supported()
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.extend(int(k) for k in f.read().split())
-        except OSError:
-            continue
-    return kids
-
-
 def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
     """Return every process below `pid` (not `pid` itself), parents before their children.
 
-    Uses /proc/PID/task/*/children when the kernel has it; otherwise one scan of /proc
-    (or the given `parents` map from `parent_map()`, so that many trees share one scan).
-    A process that exits during the walk is simply missing from the result.
+    One scan of /proc (or the given `parents` map from `parent_map()`, so that many trees
+    share one scan); a process that exits during the scan is simply missing. The kernel's
+    /proc/PID/task/*/children would be cheaper, but it is an optional kernel feature.
     """
-    if parents is None and _HAS_CHILDREN_FILES:
-        found: list[int] = []
-        frontier = [pid]
-        seen = {pid}
-        while frontier:
-            kids = [k for p in frontier for k in _children(p) if k not in seen]
-            seen.update(kids)  # a pid reused during the walk cannot loop it
-            found.extend(kids)
-            frontier = kids
-        return found
-    if parents is None:
-        parents = parent_map()
-    return subtree(pid, children_map(parents))
+    return subtree(pid, children_map(parent_map() if parents is None else parents))
 
 
 def children_map(parents: dict[int, int]) -> dict[int, list[int]]:

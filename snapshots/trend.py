@@ -18,6 +18,8 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from snapshots.windows import median
+
 #: Largest series the O(n²) estimators see; longer ones are thinned deterministically.
 MAX_POINTS = 200
 _Z95 = 1.959963984540054
@@ -112,7 +114,7 @@ def fit(xs: Sequence[float], ys: Sequence[float]) -> Fit:
     s = (len(slopes) - bisect.bisect_right(slopes, 0.0)) - bisect.bisect_left(slopes, 0.0)
     m = len(slopes)
     slope = _median_sorted(slopes)
-    intercept = _median([yy - slope * xx for xx, yy in zip(x, y, strict=True)])
+    intercept = median([yy - slope * xx for xx, yy in zip(x, y, strict=True)])
     # Variance of S with the tie correction, then the Hamed-Rao factor from the ranks of
     # the detrended series (only significant lags count, as in the original method).
     ties: dict[float, int] = {}
@@ -164,10 +166,6 @@ def _median_sorted(v: Sequence[float]) -> float:
         return 0.0
     mid = n // 2
     return float(v[mid]) if n % 2 else (v[mid - 1] + v[mid]) / 2.0
-
-
-def _median(v: Sequence[float]) -> float:
-    return _median_sorted(sorted(v))
 
 
 __all__ = ["MAX_POINTS", "Fit", "fit", "least_squares", "thin"]

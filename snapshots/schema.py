@@ -98,6 +98,10 @@ class EventType(enum.StrEnum):
     CHANNEL_ERROR = "channel_error"
     REPORT = "report"
     DROPPED = "dropped"
+    VICTIM = "victim"
+    BACKOFF = "backoff"
+    LIMITS = "limits"
+    DRY_RUN = "dry_run"
 
 
 class Event(Record, tag="event"):

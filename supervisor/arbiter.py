@@ -1,8 +1,10 @@
-"""The supervisor's main loop.
+"""The supervisor's main loop: it carries out the policy's decisions and reports the world back.
 
-Signal handlers only enqueue (anyio's signal receiver); this loop decides. Children are
-reaped in one place (`reaper.reap`, on SIGCHLD); the sampler thread hands over level
-changes through a self-pipe; the policy turns them into actions executed here.
+Signal handlers only enqueue (anyio's signal receiver); this loop decides, through the
+policy, which owns every worker's lifecycle. Children are reaped in one place
+(`reaper.reap`, on SIGCHLD); the sampler thread hands over level changes through a
+self-pipe. The loop itself keeps only OS handles (`handles.Handle`: process, channel,
+events) and runs the stops (`stopping.stop_generation`).
 """
 
 from __future__ import annotations
@@ -18,26 +20,31 @@ from collections.abc import Iterable, Iterator
 import anyio
 import msgspec
 
+from snapshots.schema import Event, EventType
 from supervisor import channel, control, introspect, linux, metrics, process, reaper
+from supervisor.actions import Action, Exit, Finish, Notify, Record, Retire, Spawn
 from supervisor.cgroup import CgroupMemory
 from supervisor.config import Config
 from supervisor.events import EventLog
 from supervisor.exitstatus import ExitStatus, signal_name
-from supervisor.policy import Action, GiveUp, Notify, Policy, PolicySettings, Record, Retire, Spawn
+from supervisor.handles import Handle
+from supervisor.policy import Policy, Refused
 from supervisor.pressure import Change, Thresholds, explain
 from supervisor.recorder import Recorder
 from supervisor.sampler import Sampler
-from supervisor.slots import Generation, Slot, make_slot, specs, worker_env
-from supervisor.units import format_size
+from supervisor.specs import policy_settings, specs, worker_env, worker_settings
+from supervisor.stopping import KILL_WAIT_S, stop_generation
+from supervisor.units import format_duration, format_size
 from workers import protocol
+from workers.protocol import Level
 
 log = logging.getLogger("memwarden")
 
 FORWARDED = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 HOUSEKEEPING_S = 0.05
-KILL_WAIT_S = 5.0
-REPORT_WAIT_S = 5.0
+#: Fields of the snapshot `event` record; a Record's data keys among them become fields.
+_EVENT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Event))
 
 
 class Arbiter:
@@ -47,9 +54,11 @@ class Arbiter:
         self.cfg = cfg
         self.events = events
         self.recorder = recorder
-        self.slots: dict[str, Slot] = {s.name: make_slot(s, cfg) for s in specs(cfg)}
-        self.by_pid: dict[int, Generation] = {}
-        self.by_key: dict[str, Generation] = {}
+        self.specs = {s.name: s for s in specs(cfg)}
+        self.policy = Policy(policy_settings(cfg),
+                             [worker_settings(s) for s in self.specs.values()])
+        self.handles: dict[str, Handle] = {}  # by key, until reaped and stopped
+        self.by_pid: dict[int, Handle] = {}  # roots not yet reaped
         self.stopping = False
         self.exit_status: int | None = None
         self._done = anyio.Event()
@@ -60,7 +69,6 @@ class Arbiter:
         configured = cfg.limit.resolve(None) if cfg.limit is not None else None
         self.limit = configured or (self.cgroup.limit() if self.cgroup else None)
         self.thresholds = Thresholds.from_config(cfg, self.limit)
-        self.policy = Policy(PolicySettings.from_config(cfg))
         self.sampler = Sampler(
             interval_s=cfg.interval,
             discover_interval_s=cfg.discover_interval,
@@ -71,7 +79,8 @@ class Arbiter:
             limit=self.limit,
             realtime=cfg.realtime,
         )
-        self._terminal = len(self.slots) == 1
+        self._terminal = len(self.specs) == 1
+        self._stop_signal = signal.SIGTERM  # what stops workers; SIGINT after a Ctrl-C
 
     # -- running ---------------------------------------------------------------------------
 
@@ -101,10 +110,12 @@ class Arbiter:
                     if self.cfg.control != "":
                         await tg.start(control.serve, self.cfg.control or control.default_path(),
                                        self.answer)
-                    for slot in self.slots.values():
-                        if not self._start(slot, profile="normal", reason="start"):
-                            break
+                    self._execute(self.policy.start(time.monotonic()))
                     await self._done.wait()
+                    # Leftovers of trees still being stopped get their grace, then KILL.
+                    for h in list(self.handles.values()):
+                        with anyio.move_on_after(2 * self.specs[h.worker].grace + KILL_WAIT_S):
+                            await h.stopped.wait()
                     tg.cancel_scope.cancel()
         finally:
             self.sampler.stop()
@@ -119,21 +130,30 @@ class Arbiter:
             if signum == signal.SIGCHLD:
                 self._reap()
             elif signum in STOPPING:
-                if self.stopping:
-                    self.events.emit("signal", f"second {signal_name(signum)}: killing now")
-                    self._kill_everything(signal.SIGKILL)
-                else:
-                    assert self._tg is not None
-                    self._tg.start_soon(self._shutdown, f"received {signal_name(signum)}", signum)
+                self._stop(f"received {signal_name(signum)}", signum)
             else:
                 self._forward(signum)
 
+    def _stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
+        """Stop every worker by escalation, with `sig` in place of TERM; a second request
+        kills at once."""
+        if self.stopping:
+            self.events.emit(EventType.SIGNAL, f"{reason} again: killing every worker now")
+            self._kill_everything()
+            return
+        self.stopping = True
+        self._stop_signal = sig
+        live = [h for h in self.handles.values() if h.alive]
+        self.events.emit(EventType.SHUTDOWN, f"shutting down ({reason}): stopping "
+                         f"{len(live)} generation(s)")
+        self._execute(self.policy.stop(time.monotonic(), reason))
+
     def _forward(self, signum: int) -> None:
-        for gen in self.live():
-            if process.signal_group(gen.child, signum, root_reaped=False):
-                self.events.emit("signal",
-                                 f"forwarded {signal_name(signum)} to process group {gen.pid}",
-                                 **self._ids(gen), signal=signal_name(signum))
+        for h in self.handles.values():
+            if h.alive and process.signal_group(h.child, signum, root_reaped=False):
+                self.events.emit(EventType.SIGNAL,
+                                 f"forwarded {signal_name(signum)} to process group {h.pid}",
+                                 **_ids(h), signal=signal_name(signum))
 
     async def _change_loop(self) -> None:
         while True:
@@ -156,21 +176,42 @@ class Arbiter:
         while True:
             await anyio.sleep(HOUSEKEEPING_S)
             with self._contained("the periodic policy check"):
-                self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom()))
+                self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom(),
+                                               container=self._container_level()))
             if self.recorder is not None:
                 with self._contained("writing samples"):
                     self.recorder.tick(self.live(), self.sampler)
 
-    # -- starting ----------------------------------------------------------------------------
+    # -- carrying out the policy's actions -------------------------------------------------
 
-    def _start(self, slot: Slot, *, profile: str, reason: str) -> Generation | None:
-        """Start the slot's next generation; on failure of the first one, end memwarden."""
-        number = slot.generations + 1
-        spec = slot.spec
+    def _execute(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Record):
+                self._record(action)
+            elif isinstance(action, Notify):
+                self._notify(action)
+            elif isinstance(action, Spawn):
+                self._spawn(action)
+            elif isinstance(action, Retire):
+                self._retire(action)
+            elif isinstance(action, Finish):
+                self._finish(action)
+
+    def _record(self, action: Record) -> None:
+        h = self.handles.get(f"{action.worker}#{action.generation}")
+        ids = _ids(h) if h is not None else {"worker": action.worker,
+                                              "generation": action.generation}
+        fields = {k: v for k, v in action.data.items() if k in _EVENT_FIELDS and k not in ids}
+        data = {k: v for k, v in action.data.items() if k not in fields}
+        self.events.emit(action.type, action.message, **ids, **fields, data=data)
+
+    def _spawn(self, action: Spawn) -> None:
+        spec = self.specs[action.worker]
+        number = action.generation
         try:
             child = process.spawn(
                 spec.argv,
-                env=worker_env(dict(os.environ), spec, number, profile,
+                env=worker_env(dict(os.environ), spec, number, action.profile,
                                investigate_on_retire=self.cfg.investigate_on_retire),
                 cwd=spec.cwd,
                 with_channel=True,
@@ -178,62 +219,104 @@ class Arbiter:
                 take_terminal=self._terminal and number == 1,
             )
         except process.SpawnError as e:
-            slot.generations = number  # the number is used up, as the policy counted it
-            self.events.emit("spawn_failed", str(e), worker=slot.name, generation=number,
+            self.events.emit(EventType.SPAWN_FAILED, str(e), worker=spec.name, generation=number,
                              exit_status=e.exit_status)
-            if slot.current is None:
-                slot.done = True
-                self._finish(e.exit_status)
-            else:  # a replacement that never ran: for the policy, a failed start
-                self._execute(self.policy.exited(time.monotonic(), slot.name, number,
-                                                 expected=False))
-            return None
-        slot.generations = number
-        gen = Generation(slot, number, profile, child)
-        gen.oom_kills_at_start = self._oom_kills()
-        self.by_pid[gen.pid] = gen
-        self.by_key[gen.key] = gen
-        if slot.current is None:
-            slot.current = gen
-            self.policy.add_slot(slot.name, number, time.monotonic(), profile=profile)
-        else:
-            slot.pending = gen
-        self.sampler.watch(gen.key, gen.pid)
-        # "spawn" marks a replacement for pressure; "start" a first start or a crash restart.
-        self.events.emit("start" if slot.pending is None else "spawn",
-                         f"started {_argv(spec.argv)} ({reason}, profile {profile})",
-                         **self._ids(gen), profile=profile, reason=reason)
+            self._execute(self.policy.spawn_failed(time.monotonic(), spec.name, number,
+                                                   status=e.exit_status, message=str(e)))
+            return
+        h = Handle(spec.name, number, child, oom_kills_at_start=self._oom_kills())
+        self.handles[h.key] = h
+        self.by_pid[h.pid] = h
+        self.sampler.watch(h.key, h.pid)
+        self.events.emit(action.kind, f"started {_argv(spec.argv)} ({action.reason}, profile "
+                         f"{action.profile})", **_ids(h), profile=action.profile,
+                         reason=action.reason)
         assert self._tg is not None
-        self._tg.start_soon(self._channel_loop, gen)
-        self._tg.start_soon(self._ready_timer, gen)
+        self._tg.start_soon(self._channel_loop, h)
+        self._tg.start_soon(self._ready_timer, h)
         if self.recorder is not None:
-            self.recorder.burst_later(gen, "start", self.sampler)
-        return gen
+            self.recorder.burst_later(h, "start", self.sampler)
 
-    async def _ready_timer(self, gen: Generation) -> None:
-        await anyio.sleep(gen.slot.spec.ready_after)
+    def _retire(self, action: Retire) -> None:
+        h = self.handles.get(f"{action.worker}#{action.generation}")
+        if h is None or h.stopping:
+            return
+        if not h.alive:  # its root is gone already: what is left of its tree is stopped
+            return
+        sig = signal_name(self._stop_signal)
+        if h.spoke:
+            how = (f"shutdown message, up to {format_duration(action.grace_s)} to exit, then "
+                   f"{sig}, SIGKILL {format_duration(action.grace_s)} later")
+        else:
+            how = f"{sig}, SIGKILL {format_duration(action.grace_s)} later"
+        self.events.emit(EventType.RETIRE, f"retiring ({action.reason}): {how}", **_ids(h),
+                         reason=action.reason, data={"grace_s": action.grace_s})
+        self._start_stop(h, action.grace_s, action.reason)
+
+    def _start_stop(self, h: Handle, grace: float, reason: str) -> None:
+        h.stopping = True
+        shutdown = protocol.Shutdown(grace_s=float(grace), reason=reason)
+        assert self._tg is not None
+        self._tg.start_soon(self._stop_task, h, grace, shutdown, self._stop_signal)
+
+    async def _stop_task(self, h: Handle, grace: float, shutdown: protocol.Shutdown,
+                         sig: int) -> None:
+        try:
+            with self._contained("the stop of %s", h.key):
+                await stop_generation(h, grace, shutdown=lambda: self._send(h, shutdown),
+                                      emit=self.events.emit, sig=sig)
+        finally:
+            if not h.alive:
+                self.handles.pop(h.key, None)
+
+    def _finish(self, action: Finish) -> None:
+        if self.exit_status is None:
+            self.exit_status = action.exit_status
+        log.log(logging.INFO if action.exit_status == 0 else logging.WARNING, "%s",
+                action.message)
+        self.stopping = True
+        self._done.set()
+
+    def _notify(self, action: Notify) -> None:
+        h = self.handles.get(f"{action.worker}#{action.generation}")
+        if h is None or not h.alive:
+            return
+        view = self.sampler.view(h.key)
+        rss = view.rss if view is not None else 0
+        change = action.change
+        sent = self._send(h, protocol.Pressure(
+            level=action.level.label, rss=rss, limit=self.limit,
+            metric=change.metric if change else "", threshold=change.threshold if change else None))
+        how = ["channel"] if sent else []
+        sig = self.specs[h.worker].medium_signal
+        if sig is not None and action.level >= Level.MEDIUM and \
+                process.signal_group(h.child, sig, root_reaped=False):
+            how.append(sig.name)
+        self.events.emit(EventType.NOTIFY, f"told of {action.level.label} pressure via "
+                         f"{' and '.join(how) or 'nothing (no channel, no --medium-signal)'}",
+                         **_ids(h), level=action.level.label, rss=rss)
+
+    # -- readiness and the channel ---------------------------------------------------------
+
+    async def _ready_timer(self, h: Handle) -> None:
+        ready_after = self.specs[h.worker].ready_after
+        await anyio.sleep(ready_after)
         # A worker that speaks the channel says when it is ready; one that does not is
         # ready once it has stayed alive this long.
-        if gen.alive and gen.ready_at is None and not gen.spoke:
-            self._ready(gen, f"alive for {gen.slot.spec.ready_after:g}s")
+        if h.alive and not h.spoke:
+            with self._contained("the readiness of %s", h.key):
+                self._ready(h, f"alive for {format_duration(ready_after)}")
 
-    def _ready(self, gen: Generation, how: str) -> None:
-        if gen.ready_at is not None or not gen.alive:
-            return
-        gen.ready_at = time.monotonic()
-        view = self.sampler.view(gen.key)
-        gen.rss_at_ready = view.rss if view is not None else None
-        self.events.emit("ready", f"ready ({how}) after {gen.ready_at - gen.started:.3f}s",
-                         **self._ids(gen), rss=gen.rss_at_ready)
-        slot = gen.slot
-        if slot.pending is gen:
-            slot.current, slot.pending = gen, None
-        self._execute(self.policy.ready(gen.ready_at, slot.name, gen.number, gen.rss_at_ready or 0))
+    def _ready(self, h: Handle, how: str) -> None:
+        view = self.sampler.view(h.key)
+        memory = view.rss if view is not None else None
+        actions = self.policy.ready(time.monotonic(), h.worker, h.number, memory, how=how)
+        if actions:  # it was starting: from now on its growth counts
+            self.sampler.growth_from(h.key)
+        self._execute(actions)
 
-    # -- the channel -----------------------------------------------------------------------
-
-    async def _channel_loop(self, gen: Generation) -> None:
-        sock = gen.child.channel
+    async def _channel_loop(self, h: Handle) -> None:
+        sock = h.child.channel
         if sock is None:
             return
         # The socket is closed here, after the wait on it has ended: closing it under a
@@ -241,41 +324,40 @@ class Arbiter:
         # be reused. A grandchild can hold the worker's end open, so the exit cancels us.
         try:
             with anyio.CancelScope() as scope:
-                gen.channel_scope = scope
-                if not gen.alive:
+                h.channel_scope = scope
+                if not h.alive:
                     return
-                async for message in channel.messages(sock, gen.key):
-                    gen.spoke = True
-                    with self._contained("a message from %s", gen.key):
-                        self._message(gen, message)
-                log.debug("%s closed its channel; still supervised", gen.key)
+                async for message in channel.messages(sock, h.key):
+                    h.spoke = True
+                    with self._contained("a message from %s", h.key):
+                        self._message(h, message)
+                log.debug("%s closed its channel; still supervised", h.key)
         finally:
             sock.close()
 
-    def _message(self, gen: Generation, message: protocol.FromWorker) -> None:
+    def _message(self, h: Handle, message: protocol.FromWorker) -> None:
         if isinstance(message, protocol.Ready):
-            self._ready(gen, "said ready")
+            self._ready(h, "said ready")
         elif isinstance(message, protocol.Stats):
-            gen.stats = message
+            h.stats = message
         elif isinstance(message, protocol.Trimmed):
             freed = message.rss_before - message.rss_after
             self.events.emit(
-                "trimmed",
+                EventType.TRIMMED,
                 f"trimmed {message.dropped} objects in {message.ms:.1f}ms, "
                 f"RSS {format_size(message.rss_before)} -> {format_size(message.rss_after)} "
                 f"({format_size(freed)} freed)",
-                **self._ids(gen), rss=message.rss_before, rss_after=message.rss_after,
+                **_ids(h), rss=message.rss_before, rss_after=message.rss_after,
                 dropped=message.dropped, ms=message.ms, reason=message.reason or None)
         elif isinstance(message, protocol.Report):
-            gen.reported.set()
-            self.events.emit("report", f"leak report {message.id} ({message.ms:.0f}ms)",
-                             **self._ids(gen), ms=message.ms,
-                             data=msgspec.to_builtins(message))
+            h.reported.set()
+            self.events.emit(EventType.REPORT, f"leak report {message.id} ({message.ms:.0f}ms)",
+                             **_ids(h), ms=message.ms, data=msgspec.to_builtins(message))
 
-    def _send(self, gen: Generation, message: protocol.ToWorker) -> bool:
-        if gen.child.channel is None or not gen.alive:
+    def _send(self, h: Handle, message: protocol.ToWorker) -> bool:
+        if h.child.channel is None or not h.alive:
             return False
-        return channel.send(gen.child.channel, message, gen.key)
+        return channel.send(h.child.channel, message, h.key)
 
     # -- pressure ----------------------------------------------------------------------------
 
@@ -284,140 +366,76 @@ class Arbiter:
         headroom = self._headroom()
         if change.key == "":
             self.events.emit(
-                "level", f"container {change.previous.label} -> {change.level.label}: "
+                EventType.LEVEL, f"container {change.previous.label} -> {change.level.label}: "
                 f"{explain(change)}", level=change.level.label, previous=change.previous.label,
                 metric=change.metric, value=change.value, threshold=change.threshold)
             candidates = []
-            for gen in self.live():
-                view = self.sampler.view(gen.key)
-                if view is not None and gen.slot.current is gen:
-                    candidates.append((gen.slot.name, gen.number, view.slope or 0.0, view.rss))
+            for h in self.live():
+                view = self.sampler.view(h.key)
+                if view is not None:
+                    candidates.append((h.worker, h.number, view.slope or 0.0, view.rss))
             self._execute(self.policy.container_level(now, change, candidates, headroom=headroom))
             return
-        gen = self.by_key.get(change.key)
-        if gen is None or not gen.alive:
+        h = self.handles.get(change.key)
+        if h is None or not h.alive:
             return
         self.events.emit(
-            "level", f"{change.previous.label} -> {change.level.label}: {explain(change)}",
-            **self._ids(gen), level=change.level.label, previous=change.previous.label,
-            metric=change.metric, value=change.value, threshold=change.threshold,
+            EventType.LEVEL, f"{change.previous.label} -> {change.level.label}: "
+            f"{explain(change)}", **_ids(h), level=change.level.label,
+            previous=change.previous.label, metric=change.metric, value=change.value,
+            threshold=change.threshold,
             data={"detect_ms": (change.t_ns - change.first_ns) / 1e6,
                   "crossed_ns": change.first_ns, "confirmed_ns": change.t_ns})
         if self.recorder is not None:
-            self.recorder.burst_later(gen, "level", self.sampler)
-        if gen.retiring:
-            return
-        self._execute(self.policy.level(now, gen.slot.name, gen.number, change,
-                                        headroom=headroom, footprint=None))
+            self.recorder.burst_later(h, "level", self.sampler)
+        self._execute(self.policy.level(now, h.worker, h.number, change, headroom=headroom,
+                                        container=self._container_level()))
 
-    def _execute(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Record):
-                gen = self._gen(action.slot, action.generation)
-                ids = self._ids(gen) if gen else {"worker": action.slot,
-                                                  "generation": action.generation}
-                self.events.emit(action.type, action.message, **ids, data=dict(action.data))
-            elif isinstance(action, Notify):
-                self._notify(action)
-            elif isinstance(action, Spawn):
-                slot = self.slots.get(action.slot)
-                if slot is not None and not self.stopping:
-                    self._start(slot, profile=action.profile, reason=action.reason)
-            elif isinstance(action, Retire):
-                gen = self._gen(action.slot, action.generation)
-                if gen is not None and gen.alive and not gen.retiring:
-                    # A worker's own grace applies, except the short one of CRITICAL.
-                    grace = action.grace_s if action.critical else gen.slot.spec.grace
-                    gen.retiring = True  # now: an exit before the task runs is expected
-                    assert self._tg is not None
-                    self._tg.start_soon(self._retire, gen, grace, action.reason)
-            elif isinstance(action, GiveUp):
-                self.events.emit("limits_too_small", action.message, worker=action.slot,
-                                 exit_status=action.exit_status)
-                self._finish(action.exit_status)
+    # -- exits -------------------------------------------------------------------------------
 
-    def _notify(self, action: Notify) -> None:
-        gen = self._gen(action.slot, action.generation)
-        if gen is None or not gen.alive:
-            return
-        view = self.sampler.view(gen.key)
-        rss = view.rss if view is not None else 0
-        change = action.change
-        sent = self._send(gen, protocol.Pressure(
-            level=action.level.label, rss=rss, limit=self.limit,
-            metric=change.metric if change else "", threshold=change.threshold if change else None))
-        how = ["channel"] if sent else []
-        sig = gen.slot.spec.medium_signal
-        if sig is not None and action.level >= protocol.Level.MEDIUM and \
-                process.signal_group(gen.child, sig, root_reaped=False):
-            how.append(sig.name)
-        self.events.emit("notify", f"told of {action.level.label} pressure via "
-                         f"{' and '.join(how) or 'nothing (no channel, no --medium-signal)'}",
-                         **self._ids(gen), level=action.level.label, rss=rss)
+    def _reap(self) -> None:
+        for pid, raw in reaper.reap():
+            h = self.by_pid.pop(pid, None)
+            if h is None:
+                log.debug("reaped orphan %d (%s)", pid, ExitStatus.from_wait(raw).describe())
+                continue
+            h.child.reaped(raw)
+            with self._contained("the exit of %s", h.key):
+                self._exited(h, ExitStatus.from_wait(raw))
 
-    # -- stopping ----------------------------------------------------------------------------
+    def _exited(self, h: Handle, status: ExitStatus) -> None:
+        h.status = status
+        h.exited.set()
+        if self.recorder is not None:
+            self.recorder.burst_later(h, "exit", self.sampler)
+        self.sampler.unwatch(h.key)
+        if h.channel_scope is not None:
+            h.channel_scope.cancel()
+        by_us = h.by_us(status)
+        oom = status.signal == signal.SIGKILL and not by_us and \
+            self._oom_kills() > h.oom_kills_at_start
+        role = self.policy.role(h.worker, h.number)
+        retired = role == "retiring"
+        self.events.emit(
+            EventType.EXIT, f"{status.describe(oom_kill=oom, expected=by_us)} after "
+            f"{h.uptime:.1f}s" + (" (retired)" if retired and by_us else ""),
+            **_ids(h), returncode=status.code, signal=status.signal_name,
+            exit_status=status.shell, oom_kill=oom, expected=by_us, uptime_s=h.uptime)
+        if not h.stopping:
+            # Its main process is gone; what it left of its tree gets the same escalation.
+            self._start_stop(h, self.specs[h.worker].grace, "its main process exited")
+        elif h.stopped.is_set():
+            self.handles.pop(h.key, None)
+        self._execute(self.policy.exited(
+            time.monotonic(), h.worker, h.number,
+            Exit(status.shell, status.ok, status.describe(oom_kill=oom, expected=by_us),
+                 by_us=by_us)))
 
-    async def _retire(self, gen: Generation, grace: float, reason: str,
-                      sig: int = signal.SIGTERM) -> None:
-        """Stop one generation by escalation: shutdown message, `sig`, grace, KILL."""
-        gen.retiring = True
-        if not gen.alive:
-            return  # it exited between the decision and now
-        self.events.emit("retire", f"retiring ({reason}): {signal_name(sig)}, "
-                         f"KILL after {grace:g}s", **self._ids(gen), reason=reason)
-        told = self._send(gen, protocol.Shutdown(grace_s=float(grace), reason=reason))
-        if told and self.cfg.investigate_on_retire and gen.spoke and not self.stopping:
-            # The worker answers `shutdown` with a leak report; give it a moment to send it.
-            with anyio.move_on_after(min(grace, REPORT_WAIT_S)):
-                await gen.reported.wait()
-        process.signal_tree(gen.child, sig, root_reaped=not gen.alive)
-        with anyio.move_on_after(grace):
-            await gen.exited.wait()
-        if gen.alive:
-            self.events.emit("kill", f"still running {grace:g}s after {signal_name(sig)}: "
-                             "sending SIGKILL to its process tree", **self._ids(gen))
-            process.signal_tree(gen.child, signal.SIGKILL, root_reaped=False)
-            with anyio.move_on_after(KILL_WAIT_S):
-                await gen.exited.wait()
-            if gen.alive:
-                log.error("%s: still not reaped %gs after SIGKILL (uninterruptible sleep?)",
-                          gen.key, KILL_WAIT_S)
-        else:
-            # The root is gone; descendants that left its group still get the escalation.
-            if process.signal_pids(gen.child.known.items(), signal.SIGKILL):
-                log.info("%s: killed descendants left behind", gen.key)
-
-    async def _shutdown(self, reason: str, sig: int = signal.SIGTERM) -> None:
-        """Stop every worker gracefully, then end memwarden."""
-        if self.stopping:
-            return
-        self.stopping = True
-        live = self.live()
-        self.events.emit("shutdown", f"shutting down ({reason}): {signal_name(sig)} to "
-                         f"{len(live)} worker(s), grace {self.cfg.grace:g}s")
-        async with anyio.create_task_group() as tg:
-            for gen in live:
-                gen.retiring = True
-                tg.start_soon(self._retire, gen, gen.slot.spec.grace, reason, sig)
-        if self.exit_status is None:
-            self.exit_status = self._worst_status()
-        self._done.set()
-
-    def _finish(self, status: int) -> None:
-        """End memwarden with `status` once every worker is stopped."""
-        if self.exit_status is None:
-            self.exit_status = status
-        if self.live():
-            assert self._tg is not None
-            self._tg.start_soon(self._shutdown, "finishing", signal.SIGTERM)
-        elif not self.stopping:
-            self.stopping = True
-            self._done.set()
-
-    def _kill_everything(self, sig: int) -> None:
-        for gen in self.live():
-            process.signal_tree(gen.child, sig, root_reaped=False)
-        process.kill_all_descendants(sig)
+    def _kill_everything(self) -> None:
+        for h in self.handles.values():
+            h.signalled.add(signal.SIGKILL)
+            process.signal_pids(process.members(h.child, root_alive=h.alive), signal.SIGKILL)
+        process.kill_all_descendants(signal.SIGKILL)
 
     async def _last_rites(self) -> None:
         """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all."""
@@ -435,123 +453,49 @@ class Arbiter:
                 await anyio.sleep(0.01)
         self._reap()
 
-    # -- exits -------------------------------------------------------------------------------
-
-    def _reap(self) -> None:
-        for pid, raw in reaper.reap():
-            gen = self.by_pid.pop(pid, None)
-            if gen is None:
-                log.debug("reaped orphan %d (%s)", pid, ExitStatus.from_wait(raw).describe())
-                continue
-            gen.child.reaped(raw)
-            with self._contained("the exit of %s", gen.key):
-                self._exited(gen, ExitStatus.from_wait(raw))
-
-    def _exited(self, gen: Generation, status: ExitStatus) -> None:
-        now = time.monotonic()
-        gen.status = status
-        gen.exited.set()
-        if self.recorder is not None:
-            self.recorder.burst_later(gen, "exit", self.sampler)
-        self.by_key.pop(gen.key, None)
-        self.sampler.unwatch(gen.key)
-        if gen.channel_scope is not None:
-            gen.channel_scope.cancel()
-        slot = gen.slot
-        expected = gen.retiring or self.stopping
-        oom = status.signal == signal.SIGKILL and self._oom_kills() > gen.oom_kills_at_start
-        self.events.emit(
-            "exit", f"{status.describe(oom_kill=oom, expected=expected)} after {gen.uptime:.1f}s"
-            + (" (retired)" if gen.retiring else ""),
-            **self._ids(gen), returncode=status.code, signal=status.signal_name,
-            exit_status=status.shell, oom_kill=oom, expected=expected, uptime_s=gen.uptime)
-        if slot.current is gen:
-            slot.last_status = status
-        if self.stopping:
-            return
-        if expected:
-            self._execute(self.policy.exited(now, slot.name, gen.number, expected=True))
-            self._check_done()
-            return
-        if slot.pending is gen:  # a replacement died before it was ready: a failed start
-            slot.pending = None
-            self._execute(self.policy.exited(now, slot.name, gen.number, expected=False))
-            return
-        if slot.current is not gen:
-            return
-        self._execute(self.policy.exited(now, slot.name, gen.number, expected=False))
-        if self.policy.will_start(slot.name):
-            return  # a replacement is starting or planned: it takes over, not a crash restart
-        self._crashed(slot, status, now)
-
-    def _crashed(self, slot: Slot, status: ExitStatus, now: float) -> None:
-        """The current generation exited by itself: restart it, or let the slot end."""
-        decision = slot.restarts.on_exit(now, ok=status.ok)
-        if decision.restart:
-            self.events.emit("restart", f"restarting in {decision.delay_s:g}s "
-                             f"(restart {decision.attempt} of {slot.restarts.budget} "
-                             f"within {slot.restarts.window_s:g}s)", worker=slot.name,
-                             generation=slot.generations + 1, delay_s=decision.delay_s,
-                             attempt=decision.attempt)
-            assert self._tg is not None
-            self._tg.start_soon(self._restart_later, slot, decision.delay_s)
-            return
-        slot.done = True
-        if decision.attempt:  # the budget, not the policy, said no
-            self.events.emit("give_up", f"giving up: {decision.why}; exiting with the worker's "
-                             f"last status {status.shell}", worker=slot.name,
-                             exit_status=status.shell, attempt=decision.attempt)
-        self._check_done()
-
-    async def _restart_later(self, slot: Slot, delay: float) -> None:
-        await anyio.sleep(delay)
-        if self.stopping or slot.live():
-            return
-        with self._contained("the restart of %s", slot.name):
-            profile = self.policy.next_profile(slot.name)
-            slot.current = None
-            self._start(slot, profile=profile, reason="restart after exit")
-
-    def _check_done(self) -> None:
-        if all(s.done and not s.live() for s in self.slots.values()):
-            self._finish(self._worst_status())
-
-    def _worst_status(self) -> int:
-        statuses = [s.last_status.shell for s in self.slots.values() if s.last_status is not None]
-        return next((st for st in statuses if st != 0), 0)
+    # -- control -----------------------------------------------------------------------------
 
     def answer(self, request: control.Request) -> control.Reply:
         """Answer one control request (`memwarden status`, `replace`, ...)."""
         if isinstance(request, control.Status):
             return introspect.status(self)
         if isinstance(request, control.Stop):
-            assert self._tg is not None
-            self._tg.start_soon(self._shutdown, "asked by memwarden stop", signal.SIGTERM)
+            self._stop("asked by memwarden stop")
             return control.Reply(ok=True, message="stopping every worker")
-        slot = self.slots.get(request.worker)
-        gen = slot.current if slot is not None else None
-        if slot is None or gen is None or not gen.alive:
-            known = ", ".join(self.slots)
-            return control.Reply(ok=False, message=f"no running worker {request.worker!r} "
-                                 f"(workers: {known})")
+        if request.worker not in self.specs:
+            return control.Reply(ok=False, message=f"no worker {request.worker!r} (workers: "
+                                 f"{', '.join(self.specs)})")
         if isinstance(request, control.Replace):
-            self._execute(self.policy.replace(time.monotonic(), slot.name,
-                                              "requested with memwarden replace"))
-            return control.Reply(ok=True, message=f"replacing generation {gen.number} of "
-                                 f"{slot.name!r} (make before break)")
+            try:
+                actions = self.policy.replace(time.monotonic(), request.worker,
+                                              "requested with memwarden replace")
+            except Refused as e:
+                return control.Reply(ok=False, message=str(e))
+            self._execute(actions)
+            return control.Reply(ok=True, message=f"replacing worker {request.worker!r}: "
+                                 f"generation {self.policy.started(request.worker)} is "
+                                 "starting (make before break)")
+        current = next((g for g in self.policy.generations()
+                        if g.worker == request.worker
+                        and self.policy.role(g.worker, g.number) == "current"), None)
+        h = self.handles.get(f"{request.worker}#{current.number}") if current else None
+        if h is None or current is None or not h.alive:
+            return control.Reply(ok=False, message=f"no running generation of "
+                                 f"{request.worker!r}")
         if isinstance(request, control.Investigate):
-            sent = self._send(gen, protocol.Investigate(id=f"ctl-{time.time_ns()}",
-                                                        top=request.top))
+            sent = self._send(h, protocol.Investigate(id=f"ctl-{time.time_ns()}",
+                                                      top=request.top))
             return control.Reply(ok=sent, message="asked; the report goes to the log and the "
                                  "snapshots" if sent else "the worker has no channel open")
-        current: protocol.Limits = getattr(slot.spec.profiles, gen.profile)
+        profile = current.profile
+        limits_now: protocol.Limits = getattr(self.specs[request.worker].profiles, profile)
         try:
-            limits = msgspec.convert({**msgspec.to_builtins(current), **request.limits},
+            limits = msgspec.convert({**msgspec.to_builtins(limits_now), **request.limits},
                                      protocol.Limits)
         except msgspec.ValidationError as e:
             return control.Reply(ok=False, message=f"bad limits: {e}")
-        sent = self._send(gen, protocol.SetLimits(profile=gen.profile, limits=limits))  # type: ignore[arg-type]
-        self.events.emit("limits", f"limits set by hand: {request.limits}", **self._ids(gen),
+        sent = self._send(h, protocol.SetLimits(profile=profile, limits=limits))  # type: ignore[arg-type]
+        self.events.emit(EventType.LIMITS, f"limits set by hand: {request.limits}", **_ids(h),
                          data=dict(request.limits))
         return control.Reply(ok=sent, message="limits sent" if sent else "no channel open")
 
@@ -566,19 +510,9 @@ class Arbiter:
             log.exception("internal error while handling " + what + "; supervision goes on",
                           *args)
 
-
-    def live(self) -> list[Generation]:
-        """Every generation still running, current, pending or retiring."""
-        return [g for s in self.slots.values() for g in s.live()] + [
-            g for g in self.by_pid.values()
-            if g.alive and g not in (g.slot.current, g.slot.pending)]
-
-    def _gen(self, slot: str, number: int) -> Generation | None:
-        return self.by_key.get(f"{slot}#{number}")
-
-    @staticmethod
-    def _ids(gen: Generation) -> dict[str, object]:
-        return {"worker": gen.slot.name, "generation": gen.number, "pid": gen.pid}
+    def live(self) -> list[Handle]:
+        """Every generation whose main process has not been reaped yet."""
+        return [h for h in self.handles.values() if h.alive]
 
     def _headroom(self) -> int | None:
         """Bytes left under the limit for the container's working set, when both are known."""
@@ -587,6 +521,10 @@ class Arbiter:
             return None  # no limit, or no cgroup read yet
         return self.limit - container.working_set
 
+    def _container_level(self) -> Level:
+        container = self.sampler.container()
+        return container.level if container is not None else Level.LOW
+
     def _oom_kills(self) -> int:
         if self.cgroup is None:
             return 0
@@ -594,6 +532,10 @@ class Arbiter:
             return self.cgroup.events().get("oom_kill", 0)
         except OSError:
             return 0
+
+
+def _ids(h: Handle) -> dict[str, object]:
+    return {"worker": h.worker, "generation": h.number, "pid": h.pid}
 
 
 def _swallow(signum: int, frame: object) -> None:

@@ -25,7 +25,13 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("high", "SIZE", "tree RSS from which a replacement starts with the HIGH profile"),
     ("critical", "SIZE", "tree RSS from which a replacement starts with the CRITICAL profile"),
     ("limit", "SIZE", "memory limit (default: the cgroup's limit, when there is one)"),
+    ("growth-medium", "RATE", "sustained growth from which the worker is told to trim"),
+    ("growth-high", "RATE", "sustained growth from which a replacement starts"),
+    ("growth-window", "DURATION", "growth is judged over this window, from one window after "
+     "ready on; each third of it must grow that fast"),
     ("cooldown", "DURATION", "minimum time between replacements of one worker"),
+    ("cooldown-max", "DURATION", "longest cooldown: it doubles after a generation that reached "
+     "HIGH within twice its cooldown"),
     ("grace", "DURATION", "time between TERM and KILL when stopping a worker"),
     ("critical-grace", "DURATION", "the same, when retiring under CRITICAL pressure"),
     ("restart", "POLICY", "restart a worker that exits by itself: never, on-failure or always"),
@@ -35,7 +41,10 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("backoff-max", "DURATION", "longest delay between restarts"),
     ("ready-after", "DURATION", "a worker that does not speak the channel is ready after this"),
     ("ready-timeout", "DURATION", "a replacement not ready by then is a failed start"),
-    ("baseline-generations", "N", "fresh generations already above HIGH before giving up"),
+    ("on-baseline-high", "ACTION", "continue or exit (status 3) when fresh generations are "
+     "already above HIGH when they become ready"),
+    ("baseline-generations", "N", "with --on-baseline-high exit: how many such generations in "
+     "a row"),
     ("medium-signal", "SIG", "signal sent to workers under MEDIUM pressure (e.g. USR2)"),
     ("oom-score-adj", "N", "oom_score_adj for workers, so the kernel picks them, not memwarden"),
     ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
@@ -48,12 +57,18 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
 
 
 def _default(name: str) -> str:
-    value = getattr(config.Config(), name.replace("-", "_"))
+    attr = name.replace("-", "_")
+    defaults = config.Config()
+    value = getattr(getattr(defaults, config.NESTED[attr]) if attr in config.NESTED
+                    else defaults, attr)
     if value is None:
         return "none"
     if isinstance(value, config.Duration):
         from supervisor.units import format_duration
         return format_duration(float(value))
+    if isinstance(value, config.Rate):
+        from supervisor.units import format_size
+        return f"{format_size(value)}/s".replace(" ", "")
     return str(value)
 
 
@@ -222,8 +237,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             raise config.ConfigError(
                 "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
                 "(or [[worker]] entries in --config)")
-        from supervisor import metrics, slots
-        slots.specs(cfg)  # resolves signal names and per-worker values
+        from supervisor import metrics, specs
+        specs.specs(cfg)  # resolves signal names and per-worker values
         if cfg.metrics:
             metrics.parse_address(cfg.metrics)
     except (config.ConfigError, ValueError) as e:

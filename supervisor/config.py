@@ -103,6 +103,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     critical: Size = _size("500MB")
     limit: Size | None = None
     cooldown: Duration = Duration(5.0)
+    cooldown_max: Duration = Duration(300.0)
+    on_baseline_high: Literal["continue", "exit"] = "continue"
     grace: Duration = Duration(10.0)
     critical_grace: Duration = Duration(2.0)
     restart: Restart = "never"
@@ -157,6 +159,10 @@ def enc_hook(obj: Any) -> Any:
     raise NotImplementedError(type(obj))
 
 
+#: Settings of the `[pressure]` table that the command line and the environment also take at
+#: the top level (`--growth-high 20MB/s`, `MEMWARDEN_GROWTH_HIGH`).
+NESTED = {"growth_medium": "pressure", "growth_high": "pressure", "growth_window": "pressure"}
+
 #: Top-level fields that are plain strings in the environment but typed otherwise.
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
@@ -165,7 +171,8 @@ _BOOL_FALSE = {"0", "false", "no", "off", ""}
 def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for name, field_type in _top_level_fields().items():
+    fields = {**_top_level_fields(), **dict.fromkeys(NESTED, str)}
+    for name, field_type in fields.items():
         key = "MEMWARDEN_" + name.upper()
         if key not in environ or name in ("worker", "pressure", "profiles"):
             continue
@@ -228,6 +235,9 @@ def load(
     for name, value in cli.items():
         merged[name] = value
         origin[name] = "--" + name.replace("_", "-")
+    for name, table in NESTED.items():
+        if name in merged:
+            merged[table] = {**merged.get(table, {}), name: merged.pop(name)}
     return convert(merged, origin)
 
 
@@ -259,6 +269,7 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
 
 
 _ENUMS = {"restart": ("never", "on-failure", "always"),
+          "on_baseline_high": ("continue", "exit"),
           "log_level": ("debug", "info", "warning", "error")}
 
 

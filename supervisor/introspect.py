@@ -11,14 +11,21 @@ if TYPE_CHECKING:
 
 
 def status(arbiter: Arbiter) -> control.Reply:
-    """What `memwarden status` shows: every live generation, the container, the sampler."""
+    """What `memwarden status` shows: every live generation, the container, the sampler.
+
+    States and profiles come from the policy, which owns them; pids and figures from the
+    process handles and the sampler.
+    """
     workers = []
-    for gen in arbiter.live():
-        view = arbiter.sampler.view(gen.key)
-        state = "retiring" if gen.retiring else ("ready" if gen.ready_at else "starting")
+    policy = arbiter.policy
+    for gen in policy.generations():
+        h = arbiter.handles.get(f"{gen.worker}#{gen.number}")
+        if h is None or not h.alive:
+            continue
+        view = arbiter.sampler.view(h.key)
         workers.append(control.WorkerStatus(
-            name=gen.slot.name, generation=gen.number, pid=gen.pid, state=state,
-            profile=gen.profile, uptime_s=gen.uptime, generations=gen.slot.generations,
+            name=gen.worker, generation=gen.number, pid=h.pid, state=gen.state.value,
+            profile=gen.profile, uptime_s=h.uptime, generations=policy.started(gen.worker),
             rss=view.rss if view else None, procs=view.procs if view else None,
             level=view.level.label if view else None, growth=view.slope if view else None))
     container = arbiter.sampler.container()
@@ -31,9 +38,9 @@ def status(arbiter: Arbiter) -> control.Reply:
 def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
     """The figures `--metrics` serves."""
     out: list[metrics.Gauge] = []
-    for gen in arbiter.live():
-        view = arbiter.sampler.view(gen.key)
-        labels = {"worker": gen.slot.name, "generation": str(gen.number)}
+    for h in arbiter.live():
+        view = arbiter.sampler.view(h.key)
+        labels = {"worker": h.worker, "generation": str(h.number)}
         if view is not None:
             out += [
                 ("memwarden_worker_rss_bytes", "RSS of the worker's process tree",
@@ -45,9 +52,9 @@ def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
                 ("memwarden_worker_growth_bytes_per_second", "robust growth rate",
                  labels, view.slope or 0.0),
             ]
-    for slot in arbiter.slots.values():
+    for name in arbiter.policy.workers():
         out.append(("memwarden_worker_generations", "generations started so far",
-                    {"worker": slot.name}, slot.generations))
+                    {"worker": name}, arbiter.policy.started(name)))
     stats = arbiter.sampler.stats
     out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
             ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late),

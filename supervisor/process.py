@@ -223,6 +223,28 @@ def refresh_tree(child: Child) -> list[int]:
     return pids
 
 
+def members(child: Child, *, root_alive: bool) -> list[tuple[int, int]]:
+    """Every process of the child's tree as (pid, start time): the root while unreaped, its
+    descendants, and members seen before that left it (re-parented when their parent
+    exited) with their own descendants. One /proc scan; found members join `child.known`.
+    """
+    table = procfs.process_table()
+    roots = [child.pid] if root_alive and child.pid in table else []
+    roots += [pid for pid, start in child.known.items()
+              if table.get(pid, (0, None))[1] == start]
+    children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
+    found = dict.fromkeys(roots)
+    for root in roots:
+        found.update(dict.fromkeys(procfs.subtree(root, children)))
+    out = []
+    for pid in found:
+        start = table[pid][1]
+        if pid != child.pid:
+            child.known[pid] = start
+        out.append((pid, start))
+    return out
+
+
 def signal_tree(child: Child, sig: int, *, root_reaped: bool) -> int:
     """Signal the group and every known descendant that left it; return how many were signalled."""
     if not root_reaped:

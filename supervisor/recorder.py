@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from snapshots.burst import encode_burst
 from snapshots.schema import Sample
 from supervisor.events import Sink
+from supervisor.handles import Handle
 from supervisor.sampler import Sampler
-from supervisor.slots import Generation
 
 BURST_BEFORE_S = 2.0
 BURST_AFTER_S = 1.0
@@ -20,7 +20,7 @@ BURST_AFTER_S = 1.0
 @dataclass(slots=True)
 class _PendingBurst:
     due: float
-    gen: Generation
+    gen: Handle
     cause: str
     t_event_ns: int
 
@@ -41,7 +41,7 @@ class Recorder:
         self._late_seen = 0
         self._missed_seen = 0
 
-    def tick(self, live: list[Generation], sampler: Sampler) -> None:
+    def tick(self, live: list[Handle], sampler: Sampler) -> None:
         """Write what is due: bursts whose after-window has passed, and the period's samples."""
         now = time.monotonic()
         for key, pending in list(self._bursts.items()):
@@ -68,7 +68,7 @@ class Recorder:
             last, low, high, mean, count = summary
             stats = gen.stats
             self.sink.submit(Sample(
-                t=time.time(), worker=gen.slot.name, generation=gen.number, pid=gen.pid,
+                t=time.time(), worker=gen.worker, generation=gen.number, pid=gen.pid,
                 rss=last, rss_min=low, rss_max=high, rss_mean=mean, ticks=count, late=late,
                 missed=missed,
                 procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
@@ -83,7 +83,7 @@ class Recorder:
         for key in [k for k in self._since_ns if not any(g.key == k for g in live)]:
             del self._since_ns[key]
 
-    def burst_later(self, gen: Generation, cause: str, sampler: Sampler) -> None:
+    def burst_later(self, gen: Handle, cause: str, sampler: Sampler) -> None:
         """Record the ring around now: 2 s before, and 1 s after unless the worker is gone."""
         pending = _PendingBurst(time.monotonic() + BURST_AFTER_S, gen, cause,
                                 time.monotonic_ns())
@@ -102,5 +102,5 @@ class Recorder:
             return
         gen = pending.gen
         self.sink.submit(encode_burst(
-            gen.slot.name, gen.number, gen.pid, pending.cause,
+            gen.worker, gen.number, gen.pid, pending.cause,
             t_ns[0] / 1e9 + self._wall_offset, t_ns, rss, self.interval_us))

@@ -28,7 +28,7 @@ from supervisor import procfs
 from supervisor.cgroup import CgroupMemory, host_psi_some_avg10
 from supervisor.pressure import Change, ContainerClassifier, Thresholds, WorkerClassifier
 from supervisor.ring import Ring
-from supervisor.slope import resistant_slope
+from supervisor.slope import resistant_slope, sustained_slope
 from supervisor.timing import (
     OFFSET_0,
     ReadBuffer,
@@ -83,10 +83,10 @@ class _Probe:
     closed only after the ticker stopped using the tuple that held its descriptor."""
 
     __slots__ = ("band", "classifier", "closed", "fds", "key", "readers", "ring", "root", "rss",
-                 "since_ns", "slope", "trend_t", "trend_v")
+                 "since_ns", "slope", "trend_since", "trend_t", "trend_v")
 
     def __init__(self, key: str, root: procfs.StatmReader, ring: Ring, th: Thresholds,
-                 now_ns: int, trend_points: int) -> None:
+                 trend_points: int) -> None:
         self.key = key
         self.root = root.pid
         self.readers: tuple[procfs.StatmReader, ...] = ()
@@ -100,7 +100,11 @@ class _Probe:
         self.band = self.classifier.rss_band
         self.rss = 0
         self.slope: float | None = None
-        self.since_ns = now_ns
+        # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
+        # a start-up ramp is loading, not leaking. Written by the event loop, read by the
+        # discoverer, which restarts the trend when it sees a new value in `trend_since`.
+        self.since_ns: int | None = None
+        self.trend_since: int | None = None
         self.closed = False
         # The ring decimated to one sample per discovery: what the growth slope reads.
         self.trend_t: deque[int] = deque(maxlen=trend_points)
@@ -225,8 +229,7 @@ class Sampler:
         discovery, within one discovery interval.
         """
         root = procfs.StatmReader(pid)
-        probe = _Probe(key, root, Ring(self.capacity), self.thresholds, time.monotonic_ns(),
-                       self._trend_points)
+        probe = _Probe(key, root, Ring(self.capacity), self.thresholds, self._trend_points)
         with self._lock:
             old = self._by_key.get(key)
             by_key = dict(self._by_key)
@@ -236,6 +239,14 @@ class Sampler:
         if old is not None:
             self._retire(old)
         self._wake_discoverer()
+
+    def growth_from(self, key: str, t_ns: int | None = None) -> None:
+        """Judge `key`'s growth from `t_ns` (default now) on, typically the moment it became
+        ready: the growth input speaks once a whole growth window after that has been seen.
+        Unknown keys are ignored."""
+        probe = self._by_key.get(key)
+        if probe is not None:
+            probe.since_ns = time.monotonic_ns() if t_ns is None else t_ns
 
     def unwatch(self, key: str) -> None:
         """Stop sampling `key`; unknown keys are ignored."""
@@ -481,24 +492,28 @@ class Sampler:
         self._pending.append(swap)
 
     def _growth(self, probe: _Probe, now: int) -> float | None:
-        """Record the probe's newest sample in its trend; return its slope once a whole
-        window has been seen (so that start-up loading is not mistaken for a leak)."""
+        """Record the probe's newest sample in its trend; once a whole window has been seen
+        since the worker became ready, set its slope and return its sustained growth."""
         # Why one point per discovery rather than a decimated read of the whole window: it
         # costs O(1) per worker per round, and the robust line over ~50 points still
         # resists the odd spike that lands on a sampling point.
-        if probe.closed:
+        since = probe.since_ns
+        if probe.closed or since is None:
             return None
+        if probe.trend_since != since:
+            probe.trend_since = since
+            probe.trend_t.clear()
+            probe.trend_v.clear()
         newest = probe.ring.newest()
-        if newest is None:
+        if newest is None or newest[0] < since:
             return None
         probe.trend_t.append(newest[0])
         probe.trend_v.append(newest[1])
-        if now - probe.since_ns < self.thresholds.growth_window_ns:
+        if now - since < self.thresholds.growth_window_ns:
             return None
-        slope = resistant_slope(list(probe.trend_t), list(probe.trend_v))
-        if slope is not None:
-            probe.slope = slope
-        return slope
+        ts, values = list(probe.trend_t), list(probe.trend_v)
+        probe.slope = resistant_slope(ts, values)
+        return sustained_slope(ts, values)
 
     def _observe_growth(self, tick_ns: int, slopes: list[tuple[_Probe, float]]) -> None:
         for probe, slope in slopes:

@@ -53,7 +53,7 @@ def test_control_commands(memwarden, tmp_path) -> None:
     assert lines[1]["type"] == "investigate"
 
     bad = ctl(sock, "replace", "nobody")
-    assert bad.returncode == 1 and "no running worker 'nobody'" in bad.stdout
+    assert bad.returncode == 1 and "no worker 'nobody' (workers: worker)" in bad.stdout
     assert ctl(sock, "replace", "worker").returncode == 0
     wait_until(lambda: any(w["generation"] == 2 and w["state"] == "ready"
                            for w in status()["workers"]), what="generation 2 ready")

@@ -126,6 +126,7 @@ def test_sustained_growth_is_reported_once_the_window_is_full(spawn_tree, make_s
     s, changes = make_sampler(th)
     p = spawn_tree(mb=0, step=4, every=0.1, top=800)  # about 40 MiB/s for up to 20 s
     s.watch("w", p.pid)
+    s.growth_from("w")
     change = wait_until(lambda: next((c for c in changes if c.metric == "growth"), None),
                         what="a growth change")
     assert change.level >= Level.MEDIUM and change.value >= 5e6
@@ -137,9 +138,38 @@ def test_an_idle_worker_stays_low(spawn_tree, make_sampler):
     s, changes = make_sampler(th)
     p = spawn_tree(mb=5)
     s.watch("w", p.pid)
+    s.growth_from("w")
     wait_until(lambda: s.view("w").slope is not None and s.stats.discoveries > 10,
                what="a few growth evaluations")
     assert changes == []
+
+
+def test_growth_before_ready_is_not_judged(spawn_tree, make_sampler):
+    # A start-up ramp: loading, not leaking. Without growth_from (the worker never became
+    # ready) no growth figure exists, however fast it grows.
+    th = thresholds(medium="4GB", high="5GB", critical="6GB",
+                    pressure={"growth_window": "0.5s"})
+    s, changes = make_sampler(th)
+    p = spawn_tree(mb=0, step=4, every=0.05, top=200)
+    s.watch("w", p.pid)
+    wait_until(lambda: s.stats.discoveries > 40 and s.view("w").rss > 100 * MiB,
+               what="more than four growth windows of growth")
+    assert s.view("w").slope is None and changes == []
+
+
+def test_a_one_off_step_is_not_sustained_growth(spawn_tree, make_sampler):
+    # 10 MiB, then one step of 60 MiB half a second in, then flat: the whole-window slope
+    # sees the step, but the thirds without it bring the sustained growth to about zero.
+    th = thresholds(medium="4GB", high="5GB", critical="6GB",
+                    pressure={"growth_window": "1s"})
+    s, changes = make_sampler(th)
+    p = spawn_tree(mb=10, step=60, every=0.5, top=70)
+    s.watch("w", p.pid)
+    s.growth_from("w")
+    wait_until(lambda: s.view("w").rss > 70 * MiB, what="the step")
+    seen = s.stats.discoveries
+    wait_until(lambda: s.stats.discoveries > seen + 60, what="three windows past the step")
+    assert [c for c in changes if c.metric == "growth"] == []
 
 
 def write_v2(cg: Path, current: int, inactive_file: int = 0) -> None:

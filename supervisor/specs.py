@@ -1,18 +1,16 @@
-"""What is supervised: slots (a worker identity) and their generations (one process tree each)."""
+"""What is supervised: each worker's resolved settings, and the environment it starts with."""
 
 from __future__ import annotations
 
 import signal
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import anyio
 import msgspec
 
 from supervisor.config import Config, Profiles, WorkerConfig
-from supervisor.exitstatus import ExitStatus, parse_signal
-from supervisor.process import Child
-from supervisor.restarts import Restart, RestartTracker
+from supervisor.exitstatus import parse_signal
+from supervisor.policy import PolicySettings, WorkerSettings
+from supervisor.restarts import Restart
 from supervisor.units import Size
 from workers import protocol
 
@@ -64,76 +62,6 @@ def specs(cfg: Config) -> list[WorkerSpec]:
     return out
 
 
-@dataclass(eq=False)
-class Generation:
-    """One started process tree of a slot."""
-
-    slot: Slot
-    number: int
-    profile: str
-    child: Child
-    started: float = field(default_factory=time.monotonic)
-    ready_at: float | None = None
-    spoke: bool = False  # it sent at least one channel message: it is cooperative
-    retiring: bool = False
-    status: ExitStatus | None = None
-    rss_at_ready: int | None = None
-    oom_kills_at_start: int = 0
-    stats: protocol.Stats | None = None
-    exited: anyio.Event = field(default_factory=anyio.Event)
-    reported: anyio.Event = field(default_factory=anyio.Event)
-    channel_scope: anyio.CancelScope | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.slot.name}#{self.number}"
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.status is None
-
-    @property
-    def uptime(self) -> float:
-        return time.monotonic() - self.started
-
-
-@dataclass(eq=False)
-class Slot:
-    """A worker identity; generations replace one another under it."""
-
-    spec: WorkerSpec
-    restarts: RestartTracker
-    current: Generation | None = None
-    pending: Generation | None = None
-    generations: int = 0
-    last_status: ExitStatus | None = None
-    done: bool = False  # exited and will not be restarted
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def live(self) -> list[Generation]:
-        return [g for g in (self.current, self.pending) if g is not None and g.alive]
-
-
-def make_slot(spec: WorkerSpec, cfg: Config) -> Slot:
-    return Slot(
-        spec,
-        RestartTracker(
-            spec.restart,
-            budget=cfg.restart_budget,
-            window_s=cfg.restart_window,
-            initial_s=cfg.backoff_initial,
-            max_s=cfg.backoff_max,
-        ),
-    )
-
-
 def worker_env(base: dict[str, str], spec: WorkerSpec, number: int, profile: str,
                *, investigate_on_retire: bool = False) -> dict[str, str]:
     """The worker's environment: ours unchanged, its own additions, then the channel's variables."""
@@ -148,3 +76,25 @@ def worker_env(base: dict[str, str], spec: WorkerSpec, number: int, profile: str
     if investigate_on_retire:
         env[protocol.ENV_INVESTIGATE_ON_SHUTDOWN] = "1"
     return env
+
+
+def policy_settings(cfg: Config) -> PolicySettings:
+    """The policy's settings from a validated Config."""
+    return PolicySettings(
+        cooldown_s=float(cfg.cooldown),
+        cooldown_max_s=max(float(cfg.cooldown_max), float(cfg.cooldown)),
+        critical_grace_s=float(cfg.critical_grace),
+        ready_timeout_s=float(cfg.ready_timeout),
+        on_baseline_high=cfg.on_baseline_high,
+        baseline_generations=cfg.baseline_generations,
+        restart_budget=cfg.restart_budget,
+        restart_window_s=float(cfg.restart_window),
+        backoff_initial_s=float(cfg.backoff_initial),
+        backoff_max_s=float(cfg.backoff_max),
+        dry_run=cfg.dry_run,
+    )
+
+
+def worker_settings(spec: WorkerSpec) -> WorkerSettings:
+    """What the policy needs to know of one worker."""
+    return WorkerSettings(spec.name, grace_s=spec.grace, restart=spec.restart)

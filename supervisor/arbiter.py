@@ -94,6 +94,7 @@ class Arbiter:
         # A mask inherited from whoever started us would hide TERM from us and, through
         # the threads and children we start, from the workers too.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        self._protect_self()
         for sig in process.SWALLOWED:
             signal.signal(sig, _swallow)
         self.sampler.start()
@@ -133,6 +134,20 @@ class Arbiter:
                 self._stop(f"received {signal_name(signum)}", signum)
             else:
                 self._forward(signum)
+
+    def _protect_self(self) -> None:
+        """Make memwarden the last process the kernel's OOM killer picks.
+
+        Raising the workers' score is not enough: while the cgroup is still at its limit
+        because a worker the kernel killed has not given its memory back yet, memwarden's
+        own next allocation (reading /proc, starting the next generation) makes it the only
+        candidate left, and a supervisor killed there ends the container.
+        """
+        try:
+            linux.set_oom_score_adj(self.cfg.own_oom_score_adj)
+        except OSError as e:
+            log.info("memwarden keeps its oom_score_adj (setting %d: %s)",
+                     self.cfg.own_oom_score_adj, e.strerror or e)
 
     def _stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
         """Stop every worker by escalation, with `sig` in place of TERM; a second request

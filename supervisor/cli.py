@@ -47,6 +47,8 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
      "a row"),
     ("medium-signal", "SIG", "signal sent to workers under MEDIUM pressure (e.g. USR2)"),
     ("oom-score-adj", "N", "oom_score_adj for workers, so the kernel picks them, not memwarden"),
+    ("own-oom-score-adj", "N", "memwarden's own oom_score_adj; -1000: the kernel never picks "
+     "it (needs CAP_SYS_RESOURCE; left as it is otherwise)"),
     ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
     ("sample-period", "DURATION", "period of the per-worker summary records"),
     ("metrics", "HOST:PORT", "serve Prometheus metrics on this address"),

@@ -118,6 +118,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     medium_signal: str | None = None
     investigate_on_retire: bool = False
     oom_score_adj: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 500
+    own_oom_score_adj: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = -1000
     subreaper: bool = True
     realtime: bool = False
     dry_run: bool = False
@@ -197,7 +198,7 @@ def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
 
 def _top_level_fields() -> dict[str, Any]:
     hints = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    return {name: (int if t == PositiveInt or name == "oom_score_adj" else t)
+    return {name: (int if t == PositiveInt or name.endswith("oom_score_adj") else t)
             for name, t in hints.items()}
 
 

@@ -27,6 +27,13 @@ def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def set_oom_score_adj(value: int, pid: int | str = "self") -> None:
+    """Write `value` to /proc/PID/oom_score_adj; raise OSError (EACCES: lowering it needs
+    CAP_SYS_RESOURCE)."""
+    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(value))
+
+
 def set_parent_death_signal(signum: int) -> None:
     """Deliver `signum` to this process when the thread that forked it exits."""
     prctl(PR_SET_PDEATHSIG, signum)

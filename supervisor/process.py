@@ -6,6 +6,7 @@ the channel socket inherited. Nothing here waits for a child: the reaper owns `w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -44,6 +45,10 @@ def _find_setpriv() -> str | None:
 # signal and execs the worker (same pid). The preexec path remains for machines without
 # setpriv and for the terminal hand-over, which must happen before the worker runs.
 _SETPRIV = _find_setpriv()
+#: util-linux choom sets the worker's oom_score_adj before it runs a single instruction of
+#: its own: written from outside after the start, a worker that forks at once (a browser's
+#: zygotes) would hand memwarden's own score (-1000) to children born before the write.
+_CHOOM = shutil.which("choom")
 
 
 class SpawnError(Exception):
@@ -103,6 +108,9 @@ def spawn(
         linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
+        if oom_score_adj is not None:
+            with contextlib.suppress(OSError):
+                linux.set_oom_score_adj(oom_score_adj)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if terminal:
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -112,8 +120,10 @@ def spawn(
     try:
         if _SETPRIV is not None and not terminal:
             _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
+            choom = ([_CHOOM, "-n", str(oom_score_adj), "--"]
+                     if _CHOOM is not None and oom_score_adj is not None else [])
             popen = subprocess.Popen(
-                [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], env=child_env, cwd=cwd,
+                [_SETPRIV, "--pdeathsig", "KILL", "--", *choom, *argv], env=child_env, cwd=cwd,
                 pass_fds=pass_fds, process_group=0, close_fds=True)
         else:
             popen = subprocess.Popen(
@@ -157,8 +167,7 @@ def _check_runnable(program: str, path: str, cwd: str | None) -> None:
 
 def _set_oom_score_adj(pid: int, value: int) -> None:
     try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(value))
+        linux.set_oom_score_adj(value, pid)
     except OSError as e:  # lowering needs CAP_SYS_RESOURCE; the worker still runs
         log.debug("oom_score_adj %s for %s: %s", value, pid, e)
 

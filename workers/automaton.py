@@ -93,6 +93,12 @@ class Automaton:
         self.client.add_trim(self._after_trim, name=f"{name}.save", priority=1000)
         if path not in self.client.state_files:
             self.client.state_files.append(path)
+        self.client.watch(self, name)
+
+    #: The attributes the investigator leaves out (the Automaton's own bookkeeping); what
+    #: a subclass adds is walked, so a list it grows outside the stores is named.
+    investigate_skip = frozenset({"client", "path", "name", "duplicates", "_fixed", "_step_fn",
+                                  "_revs", "_file", "_file_lock"})
 
     @property
     def limits(self) -> Limits:

@@ -52,6 +52,10 @@ class Automaton:
     change (survives power loss, not only a crash). `freeze=True` moves the loaded state
     into the collector's permanent generation (`gc.freeze()`), which makes later
     collections nearly free.
+
+    The state file may be shared with the generation that replaces this one (or that
+    this one replaces): every write takes in the other's writes first, and only the
+    generation that loaded last compacts (`workers.statefile`, `docs/workers.md`).
     """
 
     def __init__(

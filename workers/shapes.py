@@ -13,6 +13,7 @@ import heapq
 import sys
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 #: Containers ranked as arrays (anything else with `__len__` and `nbytes`, such as a numpy
@@ -144,18 +145,19 @@ class Walk:
                     self._array(path, n, obj, size)
                     total += size
                     continue
+                # The first items are copied in one C call, which holds the GIL: another
+                # thread cannot change the container in the middle (the investigator
+                # runs on the client thread while the worker goes on).
                 items: Iterable[tuple[object, object]]
                 if isinstance(obj, dict):
-                    items = ((k, v) for k, v in obj.items())
+                    items = list(islice(obj.items(), MAX_ITEMS))
                 elif isinstance(obj, set | frozenset):
-                    items = ((None, v) for v in obj)
+                    items = [(None, v) for v in list(islice(obj, MAX_ITEMS))]
                 else:
-                    items = enumerate(obj)
+                    items = enumerate(list(islice(obj, MAX_ITEMS)))  # type: ignore[call-overload]
                 inner = 0
                 visited = 0
                 for key, value in items:
-                    if visited >= MAX_ITEMS:
-                        break
                     visited += 1
                     if isinstance(value, _ATOMS):
                         inner += sys.getsizeof(value, 0)

@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 
 from workers._log import get_logger
-from workers.statelock import LockFile
+from workers.statelock import LockFile, forget_in_child
 
 log = get_logger(__name__)
 
@@ -172,10 +172,11 @@ class StateFile:
         self._size = 0
         self._version = 0
         self._max_objects = 1
+        forget_in_child(self)
 
-    @property
-    def loaded(self) -> bool:
-        return self._lock is not None
+    def _forget_in_child(self) -> None:
+        # Only the descriptor: the lock file forgets itself.
+        self._close_data()
 
     def load(self, max_objects: int) -> Loaded:
         """Load the newest `max_objects` objects and become the newest loader, which makes

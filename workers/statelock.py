@@ -26,11 +26,36 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import weakref
+from typing import Protocol
 
 #: `struct flock` on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (+ padding).
 _FLOCK = struct.Struct("@hhqqi4x")
 _HEADER_SIZE = 96
 _MAGIC = b"memwarden-state-lock"
+
+
+class _ForkAware(Protocol):
+    def _forget_in_child(self) -> None: ...
+
+
+#: Open lock and state files. A forked child would share their open file descriptions,
+#: and with them the parent's locks: a parent killed while it held the mutex would leave
+#: it held for as long as the child lived. The child closes its copies at once.
+_open_files: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+def forget_in_child(obj: _ForkAware) -> None:
+    """Have `obj._forget_in_child()` called in every child forked from now on."""
+    _open_files.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_open_files):
+        obj._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Header:
@@ -73,9 +98,18 @@ class LockFile:
         self.path = path
         self.epoch = 0
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        forget_in_child(self)
+
+    def _forget_in_child(self) -> None:
+        # Closing the child's descriptor releases nothing: the parent's still refers to
+        # the same open file description, which holds the locks.
+        self.close()
 
     def _lock(self, cmd: int, kind: int, start: int, length: int) -> tuple[int, int]:
         """Run an OFD lock command; return the (l_type, l_start) the kernel answered."""
+        if self._fd < 0:
+            raise RuntimeError(f"{self.path} is closed (a forked child cannot write its "
+                               "parent's state file: open an Automaton of its own)")
         answer = fcntl.fcntl(self._fd, cmd, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
         l_type, _, l_start, _, _ = _FLOCK.unpack(answer)
         return l_type, l_start

@@ -4,6 +4,7 @@ new generation's load come in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,13 +66,19 @@ def test_two_loaders_share_one_file_and_the_newest_write_wins(tmp_path: Path) ->
     old.close()
 
 
-def test_the_older_loader_is_in_charge_again_once_the_newer_is_gone(tmp_path: Path) -> None:
-    path = tmp_path / "automaton.jsonl"
+def two_generations(path: Path, objects: int) -> tuple[Automaton, Automaton]:
+    """An old generation that wrote `objects` objects, and a new one that loaded them."""
     old = make(path)
-    for i in range(10):
+    for i in range(objects):
         old.add({"id": i})
     new = make(path)
-    new.load()
+    assert new.load() == objects
+    return old, new
+
+
+def test_the_older_loader_is_in_charge_again_once_the_newer_is_gone(tmp_path: Path) -> None:
+    path = tmp_path / "automaton.jsonl"
+    old, new = two_generations(path, 10)
     assert old._file.superseded()
     new.close()  # releases its loader lock, as a death would
     assert not old._file.superseded()
@@ -83,11 +90,7 @@ def test_the_older_loader_is_in_charge_again_once_the_newer_is_gone(tmp_path: Pa
 
 def test_a_superseded_trim_keeps_what_the_newer_generation_loaded(tmp_path: Path) -> None:
     path = tmp_path / "automaton.jsonl"
-    old = make(path)
-    for i in range(100):
-        old.add({"id": i})
-    new = make(path)
-    assert new.load() == 100
+    old, new = two_generations(path, 100)
     old.trim(0.5)
     assert len(old.objects) == 50
     assert len(file_ids(path)) == 100
@@ -207,3 +210,51 @@ def test_retiring_either_way_while_the_next_generation_writes(
     status = retire(new, new_sup, how)
     assert status == (-signal.SIGKILL if how == "kill" else 0)
     assert assert_all_acked_saved(path, ackdir) > 100
+
+
+FORKER = """
+import os, sys, time
+from workers import statefile
+sf = statefile.StateFile(sys.argv[1])
+sf.load(10)
+with sf.locked(10):
+    child = os.fork()
+    if child == 0:
+        try:
+            with sf.locked(10):
+                pass
+        except RuntimeError as e:
+            print("child:", e, flush=True)
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)  # killed here by the test, the mutex held
+"""
+
+
+def test_a_forked_child_does_not_keep_its_dead_parents_lock(tmp_path: Path) -> None:
+    path = tmp_path / "automaton.jsonl"
+    parent = subprocess.Popen([sys.executable, "-c", FORKER, str(path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = 0
+    try:
+        assert parent.stdout is not None
+        lines = [parent.stdout.readline(), parent.stdout.readline()]
+        child = int(next(x for x in lines if x.strip().isdigit()))
+        assert any("a forked child cannot write" in x for x in lines), lines
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(30)
+        # The child lives on with a copy of every descriptor; the mutex is free all the same.
+        a = make(path)
+        a.add({"id": "after"})
+        assert list(file_ids(path)) == ["after"]
+        a.close()
+    finally:
+        for pid in (parent.pid, child):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        parent.wait(30)
+        if parent.stdout is not None:
+            parent.stdout.close()

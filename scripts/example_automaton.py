@@ -10,8 +10,9 @@ unless a supervisor gives it limits. So
 
 Each step makes one object of --object-kb KB (every tenth step updates an older one
 instead), records the step in the history and persists the change to --state
-(automaton.jsonl). A status line goes to stderr once a second. Stops after --duration
-seconds (default 30) or --steps steps, or when memwarden retires it.
+(automaton.jsonl), which a replacement generation shares with it while both run. A
+status line goes to stderr once a second. Stops after --duration seconds (default 30) or
+--steps steps, or when memwarden retires it (its `shutdown` message or SIGTERM).
 """
 
 from __future__ import annotations

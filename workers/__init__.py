@@ -4,6 +4,8 @@
 
     client = workers.connect()          # no-op without a supervisor (no MEMWARDEN_FD)
     objects = workers.RecentStore()      # bounded by the supervisor's max_objects
+    vectors = workers.VectorStore(384, 100_000)   # float16, least recently used evicted
+    pages = workers.StreamBuffer(64_000_000)      # producers wait at 64 MB
     while True:
         objects.put(key, value)
         workers.checkpoint()             # pending trims run here, at a safe point
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
     from workers.investigate import Investigator
     from workers.memory import malloc_trim, rss, set_mmap_threshold
     from workers.protocol import Level, Limits
+    from workers.stream import StreamBuffer
     from workers.trim import TrimPolicy
+    from workers.vectors import VectorStore
 
 _WHERE = {
     "Automaton": "workers.automaton",
@@ -44,6 +48,8 @@ _WHERE = {
     "Level": "workers.protocol",
     "Limits": "workers.protocol",
     "TrimPolicy": "workers.trim",
+    "StreamBuffer": "workers.stream",
+    "VectorStore": "workers.vectors",
 }
 
 __all__ = [
@@ -55,7 +61,9 @@ __all__ = [
     "Level",
     "Limits",
     "RecentStore",
+    "StreamBuffer",
     "TrimPolicy",
+    "VectorStore",
     "checkpoint",
     "client",
     "connect",

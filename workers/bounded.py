@@ -74,8 +74,8 @@ class _Store:
             if follow is None:
                 raise ValueError(f"{self._what} {name!r}: give maxlen or a Limits field to follow")
             maxlen = int(getattr(owner.limits, follow))
-        self._hold(self._checked(maxlen))
         self._lock = threading.Lock()
+        self._hold(self._checked(maxlen))
         if register:
             owner.register(self, name, priority)
 
@@ -185,6 +185,10 @@ class RecentStore(_Store, Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return iter(self.keys())
 
+    def entries(self) -> list[tuple[K, V]]:
+        """The (key, value) pairs, oldest first, for the investigator."""
+        return self.items()
+
     def clear(self) -> None:
         """Drop everything (the table too)."""
         with self._lock:
@@ -258,6 +262,11 @@ class History(_Store, Generic[V]):
         """Add `entry`; the oldest entry goes once the history is full."""
         with self._lock:
             self._d.append(entry)
+
+    def entries(self) -> list[tuple[int, V]]:
+        """(position, entry) pairs, oldest first, for the investigator."""
+        with self._lock:
+            return list(enumerate(self._d))
 
     def last(self, n: int) -> list[V]:
         """Return up to the `n` most recent entries, oldest first."""
@@ -343,6 +352,11 @@ class LRU(_Store, Generic[K, V]):
                 k, (v, _) = self._d.popitem(last=False)
                 gone.append((k, v))
         self._evicted(gone)
+
+    def entries(self) -> list[tuple[K, V]]:
+        """The (key, value) pairs, least recently used first, for the investigator."""
+        with self._lock:
+            return [(k, v) for k, (v, _) in self._d.items()]
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         """Remove `key` and return its value (no `on_evict`), or `default`."""

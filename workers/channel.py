@@ -10,11 +10,13 @@ import contextlib
 import os
 import select
 import threading
+import time
+from collections.abc import Callable
 
 import msgspec
 
 from workers._log import get_logger
-from workers.protocol import FromWorker, LineSplitter, ToWorker
+from workers.protocol import MAX_LINE, FromWorker, LineSplitter, ToWorker
 
 log = get_logger(__name__)
 
@@ -22,26 +24,59 @@ log = get_logger(__name__)
 SEND_WAIT_S = 1.0
 
 
+#: At most one warning about dropped lines per this many seconds.
+DROP_LOG_EVERY_S = 10.0
+
+
+class Drops:
+    """Lines from the supervisor that were dropped: counted, and logged at most once per
+    `DROP_LOG_EVERY_S` (a flood of garbage must not become a flood of log lines)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = 0
+        self._clock = clock
+        self._unlogged = 0
+        self._next_log = -float("inf")
+
+    def add(self, why: str, line: bytes = b"") -> None:
+        """Count one dropped line; log it unless a warning went out recently."""
+        self.count += 1
+        self._unlogged += 1
+        now = self._clock()
+        if now >= self._next_log:
+            log.warning("channel: dropped %s line(s) from the supervisor (%s in all); the "
+                        "last: %s: %.200r", self._unlogged, self.count, why, line)
+            self._unlogged = 0
+            self._next_log = now + DROP_LOG_EVERY_S
+
+
 class LineReader(LineSplitter):
-    """The protocol's framing, saying in the worker's log when a line was too long."""
+    """The protocol's framing, counting the lines it discards as too long."""
+
+    def __init__(self, drops: Drops | None = None, max_line: int = MAX_LINE) -> None:
+        super().__init__(max_line)
+        self.drops = drops or Drops()
 
     def _discard(self) -> None:
         super()._discard()
-        log.warning("channel: discarded a line longer than %s bytes", self.max_line)
+        self.drops.add(f"longer than {self.max_line} bytes")
 
 
 _decoder = msgspec.json.Decoder(ToWorker)
 
 
-def decode(line: bytes) -> ToWorker | None:
-    """Return the message in `line`, or None (logged) when it is malformed or unknown."""
+def decode(line: bytes, drops: Drops | None = None) -> ToWorker | None:
+    """Return the message in `line`, or None when it is empty, malformed or unknown (then
+    counted in `drops`). Never raises on any bytes."""
     if not line.strip():
         return None
     try:
         return _decoder.decode(line)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
         # ValidationError is a DecodeError: an unknown type or a bad field lands here too.
-        log.warning("channel: ignored a malformed message (%s): %.200r", e, line)
+        # Invalid UTF-8 and deep nesting raise the other two.
+        if drops is not None:
+            drops.add(f"{type(e).__name__}: {e}", line)
         return None
 
 
@@ -55,7 +90,8 @@ class Channel:
         os.fstat(fd)  # raises OSError (EBADF) at once rather than on first use
         self.fd = fd
         self.closed = False
-        self._reader = LineReader()
+        self.drops = Drops()
+        self._reader = LineReader(self.drops)
         self._encoder = msgspec.json.Encoder()
         self._send_lock = threading.Lock()
         # A pipe wakes the reading thread on close: closing a descriptor does not
@@ -116,7 +152,7 @@ class Channel:
             return None
         out = []
         for line in self._reader.feed(data):
-            msg = decode(line)
+            msg = decode(line, self.drops)
             if msg is not None:
                 out.append(msg)
         return out

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ import msgspec
 from workers import memory
 from workers._log import get_logger
 from workers.channel import Channel
-from workers.gcwatch import GcWatch
+from workers.gcwatch import GcWatch, apply_thresholds
 from workers.protocol import (
     ENV_FD,
     ENV_GENERATION,
@@ -91,6 +92,7 @@ class Client:
         self.shutdown_requested = threading.Event()
         #: Paths of JSONL state files the investigator checks for duplicate ids.
         self.state_files: list[str] = []
+        self._roots: list[tuple[str, weakref.ref[Any]]] = []
         self.gc = GcWatch()
         self._pressure_hooks: list[Callable[[Pressure], None]] = []
         self._limits_hooks: list[Callable[[Limits], None]] = []
@@ -148,6 +150,7 @@ class Client:
         """Start the reading thread (no-op when standalone or already started)."""
         if self.channel is not None and self._thread is None:
             self.gc.install()
+            apply_thresholds(self.limits)
             self._thread = threading.Thread(target=self._run, name="memwarden-client",
                                             daemon=True)
             self._thread.start()
@@ -184,6 +187,18 @@ class Client:
         """Register a store (held weakly) for trimming, limits and stats."""
         self.trimmer.register(store, name, priority)
 
+    def watch(self, obj: object, name: str) -> None:
+        """Have the investigator walk `obj`'s attributes (held weakly) as part of the state,
+        so that a container outside every store, such as `self.seen = []`, is named in
+        reports as `name.seen`. Attributes listed in `obj.investigate_skip` are left out."""
+        self._roots.append((name, weakref.ref(obj)))
+
+    def roots(self) -> list[tuple[str, Any]]:
+        """Return (name, object) for every watched object still alive."""
+        alive = [(name, ref()) for name, ref in self._roots]
+        self._roots = [(name, weakref.ref(obj)) for name, obj in alive if obj is not None]
+        return [(name, obj) for name, obj in alive if obj is not None]
+
     def add_trim(self, fn: Callable[[float], int], name: str = "", priority: int = 0) -> None:
         """Register `fn(fraction) -> dropped`, run on trims in ascending `priority`."""
         self.trimmer.add_callback(fn, name, priority)
@@ -212,7 +227,9 @@ class Client:
         objects, history = self.trimmer.totals()
         return Stats(objects=objects, history=history, blocks=sys.getallocatedblocks(),
                      gc_collections=self.gc.collections, gc_pause_ms=self.gc.pause_ms,
-                     rss=memory.rss(), stores=self.trimmer.sizes())
+                     rss=memory.rss(), stores=self.trimmer.sizes(),
+                     store_bytes=self.trimmer.nbytes(),
+                     dropped=self.channel.drops.count if self.channel is not None else 0)
 
     # -- trimming ---------------------------------------------------------------------
 
@@ -292,6 +309,7 @@ class Client:
         elif isinstance(msg, SetLimits):
             self.limits = msg.limits
             self.profile = msg.profile
+            apply_thresholds(msg.limits)  # process-wide and thread-safe: no safe point needed
             with self._lock:
                 self._pending_limits = msg.limits
                 self._pending = True
@@ -313,15 +331,16 @@ class Client:
         now = time.monotonic()
         wait = self._last_investigation + self.investigate_interval_s - now
         if wait > 0 and not force:
-            return Report(id=request_id, error=f"rate limited: next investigation in "
-                                               f"{wait:.0f} s")
+            return Report(id=request_id, retry_after_s=wait,
+                          error=f"rate limited: next investigation in {wait:.0f} s")
         self._last_investigation = now
         try:
             if self._investigator is None:
                 from workers.investigate import Investigator
 
                 self._investigator = Investigator()
-            return self._investigator.report(request_id, top=top, state_files=self.state_files)
+            return self._investigator.report(request_id, top=top, client=self,
+                                             state_files=self.state_files)
         except Exception as e:
             log.exception("investigation %s failed", request_id)
             return Report(id=request_id, error=f"investigation failed: {e}")
@@ -340,7 +359,7 @@ def _limits_from_env(raw: str | None) -> Limits | None:
         return None
     try:
         return msgspec.json.decode(raw, type=Limits)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as e:
         log.warning("%s is not valid limits JSON (%s); using the defaults", ENV_LIMITS, e)
         return None
 

@@ -108,6 +108,11 @@ class Limits(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     gc_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     trim_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     trim_threshold_bytes: NonNegInt = 200 * 1000 * 1000
+    #: `gc.set_threshold` for a Python worker; 0 keeps the interpreter's own value
+    #: (threshold0 10,000: measured in `workers/gcwatch.py`).
+    gc_threshold0: NonNegInt = 10_000
+    gc_threshold1: NonNegInt = 0
+    gc_threshold2: NonNegInt = 0
 
 
 class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -167,6 +172,10 @@ class Stats(_Msg, tag="stats"):
     gc_pause_ms: NonNegFloat = 0.0
     rss: NonNegInt = 0
     stores: dict[str, NonNegInt] = {}
+    #: Bytes held by the stores that know their size (vector stores, stream buffers).
+    store_bytes: dict[str, NonNegInt] = {}
+    #: Lines from the supervisor the worker dropped (malformed, unknown or too long).
+    dropped: NonNegInt = 0
 
 
 class Trimmed(_Msg, tag="trimmed"):
@@ -193,6 +202,18 @@ class Report(_Msg, tag="report"):
     objects: NonNegInt = 0
     blocks: NonNegInt = 0
     rss: NonNegInt = 0
+    #: With a rate-limit refusal (`error` set): seconds until an investigation is possible.
+    retry_after_s: NonNegFloat = 0.0
+    #: The worker's state by kind: `{"store", "shape", "count", "bytes"}`, largest first.
+    shapes: list[dict[str, object]] = []
+    #: The longest containers inside the state, with where they are:
+    #: `{"where", "type", "len", "bytes", "grew"}` (`grew`: since the previous report).
+    arrays: list[dict[str, object]] = []
+    #: Entries per registered store now, and their change since the previous report.
+    stores: dict[str, NonNegInt] = {}
+    store_growth: dict[str, int] = {}
+    #: One paragraph for people: what the figures point at, and where to look next.
+    finding: str = ""
 
 
 ToWorker = Pressure | SetLimits | Investigate | Shutdown

@@ -8,8 +8,14 @@ What returns memory on CPython with glibc, as measured on a 2-vCPU VM:
   therefore drop oldest-first.
 * a dict never shrinks its table; rebuilding it after a large drop returns more.
 * `malloc_trim(0)` costs a few ms and returns tens of MB (most of it with big buffers).
-* `gc.collect()` returns almost nothing and pauses hundreds of ms with millions of
-  tracked objects, so it runs only when the policy asks for it.
+* `gc.collect()` after a drop returns what reference cycles held, and nothing else. On a
+  store of 200k objects with 10 % dropped: acyclic objects (414k tracked), 22 MB came back
+  by reference counting alone and a collection added 0.2 MB for 142 ms; objects with
+  cycles (1M tracked), the drop alone returned nothing (the objects wait in the oldest
+  generation, which CPython collects only once a quarter of its size is waiting) and the
+  collection returned 22 MB for 317 ms. Trims are rare (a level change, or the worker's
+  own threshold), and one that returns nothing leaves the pressure to grow into a
+  replacement, so the policy collects by default.
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ class Trimmable(Protocol):
 class TrimPolicy:
     """How much a trim sheds per level and what it does after the callbacks.
 
-    `collect` runs `gc.collect()` after the callbacks. Off by default: it pays only for
-    workers with reference cycles in the dropped state (measured: 0-2 MB returned for
-    pauses of 100 ms and more). `malloc_trim` is on: a few ms for tens of MB.
+    `collect` runs `gc.collect()` after the callbacks: on by default, since state held in
+    reference cycles is not given back without it (see the module docstring for the
+    pause it costs, about 0.3 us per tracked object); turn it off for a worker whose state
+    has no cycles and whose pauses matter more. Objects frozen with `gc.freeze()` are
+    never collected: drop only unfrozen state if it has cycles. `malloc_trim` is on: a
+    few ms for tens of MB.
     """
 
     def __init__(self, medium: float = 0.10, high: float = 0.25, critical: float = 0.50,
-                 collect: bool = False, malloc_trim: bool = True) -> None:
+                 collect: bool = True, malloc_trim: bool = True) -> None:
         for name, share in (("medium", medium), ("high", high), ("critical", critical)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"TrimPolicy {name}: a share within 0..1, got {share}")
@@ -134,9 +143,18 @@ class Trimmer:
             self._entries = [e for e, t in pairs if t is not None]
         return [(e, t) for e, t in pairs if t is not None]
 
+    def stores(self) -> list[tuple[str, Any]]:
+        """Return (name, store) for every registered store still alive."""
+        return [(e.name, t) for e, t in self._live() if e.is_store]
+
     def sizes(self) -> dict[str, int]:
         """Return the length of every registered store, by name."""
         return {e.name: len(t) for e, t in self._live() if e.is_store}
+
+    def nbytes(self) -> dict[str, int]:
+        """Return the bytes held by every registered store that knows it (`nbytes`)."""
+        return {e.name: int(t.nbytes) for e, t in self._live()
+                if e.is_store and hasattr(t, "nbytes")}
 
     def totals(self) -> tuple[int, int]:
         """Return (objects, history entries) summed over the stores of those kinds."""

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.workers.conftest import ROOT, Spawner
-from workers.channel import LineReader, decode
+from workers.channel import Drops, LineReader, decode
 from workers.protocol import (
     MAX_LINE,
     Investigate,
@@ -46,6 +46,31 @@ def test_malformed_or_unknown_messages_decode_to_none(line: bytes) -> None:
     assert decode(line) is None
 
 
+HOSTILE = [b'{"type":"shutdown","reason":"\xff\xfe"}', b"[" * 100_000, b'{"a":' * 50_000,
+           b'{"type":"investigate","id":"' + b"\xc3" + b'"}']
+
+
+@pytest.mark.parametrize("line", HOSTILE, ids=["bad-utf8", "deep-array", "deep-object",
+                                               "truncated-utf8"])
+def test_hostile_bytes_are_dropped_and_counted_never_raised(line: bytes) -> None:
+    drops = Drops()
+    assert decode(line, drops) is None
+    assert drops.count == 1
+
+
+def test_drops_are_logged_at_most_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    drops = Drops(clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="workers.channel"):
+        for _ in range(1000):
+            drops.add("bad", b"x")
+        now[0] += 11.0
+        drops.add("bad", b"y")
+    assert drops.count == 1001
+    assert [r.getMessage().split(" from")[0] for r in caplog.records] == [
+        "channel: dropped 1 line(s)", "channel: dropped 1000 line(s)"]
+
+
 def test_unknown_fields_are_ignored() -> None:
     msg = decode(b'{"type":"shutdown","grace_s":3,"future_field":1}')
     assert msg == Shutdown(grace_s=3)
@@ -68,10 +93,13 @@ def test_garbage_lines_are_ignored_and_the_worker_carries_on(spawn: Spawner) -> 
     sup.expect("ready")
     sup.send_raw(b"garbage\n{\"type\":\"nope\"}\n" + b"x" * (MAX_LINE + 100) + b"\n\n")
     sup.send_raw(b'{"type":"pressure","level":"bogus","rss":5}\n')
+    sup.send_raw(b"\n".join(HOSTILE) + b"\n")
     sup.send(Pressure(level="medium", rss=123))
     trimmed = sup.expect("trimmed")
     assert trimmed["dropped"] > 0 and trimmed["reason"] == "pressure medium"
     assert proc.poll() is None
+    # garbage, nope, the long line, bogus, and the four hostile ones
+    assert sup.expect("stats", lambda m: m.get("dropped", 0) >= 8)["dropped"] == 8
 
 
 @pytest.mark.parametrize("mode", [[], ["--on-thread"]], ids=["checkpoint", "on-thread"])
@@ -153,3 +181,36 @@ def test_the_worked_example_in_the_protocol_document_decodes() -> None:
         seen.add(type(msg).__name__)
     assert seen == {"Ready", "Stats", "Pressure", "Trimmed", "Investigate", "Report",
                     "SetLimits", "Shutdown"}
+
+
+GC_WORKER = """
+import gc, workers
+c = workers.connect()
+print(gc.get_threshold(), flush=True)
+c.ready()
+c.shutdown_requested.wait(60)
+print(gc.get_threshold(), flush=True)
+"""
+
+
+def test_gc_thresholds_follow_the_profile(spawn: Spawner) -> None:
+    import subprocess
+
+    proc, sup = spawn.python(GC_WORKER, limits=Limits(gc_threshold0=12345, gc_threshold2=50),
+                             stdout=subprocess.PIPE)
+    assert sup is not None
+    sup.expect("ready")
+    sup.send(SetLimits(profile="high", limits=Limits(gc_threshold0=0, gc_threshold1=20)))
+    sup.send(Shutdown())
+    out, _ = proc.communicate(timeout=30)
+    assert out.decode().splitlines() == ["(12345, 10, 50)", "(700, 20, 10)"]
+
+
+def test_standalone_the_gc_thresholds_are_left_alone(spawn: Spawner) -> None:
+    import subprocess
+
+    proc, _ = spawn.python("import gc, workers; workers.connect(); print(gc.get_threshold())",
+                           channel=False, stdout=subprocess.PIPE,
+                           limits=Limits(gc_threshold0=12345))
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == b"(700, 10, 10)"

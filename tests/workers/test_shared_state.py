@@ -223,11 +223,13 @@ with sf.locked(10):
         try:
             with sf.locked(10):
                 pass
-        except RuntimeError as e:
-            print("child:", e, flush=True)
+        except RuntimeError as e:  # one write each: two processes share the pipe
+            sys.stdout.write(f"child: {e}\\n")
+            sys.stdout.flush()
         time.sleep(60)
         os._exit(0)
-    print(child, flush=True)
+    sys.stdout.write(f"{child}\\n")
+    sys.stdout.flush()
     time.sleep(60)  # killed here by the test, the mutex held
 """
 

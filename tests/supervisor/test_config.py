@@ -18,7 +18,7 @@ from supervisor.units import Size, parse_duration, parse_rate, parse_size
         ("1.5GiB", Size(bytes=int(1.5 * 2**30))),
         ("512k", Size(bytes=512 * 1024)),
         ("80%", Size(percent=80.0)),
-        (1048576, Size(bytes=1048576)),
+        ("1048576B", Size(bytes=1048576)),
     ],
 )
 def test_sizes(text: str | int, expected: Size) -> None:
@@ -57,7 +57,7 @@ def test_precedence_cli_over_env_over_file(tmp_path) -> None:
 def test_workers_from_file(tmp_path) -> None:
     f = tmp_path / "m.toml"
     f.write_text(
-        '[[worker]]\nname = "a"\ncommand = ["sleep", "1"]\nreplicas = 2\nhigh = "1GB"\n'
+        '[[worker]]\nname = "a"\ncommand = ["sleep", "1"]\nreplicas = 2\nhigh = "1GB"\ncritical = "2GB"\n'
         "[profiles.high]\nmax_objects = 10\n"
     )
     cfg = config.load({}, environ={}, file=str(f))

@@ -130,7 +130,7 @@ def check(cfg: Config, origin: Mapping[str, str]) -> None:
             lo, hi = INTEGERS[key]
             if not lo <= value <= hi:
                 raise fail(path, f"expected an integer from {lo} to {hi}, got {value}")
-    _check_pairs(cfg, fail)
+    _check_pairs(cfg, fail, origin)
     if cfg.limit is not None and cfg.limit.percent is not None:
         raise fail("limit", f"expected a size such as 512MB (the limit itself cannot be a "
                    f"share of the limit), got {cfg.limit}")
@@ -230,39 +230,43 @@ def _profiles(cfg: Config) -> Iterator[tuple[str, Profiles]]:
             yield f"worker[{i}].profiles", w.profiles
 
 
-def _check_pairs(cfg: Config, fail) -> None:  # type: ignore[no-untyped-def]
+def _check_pairs(cfg: Config, fail, origin: Mapping[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Pairs that must be ordered; the one of the two the user set is blamed."""
     p, d = cfg.pressure, format_duration
 
     def rate(value: float) -> str:
         return f"{Size(bytes=int(value))}/s"
 
-    checks = [
-        ("backoff_max", cfg.backoff_max >= cfg.backoff_initial,
-         f"expected at least backoff_initial ({d(cfg.backoff_initial)}), "
-         f"got {d(cfg.backoff_max)}"),
-        ("sample_period", cfg.sample_period >= cfg.interval,
-         f"expected at least the interval ({d(cfg.interval)}), got {d(cfg.sample_period)}"),
-        ("pressure.growth_high", p.growth_high >= p.growth_medium,
-         f"expected at least growth_medium ({rate(p.growth_medium)}), "
-         f"got {rate(p.growth_high)}"),
-        ("pressure.headroom_medium", p.headroom_medium >= p.headroom_high,
-         f"expected at least headroom_high ({p.headroom_high:g}): MEDIUM comes first, with "
-         f"more headroom left; got {p.headroom_medium:g}"),
-        ("pressure.exhaustion_high", p.exhaustion_high >= p.exhaustion_critical,
-         f"expected at least exhaustion_critical ({d(p.exhaustion_critical)}), "
-         f"got {d(p.exhaustion_high)}"),
-        ("ready_timeout", cfg.ready_timeout > cfg.ready_after,
-         f"expected more than ready_after ({d(cfg.ready_after)}: a replacement that does not "
-         f"speak the channel is ready only then), got {d(cfg.ready_timeout)}"),
+    # (low field, its value as text, high field, its value as text, ok, why the order)
+    pairs = [
+        ("backoff_initial", d(cfg.backoff_initial), "backoff_max", d(cfg.backoff_max),
+         cfg.backoff_initial <= cfg.backoff_max, ""),
+        ("interval", d(cfg.interval), "sample_period", d(cfg.sample_period),
+         cfg.interval <= cfg.sample_period, ""),
+        ("pressure.growth_medium", rate(p.growth_medium), "pressure.growth_high",
+         rate(p.growth_high), p.growth_medium <= p.growth_high, ""),
+        ("pressure.headroom_high", f"{p.headroom_high:g}", "pressure.headroom_medium",
+         f"{p.headroom_medium:g}", p.headroom_high <= p.headroom_medium,
+         " (MEDIUM comes first, with more headroom left)"),
+        ("pressure.exhaustion_critical", d(p.exhaustion_critical), "pressure.exhaustion_high",
+         d(p.exhaustion_high), p.exhaustion_critical <= p.exhaustion_high, ""),
+        ("ready_after", d(cfg.ready_after), "ready_timeout", d(cfg.ready_timeout),
+         cfg.ready_after < cfg.ready_timeout,
+         " (a replacement that does not speak the channel is ready only after ready_after)"),
     ]
     for i, w in enumerate(cfg.worker):
         if w.ready_after is not None:
-            checks.append((f"worker[{i}].ready_after", w.ready_after < cfg.ready_timeout,
-                           f"expected less than ready_timeout ({d(cfg.ready_timeout)}), "
-                           f"got {d(w.ready_after)}"))
-    for path, ok, what in checks:
-        if not ok:
-            raise fail(path, what)
+            pairs.append((f"worker[{i}].ready_after", d(w.ready_after), "ready_timeout",
+                          d(cfg.ready_timeout), w.ready_after < cfg.ready_timeout, ""))
+    for low, low_text, high, high_text, ok, why in pairs:
+        if ok:
+            continue
+        top = high.split(".")[0]
+        if top in origin or low.split(".")[0].split("[")[0] not in origin:
+            raise fail(high, f"expected more than {low.rsplit('.', 1)[-1]} ({low_text}){why}, "
+                       f"got {high_text}")
+        raise fail(low, f"expected less than {high.rsplit('.', 1)[-1]} ({high_text}){why}, "
+                   f"got {low_text}")
 
 
 def _check_signals(cfg: Config, fail) -> None:  # type: ignore[no-untyped-def]

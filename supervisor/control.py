@@ -207,6 +207,8 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Reply]) -> None
         with contextlib.suppress(anyio.EndOfStream):  # a client that sent and shut down
             while b"\n" not in data and len(data) <= MAX_REQUEST:
                 data += await stream.receive(MAX_REQUEST)
+        if not data:
+            return  # connected and left without a word
         line = data.split(b"\n", 1)[0]
         if len(line) > MAX_REQUEST:
             request, why = None, f"a request longer than {MAX_REQUEST} bytes"

@@ -247,12 +247,12 @@ def _check_pairs(cfg: Config, fail, origin: Mapping[str, str]) -> None:  # type:
          rate(p.growth_high), p.growth_medium <= p.growth_high, ""),
         ("pressure.headroom_high", f"{p.headroom_high:g}", "pressure.headroom_medium",
          f"{p.headroom_medium:g}", p.headroom_high <= p.headroom_medium,
-         " (MEDIUM comes first, with more headroom left)"),
+         "; MEDIUM comes first, with more headroom left"),
         ("pressure.exhaustion_critical", d(p.exhaustion_critical), "pressure.exhaustion_high",
          d(p.exhaustion_high), p.exhaustion_critical <= p.exhaustion_high, ""),
         ("ready_after", d(cfg.ready_after), "ready_timeout", d(cfg.ready_timeout),
          cfg.ready_after < cfg.ready_timeout,
-         " (a replacement that does not speak the channel is ready only after ready_after)"),
+         "; a replacement that does not speak the channel is ready only after ready_after"),
     ]
     for i, w in enumerate(cfg.worker):
         if w.ready_after is not None:
@@ -263,10 +263,10 @@ def _check_pairs(cfg: Config, fail, origin: Mapping[str, str]) -> None:  # type:
             continue
         top = high.split(".")[0]
         if top in origin or low.split(".")[0].split("[")[0] not in origin:
-            raise fail(high, f"expected more than {low.rsplit('.', 1)[-1]} ({low_text}){why}, "
-                       f"got {high_text}")
-        raise fail(low, f"expected less than {high.rsplit('.', 1)[-1]} ({high_text}){why}, "
-                   f"got {low_text}")
+            raise fail(high, f"expected more than {low.rsplit('.', 1)[-1]} ({low_text}), "
+                       f"got {high_text}{why}")
+        raise fail(low, f"expected less than {high.rsplit('.', 1)[-1]} ({high_text}), "
+                   f"got {low_text}{why}")
 
 
 def _check_signals(cfg: Config, fail) -> None:  # type: ignore[no-untyped-def]

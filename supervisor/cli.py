@@ -40,9 +40,10 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("oom-score-adj", "N", "oom_score_adj for workers, so the kernel picks them, not memwarden"),
     ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
     ("sample-period", "DURATION", "period of the per-worker summary records"),
-    ("metrics", "HOST:PORT", "serve Prometheus metrics on this address"),
+    ("metrics", "HOST:PORT", "serve Prometheus metrics on this address (:PORT: this machine "
+     "only)"),
     ("control", "PATH", "control socket for memwarden status/replace/stop ('' for none; "
-     "default: $XDG_RUNTIME_DIR or /tmp, memwarden-UID.sock)"),
+     "default: memwarden-UID/control.sock in $XDG_RUNTIME_DIR or /tmp)"),
     ("log-level", "LEVEL", "debug, info, warning or error"),
 ]
 

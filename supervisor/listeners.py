@@ -52,26 +52,23 @@ def bind_tcp(host: str, port: int, what: str) -> socket.socket:
         raise ListenError(f"{what}: cannot resolve host {host!r} ({e})") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise ListenError(f"{what}: cannot listen on {host}:{port}: {_why(e)}") from None
-    sock.setblocking(False)
-    return sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return _listen(sock, address, f"{what}: cannot listen on {host}:{port}")
 
 
 def bind_unix(path: str, what: str) -> socket.socket:
     """A listening Unix socket at `path` (which must not exist); raise ListenError."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path,
+                   f"{what}: cannot listen at {path}")
+
+
+def _listen(sock: socket.socket, address: object, failed: str) -> socket.socket:
     try:
-        sock.bind(path)
-        sock.listen(64)
+        sock.bind(address)
+        sock.listen(128)
     except OSError as e:
         sock.close()
-        raise ListenError(f"{what}: cannot listen at {path}: {_why(e)}") from None
+        raise ListenError(f"{failed}: {_why(e)}") from None
     sock.setblocking(False)
     return sock
 

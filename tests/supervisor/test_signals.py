@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from supervisor.arbiter import FORWARDED, NOT_FORWARDED
-from tests.conftest import ROOT, alive, descendants, kill_tree, needs_root, wait_until
+from tests.conftest import ROOT, alive, kill_tree, needs_root, wait_until
+from tests.supervisor.test_pid1 import _memwarden_pid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,17 +60,7 @@ def start(tmp_path, *, pid1: bool) -> tuple[subprocess.Popen[bytes], int]:
     wait_until(lambda: (tmp_path / "signals.ready").exists(), what="the worker's handlers")
     if not pid1:
         return proc, proc.pid
-    inner = wait_until(lambda: [p for p in descendants(proc.pid) if _ppid(p) == proc.pid],
-                       what="memwarden inside the namespace")[0]
-    return proc, inner
-
-
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return -1
+    return proc, _memwarden_pid(proc.pid)
 
 
 def stop(proc: subprocess.Popen[bytes], memwarden: int) -> int:

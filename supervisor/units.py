@@ -17,7 +17,8 @@ _DURATION_UNITS = {
 }
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Zµ%]*)\s*$")
 
-SIZE_FORM = "a size with its unit such as 200MB, 1.5GiB, 524288000B or 80% (of the limit)"
+SIZE_FORM = ("a size with its unit such as 200MB, 1.5GiB, 524288000B, 80% (of the limit) "
+             "or off")
 DURATION_FORM = "a duration such as 1ms, 250us, 5s or 2min"
 RATE_FORM = "a rate such as 5MB/s or 300MB/min"
 #: The largest size, duration and rate accepted anywhere: beyond them a value is a typo,
@@ -50,22 +51,33 @@ class Size:
         return f"Size({self})"
 
     def resolve(self, limit: int | None) -> int | None:
-        """Return bytes; a percentage without a known limit resolves to None (input disabled)."""
+        """Return bytes; `off`, or a percentage without a known limit, resolves to None (the
+        input is disabled)."""
         if self.percent is None:
             return self.bytes
         return None if limit is None else int(limit * self.percent / 100.0)
 
+    @property
+    def off(self) -> bool:
+        """True for `off`: neither bytes nor a share."""
+        return self.bytes is None and self.percent is None
+
     def __str__(self) -> str:
+        if self.off:
+            return "off"
         return f"{self.percent:g}%" if self.percent is not None else _exact(self.bytes or 0)
 
 
 def parse_size(value: str | int | float) -> Size:
-    """Parse `200MB`, `1.5GiB`, `524288000B` or `80%`; raise ValueError naming the accepted
-    form. A number without a unit is refused, and so is a size above 1 PiB."""
+    """Parse `200MB`, `1.5GiB`, `524288000B`, `80%` or `off` (a threshold never reached);
+    raise ValueError naming the accepted form. A number without a unit is refused, and so is
+    a size above 1 PiB."""
     if isinstance(value, bool) or not isinstance(value, str):
         # A bare number is refused everywhere: `high = 80` or `--high 80` meant 80MB or
         # 80%, hardly 80 bytes.
         raise ValueError(f"expected {SIZE_FORM}, got {_shown(value)} without a unit")
+    if value.strip().lower() == "off":
+        return Size()
     m = _NUMBER.match(value)
     if not m:
         raise ValueError(f"expected {SIZE_FORM}, got {_shown(value)}")

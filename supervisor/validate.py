@@ -134,8 +134,8 @@ def check(cfg: Config, origin: Mapping[str, str]) -> None:
     if cfg.limit is not None and cfg.limit.percent is not None:
         raise fail("limit", f"expected a size such as 512MB (the limit itself cannot be a "
                    f"share of the limit), got {cfg.limit}")
-    if cfg.limit is not None and cfg.limit.bytes == 0:
-        raise fail("limit", "expected a size above 0, such as 512MB")
+    if cfg.limit is not None and not cfg.limit.bytes:
+        raise fail("limit", f"expected a size above 0, such as 512MB, got {cfg.limit}")
     for path, profiles in _profiles(cfg):
         for name in ("normal", "high", "critical"):
             problem = limits_problem(getattr(profiles, name))

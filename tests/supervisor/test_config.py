@@ -194,6 +194,13 @@ def test_bad_values_name_field_source_and_form(tmp_path, cli, env, toml, needle)
     assert needle in message and "\n" not in message
 
 
+def test_off_turns_a_threshold_off_and_leaves_the_order_to_the_others() -> None:
+    cfg = config.load({"medium": "off", "high": "60MB", "critical": "off", "command": ["x"]},
+                      environ={})
+    assert cfg.medium.resolve(10**9) is None and cfg.high.resolve(None) == 60_000_000
+    assert str(cfg.critical) == "off"
+
+
 def test_percentages_need_a_known_limit_and_thresholds_fit_under_it() -> None:
     from supervisor import validate
 

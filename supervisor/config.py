@@ -282,6 +282,18 @@ def convert(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) 
                           "configuration") from None
 
 
+def label(path: str, origin: Mapping[str, str]) -> str:
+    """How an error names the setting at `path` (`high`, `worker[0].high`): as its source
+    spells it (`--high`, `MEMWARDEN_HIGH`, `worker[0].high (in m.toml)`), or `high (default)`."""
+    top = path.split(".")[0].split("[")[0]
+    given = origin.get(top)
+    if given is None:
+        return f"{path} (default)"
+    if path == top:
+        return given
+    return f"{path}{given[given.index(' (in '):]}" if " (in " in given else path
+
+
 def _explain(message: str, origin: Mapping[str, str]) -> str:
     # msgspec says "<what> - at `$.high`" or "Object contains unknown field `x` - at `$`".
     what, _, where = message.rpartition(" - at ")
@@ -296,8 +308,7 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
         where = where[where.index(" (in "):] if " (in " in where else ""
         return (f"unknown setting {full!r}{where}: not a memwarden option "
                 "(see `memwarden run --help`)")
-    top = path.split(".")[0].split("[")[0]
-    name = origin.get(top, path) if path == top else f"{path} (in {origin.get(top, top)})"
+    name = label(path, origin).removesuffix(" (default)")
     if what.startswith("Invalid enum value"):
         allowed = _ENUMS.get(path.split(".")[-1].split("[")[0])
         if allowed:
@@ -322,6 +333,7 @@ __all__ = [
     "Rate",
     "WorkerConfig",
     "enc_hook",
+    "label",
     "load",
     "load_with_origin",
 ]

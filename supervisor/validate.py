@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 
 import msgspec
 
-from supervisor.config import Config, ConfigError, Profiles, WorkerConfig
+from supervisor.config import Config, ConfigError, Profiles, WorkerConfig, label
 from supervisor.exitstatus import parse_signal
 from supervisor.units import MAX_BYTES, Size
 from workers.protocol import Limits
@@ -100,18 +100,6 @@ def format_duration(seconds: float) -> str:
         if seconds >= factor:
             return f"{seconds / factor:.4g}{unit}"
     return f"{seconds * 1e6:.4g}us" if seconds else "0s"
-
-
-def label(path: str, origin: Mapping[str, str]) -> str:
-    """How an error names the setting at `path` (`high`, `worker[0].high`): as its source
-    spells it (`--high`, `MEMWARDEN_HIGH`, `worker[0].high (in m.toml)`), or `high (default)`."""
-    top = path.split(".")[0].split("[")[0]
-    given = origin.get(top)
-    if given is None:
-        return f"{path} (default)"
-    if path == top:
-        return given
-    return f"{path}{given[given.index(' (in '):]}" if " (in " in given else path
 
 
 def check(cfg: Config, origin: Mapping[str, str]) -> None:
@@ -377,5 +365,5 @@ def _source(path: str, origin: Mapping[str, str]) -> str:
     return "the default" if text.endswith(" (default)") else text
 
 
-__all__ = ["LIMIT_NAMES", "MEDIUM_SIGNALS", "against_limit", "check", "label",
+__all__ = ["LIMIT_NAMES", "MEDIUM_SIGNALS", "against_limit", "check",
            "limits_problem", "signal_problem"]

@@ -2,7 +2,8 @@
 
 Exit status: 0 when the report was produced and no `--fail-on` condition holds; 1 when one
 holds (for CI); 2 when the snapshots cannot be read as asked (no such path, no snapshot files,
-an unknown major format version) or an option is wrong.
+no file readable, an unknown major format version) or an option is wrong. A file that cannot
+be read is said on stderr (and in `read.problems`) while the others are analysed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from snapshots.analysis import Options, analyze
 from snapshots.report import VERDICTS
 from snapshots.series import LEVELS
 from snapshots.verdict import Gate
+from workers.protocol import escape
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         result = analyze(args.paths, options)
     except reader.SnapshotError as e:
         print(f"memwarden analyze: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    unreadable = [p for p in result.report.read.problems if reader.UNREADABLE in p]
+    for problem in unreadable:  # also in the report, first of `read.problems`
+        print(f"memwarden analyze: {escape(problem, 1000)}", file=sys.stderr)
+    if unreadable and not result.report.read.files:
         return EXIT_USAGE
     if args.format == "json":
         data = msgspec.json.format(msgspec.json.encode(result.report), indent=2) + b"\n"

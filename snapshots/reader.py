@@ -6,15 +6,24 @@ the file names. Damage is expected after crashes and full disks: a truncated las
 counted and ignored, a corrupt line in the middle is skipped and counted, an unknown record
 kind or field is ignored. Only a file of an unknown major format version stops the reader,
 with `UnsupportedVersion`, because guessing at its meaning could give a wrong verdict.
+
+Memory stays bounded whatever the input: a line longer than `MAX_LINE` is skipped and
+counted (a 500 MB line once took 1.45 GB), only regular files are read (a FIFO named
+`x.jsonl` would block for ever, a link to /dev/zero never end), and a file that cannot be
+read (a dangling link, a loop of links, a directory, gzip cut in its first line) is reported
+in `ReadStats.problems` (`UNREADABLE`) while the other files are read.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import gzip
 import logging
 import mmap
 import os
+import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +31,7 @@ from typing import Any
 import msgspec
 
 from snapshots.schema import FORMAT_MAJOR, FORMAT_VERSION, Burst, Event, Header, Record, Sample
+from workers.protocol import DECODE_ERRORS, escape
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,10 @@ _GZIP_MAGIC = b"\x1f\x8b"
 #: What a directory contributes; a file named explicitly is read whatever its name.
 _SUFFIXES = (".jsonl", ".jsonl.gz")
 _LOGGED_PER_FILE = 3
+#: The longest line read; the writer's largest records (bursts of a whole ring) are a few MB.
+MAX_LINE = 32 * 2**20
+#: How a problem that made a whole file unreadable begins, after the path.
+UNREADABLE = "unreadable, skipped"
 
 
 class SnapshotError(Exception):
@@ -70,16 +84,19 @@ class ReadStats:
     corrupt: int = 0
     truncated: int = 0
     unknown: int = 0
+    unreadable: int = 0  # files; their problems come first in `problems`
     problems: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SnapshotFile:
-    """One file and the header it begins with (None when the header is missing)."""
+    """One file and the header it begins with (None when the header is missing), or the
+    reason it cannot be read (`error`; its records are then none)."""
 
     path: str
     header: Header | None
     compressed: bool
+    error: str | None = None
 
 
 @dataclass
@@ -114,12 +131,15 @@ def expand(paths: Iterable[str]) -> list[str]:
     """
     found: list[str] = []
     for path in paths:
-        matches = [path] if os.path.exists(path) else sorted(glob.glob(path))
+        matches = [path] if os.path.lexists(path) else sorted(glob.glob(path))
         if not matches:
             raise SnapshotError(f"{path}: no such file or directory")
         for match in matches:
             if os.path.isdir(match):
-                names = sorted(n for n in os.listdir(match) if n.endswith(_SUFFIXES))
+                try:
+                    names = sorted(n for n in os.listdir(match) if n.endswith(_SUFFIXES))
+                except OSError as e:
+                    raise SnapshotError(f"{match}: cannot list: {e.strerror}") from None
                 found.extend(os.path.join(match, n) for n in names)
             else:
                 found.append(match)
@@ -129,12 +149,32 @@ def expand(paths: Iterable[str]) -> list[str]:
     return unique
 
 
-def _open(path: str) -> tuple[object, bool]:
+def _open(path: str) -> tuple[Any, bool]:
+    """The file, gunzipping if need be; raise SnapshotError unless it is a readable regular file.
+
+    Opened without blocking, so that a FIFO cannot hang the reader before it is refused.
+    """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - handed to the caller, closed there
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise SnapshotError(f"{path}: cannot read: {e.strerror}") from None
-    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        raise SnapshotError(f"{path}: {UNREADABLE}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
+            raise SnapshotError(f"{path}: {UNREADABLE}: {kind}, not a regular file")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        raw = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        magic = raw.peek(2)[:2]
+    except OSError as e:
+        raw.close()
+        raise SnapshotError(f"{path}: {UNREADABLE}: {e.strerror}") from None
+    if magic == _GZIP_MAGIC:
         return gzip.GzipFile(fileobj=raw, mode="rb"), True
     return raw, False
 
@@ -151,37 +191,49 @@ def check_version(version: str, path: str) -> None:
 
 
 def read_header(path: str) -> SnapshotFile:
-    """Return the file with its header. Raises UnsupportedVersion, SnapshotError."""
-    f, compressed = _open(path)
+    """Return the file with its header, or with the reason it cannot be read (`error`).
+
+    Raises UnsupportedVersion only.
+    """
     try:
-        try:
-            first = f.readline(1 << 20)  # type: ignore[attr-defined]
-        except (OSError, EOFError) as e:
-            raise SnapshotError(f"{path}: cannot read: {e}") from None
+        f, compressed = _open(path)
+    except SnapshotError as e:
+        return SnapshotFile(path, None, False, error=str(e))
+    try:
+        first = f.readline(1 << 20)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        return SnapshotFile(path, None, compressed, error=f"{path}: {UNREADABLE}: {e}")
     finally:
-        f.close()  # type: ignore[attr-defined]
+        f.close()
     header = None
     try:
         value = msgspec.json.decode(first)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         value = None
     if isinstance(value, dict) and value.get("kind") == "header":
-        check_version(str(value.get("version", "1")), path)
+        check_version(escape(str(value.get("version", "1")), 40), path)
         try:
             header = msgspec.convert(value, Header)
-        except msgspec.ValidationError as e:
-            log.warning("%s: header not understood (%s); reading the file without it", path, e)
+        except (msgspec.ValidationError, RecursionError) as e:
+            log.warning("%s: header not understood (%s); reading the file without it", path,
+                        escape(str(e)))
     return SnapshotFile(path, header, compressed)
 
 
 def sources(paths: Iterable[str]) -> list[Source]:
     """Group the files `paths` name by host/pod/container, each in writing order.
 
-    Raises SnapshotError, UnsupportedVersion.
+    A file that cannot be read joins the first source, after its readable files, so that
+    reading it reports the problem (`iter_chunks`) without inventing a source for it.
+    Raises SnapshotError (a path that names nothing), UnsupportedVersion.
     """
     groups: dict[tuple[str, str, str, str], list[SnapshotFile]] = {}
+    broken: list[SnapshotFile] = []
     for path in expand(paths):
         sf = read_header(path)
+        if sf.error:
+            broken.append(sf)
+            continue
         h = sf.header
         key = ((h.host, h.namespace or "", h.pod or "", h.container or "") if h
                else (os.path.basename(path), "", "", ""))
@@ -192,6 +244,11 @@ def sources(paths: Iterable[str]) -> list[Source]:
                                   f.path) if f.header else (0.0, 0, 0, f.path))
         result.append(Source(key, files))
     result.sort(key=lambda s: s.label)
+    if broken:
+        if result:
+            result[0].files.extend(broken)
+        else:
+            result.append(Source(("", "", "", ""), broken))
     return result
 
 
@@ -205,19 +262,22 @@ def last_time(sf: SnapshotFile) -> float | None:
 
     Used with `first_time` to size analysis windows before reading: reads 64 KiB at most.
     """
-    if sf.compressed:
+    if sf.compressed or sf.error:
         return None
     try:
-        with open(sf.path, "rb") as f:
+        f, _ = _open(sf.path)
+        with f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - 65536))
-            tail = f.read()
-    except OSError:
+            tail = f.read(65536)
+    except (OSError, SnapshotError):
         return None
     return _stamp(tail, reverse=True)
 
 
 def _head(sf: SnapshotFile) -> bytes:
+    if sf.error:
+        return b""
     try:
         f, _ = _open(sf.path)
         try:
@@ -233,7 +293,7 @@ def _stamp(data: bytes, *, reverse: bool) -> float | None:
     for line in reversed(lines) if reverse else lines:
         try:
             stamp = msgspec.json.decode(line, type=_Stamp)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             continue
         if stamp.kind != "header":
             return stamp.t
@@ -256,46 +316,68 @@ def iter_chunks(
     Raises SnapshotError when the file cannot be read.
     """
     decoder = msgspec.json.Decoder(types or (_FULL if bursts else _LIGHT))
-    stats.files += 1
+    if sf.error:
+        _unreadable(stats, sf.error)
+        return
     line_base = 0
-    for block, complete in _blocks(sf.path, stats):
-        if complete:
-            records, lines = _decode(decoder, block, sf.path, line_base, stats)
-            line_base += lines
-        elif not bytes(block).strip():
-            continue
-        else:
-            try:
-                records = [decoder.decode(block)]
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                stats.truncated += 1
-                stats.problems.append(f"{sf.path}:{line_base + 1}: last line cut short, ignored")
+    try:
+        for block, complete in _blocks(sf.path, stats):
+            if complete:
+                records, lines = _decode(decoder, block, sf.path, line_base, stats)
+                line_base += lines
+            elif not bytes(block).strip():
                 continue
-        stats.records += len(records)
-        yield records
+            else:
+                try:
+                    records = [decoder.decode(block)]
+                except DECODE_ERRORS:
+                    stats.truncated += 1
+                    stats.problems.append(
+                        f"{sf.path}:{line_base + 1}: last line cut short, ignored")
+                    continue
+            stats.records += len(records)
+            yield records
+    except SnapshotError as e:
+        _unreadable(stats, str(e))
+
+
+def _unreadable(stats: ReadStats, problem: str) -> None:
+    """Record a file that could not be read, ahead of line problems (the report keeps the
+    first ones of a long list); the command line prints these."""
+    stats.unreadable += 1
+    stats.problems.insert(stats.unreadable - 1, problem)
 
 
 def _blocks(path: str, stats: ReadStats) -> Iterator[tuple[bytes | memoryview, bool]]:
     """Yield (block, complete): blocks of whole lines, then any unterminated tail.
 
     A plain file is mapped and handed out as views of the mapping (no copy: measured 15 %
-    faster than reading, which copies every chunk twice); gzip is read in chunks.
+    faster than reading, which copies every chunk twice); gzip is read in chunks. Lines
+    longer than `MAX_LINE` are skipped (counted as corrupt). Raises SnapshotError when the
+    file cannot be opened; counts the file in `stats` once it is.
     """
     f, compressed = _open(path)
+    stats.files += 1
     try:
         if compressed:
             yield from _read_blocks(f, path, stats)
             return
-        size = os.fstat(f.fileno()).st_size  # type: ignore[attr-defined]
+        size = os.fstat(f.fileno()).st_size
         if size == 0:
             return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:  # type: ignore[attr-defined]
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
             pos = 0
             while pos < size:
                 end = mm.rfind(b"\n", pos, pos + CHUNK)
                 if end < 0:  # a line longer than a chunk, or the unterminated tail
-                    end = mm.find(b"\n", pos + CHUNK)
+                    end = mm.find(b"\n", pos + CHUNK, pos + MAX_LINE + 1)
+                    if end < 0 and size - pos > MAX_LINE:
+                        end = mm.find(b"\n", pos + MAX_LINE)
+                        _too_long(stats, path, size if end < 0 else end + 1 - pos)
+                        stats.bytes += (size if end < 0 else end + 1) - pos
+                        pos = size if end < 0 else end + 1
+                        continue
                 if end < 0:
                     stats.bytes += size - pos
                     yield bytes(view[pos:]), False
@@ -307,30 +389,53 @@ def _blocks(path: str, stats: ReadStats) -> Iterator[tuple[bytes | memoryview, b
     except BufferError:
         pass  # a caller still holds a view (a Raw field): the mapping closes when it is freed
     finally:
-        f.close()  # type: ignore[attr-defined]
+        f.close()
+
+
+def _too_long(stats: ReadStats, path: str, length: int) -> None:
+    stats.corrupt += 1
+    stats.problems.append(f"{path}: a line of {length} bytes skipped (longer than {MAX_LINE})")
 
 
 def _read_blocks(f: Any, path: str, stats: ReadStats
                  ) -> Iterator[tuple[bytes | memoryview, bool]]:
     rest = b""
+    skipping = 0  # bytes of an overlong line being skipped
     while True:
         try:
             data = f.read(CHUNK)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
             # a gzip file cut short: keep what came before, like a truncated line
             stats.truncated += 1
-            stats.problems.append(f"{path}: compressed data ends early ({e})")
+            stats.problems.append(f"{path}: compressed data ends early ({escape(str(e))})")
             data = b""
         if not data:
             break
         stats.bytes += len(data)
+        if skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                skipping += len(data)
+                continue
+            _too_long(stats, path, skipping + nl + 1)
+            skipping, data = 0, data[nl + 1:]
         end = data.rfind(b"\n")
         if end < 0:
             rest += data
+            if len(rest) > MAX_LINE:  # no newline in sight: skip, never hold more
+                skipping, rest = len(rest), b""
             continue
-        yield (rest + data[: end + 1] if rest else data[: end + 1]), True
+        block = rest + data[: end + 1] if rest else data[: end + 1]
+        first = block.find(b"\n")
+        if first > MAX_LINE:
+            _too_long(stats, path, first + 1)
+            block = block[first + 1:]
+        if block:
+            yield block, True
         rest = data[end + 1 :]
-    if rest:
+    if skipping:
+        _too_long(stats, path, skipping)
+    elif rest:
         yield rest, False
 
 
@@ -346,7 +451,7 @@ def _decode(
     try:
         records = decoder.decode_lines(block)
         return records, len(records)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         pass
     # Some line is damaged: decode this block line by line (slow, but only here).
     records: list[Record] = []
@@ -358,8 +463,8 @@ def _decode(
         try:
             records.append(decoder.decode(line))
             continue
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            error = e
+        except DECODE_ERRORS as e:
+            error = escape(str(e))
         if _unknown_kind(line):
             stats.unknown += 1
             continue
@@ -375,13 +480,15 @@ def _decode(
 def _unknown_kind(line: bytes) -> bool:
     try:
         value = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return False
     return isinstance(value, dict) and value.get("kind") not in ("header", "sample", "event",
                                                                  "burst")
 
 
 __all__ = [
+    "MAX_LINE",
+    "UNREADABLE",
     "BurstHead",
     "ReadStats",
     "SnapshotError",

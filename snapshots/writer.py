@@ -4,7 +4,9 @@ The supervisor's sampling and event loop call `submit`, which only appends to a 
 queue; everything that can be slow (encoding, the disk) happens on the writer's own thread.
 A slow or full disk therefore costs snapshot records, never supervision: records are dropped,
 counted, announced in an Event of type "dropped" once writing works again, and logged once per
-burst of failures.
+burst of failures: a disk that is nearly full (small writes pass, large ones fail) is said
+at most once per `_QUIET_S`, not at every retry. A directory removed while memwarden runs
+is created again, and a file removed from under the writer is replaced by the next one.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import msgspec
 
 from snapshots.schema import Event, Header, Record
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.snapshots")
 
 #: Bytes collected before a write even when the flush interval has not passed.
 _WRITE_CHUNK = 256 * 1024
 #: While the disk fails, how often the writer tries again.
 _RETRY_S = 1.0
+#: After a failure was logged, further failures within this long are not (its recovery
+#: line is logged only when its failure was).
+_QUIET_S = 60.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 
@@ -88,7 +93,9 @@ class SnapshotWriter:
         self._size = 0
         self._index = 0
         self._failing = False  # the disk refused the last write: drop until the retry
-        self._outage = False  # failing since the last successful write (logged once)
+        self._outage = False  # failing since the last successful write
+        self._outage_logged = False  # ... and that was said
+        self._last_fail_log = -_QUIET_S
         self._pending_dropped = 0  # dropped since the last announcement
         self._retry_at = 0.0
 
@@ -186,6 +193,14 @@ class SnapshotWriter:
     def _flush(self) -> None:
         if not self._buffer or self._fd < 0:
             return
+        if self._removed():  # writing on would go into a file nobody can read
+            self._close_file()
+            self._open_next()
+            if self._fd < 0:
+                self._count_drop(self._buffered)
+                self._buffer.clear()
+                self._buffered = 0
+                return
         if self._pending_dropped and not self._failing:
             self._announce_drops()
         if self._write(self._buffer):
@@ -224,17 +239,22 @@ class SnapshotWriter:
         self._size += done
         if self._outage:
             self._outage = False
-            log.warning("snapshots: writing to %s again; %d records dropped in total",
-                        self.directory, self.dropped)
+            if self._outage_logged:
+                log.warning("snapshots: writing to %s again; %d records dropped in total",
+                            self.directory, self.dropped)
         return True
 
     def _fail(self, error: OSError) -> None:
         if not self._outage:
             self._outage = True
-            reason = errno.errorcode.get(error.errno or 0, str(error.errno))
-            log.warning("snapshots: cannot write to %s (%s: %s); dropping records until it "
-                        "works again, supervision goes on", self.directory, reason,
-                        error.strerror)
+            now = time.monotonic()
+            self._outage_logged = now - self._last_fail_log >= _QUIET_S
+            if self._outage_logged:
+                self._last_fail_log = now
+                reason = errno.errorcode.get(error.errno or 0, str(error.errno))
+                log.warning("snapshots: cannot write to %s (%s: %s); dropping records until "
+                            "it works again, supervision goes on", self.directory, reason,
+                            error.strerror)
         self._failing = True
         self._retry_at = time.monotonic() + _RETRY_S
 
@@ -249,11 +269,23 @@ class SnapshotWriter:
             if self._pending_dropped:
                 self._announce_drops()
 
+    def _removed(self) -> bool:
+        """True when the open file has no name any more (it, or its directory, was removed)."""
+        try:
+            return os.fstat(self._fd).st_nlink == 0
+        except OSError:
+            return True
+
     def _open_next(self) -> None:
         path = os.path.join(self.directory, f"{self._stem}{self._index:04d}.jsonl")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
-                         0o644)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError:  # the directory was removed: make it again
+                os.makedirs(self.directory, exist_ok=True)
+                log.warning("snapshots: %s was removed; created it again", self.directory)
+                fd = os.open(path, flags, 0o644)
         except OSError as e:
             self._fail(e)
             return

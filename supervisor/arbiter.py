@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,7 @@ import anyio
 import msgspec
 
 from snapshots.schema import Event, EventType
-from supervisor import channel, control, introspect, linux, metrics, process, reaper
+from supervisor import channel, control, introspect, linux, listeners, metrics, process, reaper
 from supervisor.actions import Action, Exit, Finish, Notify, Record, Retire, Spawn
 from supervisor.cgroup import CgroupMemory
 from supervisor.config import Config
@@ -40,8 +41,21 @@ from workers.protocol import Level
 
 log = logging.getLogger("memwarden")
 
-FORWARDED = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 STOPPING = (signal.SIGTERM, signal.SIGINT)
+#: Signals not forwarded, besides the stopping ones, CHLD and job control (`process.SWALLOWED`):
+#: those no process can catch; those that report a fault of memwarden itself, left at their
+#: default as tini leaves them (a handler would return to a faulting instruction and loop
+#: for ever; as PID 1 the kernel does not deliver them from outside); PIPE and XFSZ, which
+#: report memwarden's own writes (ignored, as Python starts).
+NOT_FORWARDED = frozenset({
+    signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, *STOPPING, *process.SWALLOWED,
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS,
+    signal.SIGPIPE, signal.SIGXFSZ,
+})
+#: Every other classic signal goes to each worker's process group, as tini and dumb-init do:
+#: left at its default, one (SIGALRM, say) would end memwarden and, as PID 1, the container.
+FORWARDED = tuple(sorted(s for s in signal.valid_signals()
+                         if 1 <= s <= 31 and s not in NOT_FORWARDED))
 HOUSEKEEPING_S = 0.05
 #: Fields of the snapshot `event` record; a Record's data keys among them become fields.
 _EVENT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Event))
@@ -49,6 +63,10 @@ _EVENT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Event))
 
 class Arbiter:
     """Runs the configured workers until they are done or memwarden is told to stop."""
+
+    #: (control, metrics) listening sockets bound at the edge (`listeners.open_sockets`);
+    #: None: `run` binds what the configuration asks for itself.
+    sockets: tuple[socket.socket | None, socket.socket | None] | None = None
 
     def __init__(self, cfg: Config, events: EventLog, recorder: Recorder | None = None) -> None:
         self.cfg = cfg
@@ -105,12 +123,13 @@ class Arbiter:
                     tg.start_soon(self._signal_loop, signals)
                     tg.start_soon(self._change_loop)
                     tg.start_soon(self._housekeeping)
-                    if self.cfg.metrics:
-                        await tg.start(metrics.serve, self.cfg.metrics,
+                    control_sock, metrics_sock = (self.sockets if self.sockets is not None
+                                                  else listeners.open_sockets(self.cfg))
+                    if metrics_sock is not None:
+                        await tg.start(metrics.serve, metrics_sock,
                                        lambda: introspect.gauges(self))
-                    if self.cfg.control != "":
-                        await tg.start(control.serve, self.cfg.control or control.default_path(),
-                                       self.answer)
+                    if control_sock is not None:
+                        tg.start_soon(control.serve, control_sock, self.answer)
                     self._execute(self.policy.start(time.monotonic()))
                     await self._done.wait()
                     # Leftovers of trees still being stopped get their grace, then KILL.

@@ -51,9 +51,10 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
      "it (needs CAP_SYS_RESOURCE; left as it is otherwise)"),
     ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
     ("sample-period", "DURATION", "period of the per-worker summary records"),
-    ("metrics", "HOST:PORT", "serve Prometheus metrics on this address"),
+    ("metrics", "HOST:PORT", "serve Prometheus metrics on this address (:PORT: this machine "
+     "only)"),
     ("control", "PATH", "control socket for memwarden status/replace/stop ('' for none; "
-     "default: $XDG_RUNTIME_DIR or /tmp, memwarden-UID.sock)"),
+     "default: memwarden-UID/control.sock in $XDG_RUNTIME_DIR or /tmp)"),
     ("log-level", "LEVEL", "debug, info, warning or error"),
 ]
 
@@ -72,6 +73,16 @@ def _default(name: str) -> str:
         from supervisor.units import format_size
         return f"{format_size(value)}/s".replace(" ", "")
     return str(value)
+
+
+def _refresh(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:  # also false for nan
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 3600, got {text!r}")
+    return value
 
 
 def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
@@ -138,7 +149,8 @@ def _control_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     add("status", "show the supervised workers").add_argument(
         "--json", action="store_true", help="print the answer as JSON")
     add("top", "show the workers, refreshed").add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period")
+        "--interval", type=_refresh, default=1.0, metavar="SECONDS",
+        help="refresh period (0.1 to 3600)")
     add("investigate", "ask a worker for a leak report").add_argument("worker")
     p = add("set", "change a worker's limits live, e.g. max_objects=500")
     p.add_argument("worker")
@@ -155,14 +167,11 @@ def _control(args: argparse.Namespace) -> int:
     path = args.control or os.environ.get("MEMWARDEN_CONTROL") or control.default_path()
     action = args.action
     if action == "set":
-        try:
-            limits = {k: int(v) if v.strip().isdigit() else float(v)
-                      for k, _, v in (item.partition("=") for item in args.limits)}
-        except ValueError:
-            print(f"memwarden set: expected KEY=NUMBER, got {' '.join(args.limits)}",
-                  file=sys.stderr)
+        limits, problem = _limits(args.limits)
+        if problem:
+            print(f"memwarden set: {problem}", file=sys.stderr)
             return 2
-        request: control.Request = control.Set(args.worker, limits)  # type: ignore[arg-type]
+        request: control.Request = control.Set(args.worker, limits)
     elif action in ("status", "top"):
         request = control.Status()
     elif action == "stop":
@@ -174,6 +183,9 @@ def _control(args: argparse.Namespace) -> int:
     while True:
         try:
             reply = control.ask(path, request)
+        except control.NotOurs as e:
+            print(f"memwarden {action}: refusing {path}: {e.strerror}", file=sys.stderr)
+            return 1
         except OSError as e:
             print(f"memwarden {action}: no memwarden answers at {path} ({e.strerror or e}); "
                   "is it running, with --control pointing there?", file=sys.stderr)
@@ -203,6 +215,35 @@ def _control(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def _limits(items: list[str]) -> tuple[dict[str, int | float], str | None]:
+    """`KEY=NUMBER` arguments of `memwarden set` as limits, or a one-line problem."""
+    from supervisor import validate
+    from workers.protocol import Limits, escape
+
+    limits: dict[str, int | float] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            return {}, f"expected KEY=NUMBER such as max_objects=500, got '{escape(item, 60)}'"
+        if key not in validate.LIMIT_NAMES:
+            return {}, (f"unknown limit '{escape(key, 60)}'; known: "
+                        f"{', '.join(validate.LIMIT_NAMES)}")
+        try:
+            limits[key] = int(text) if text.strip().isdigit() else float(text)
+        except ValueError:
+            return {}, f"expected KEY=NUMBER such as max_objects=500, got '{escape(item, 60)}'"
+    try:
+        problem = validate.limits_problem(msgspec.convert(limits, Limits))
+    except msgspec.ValidationError as e:
+        key = str(e).rpartition("$.")[2].rstrip("`")
+        lo, hi = validate.LIMIT_BOUNDS.get(key, (0, 0))
+        kind = "an integer" if isinstance(getattr(Limits(), key, 0), int) else "a number"
+        return {}, f"{key}: expected {kind} from {lo:.10g} to {hi:.10g}, got {limits.get(key)}"
+    if problem and problem[0] in limits:
+        return {}, f"{problem[0]}: {problem[1]}"
+    return limits, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memwarden` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -219,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _control(args)
         except KeyboardInterrupt:  # the way out of `memwarden top`
             return 0
+        except BrokenPipeError:  # `memwarden status | head -1`: the reader has all it wants
+            _quiet_stdout()
+            return 0
     if args.action == "analyze":
         if args.replay:
             from supervisor import replay
@@ -229,29 +273,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
     if command:
         given["command"] = command
+    sockets = None
     try:
-        cfg = config.load(given, file=getattr(args, "config", None))
+        cfg, origin = config.load_with_origin(given, file=getattr(args, "config", None))
         if not cfg.command and not cfg.worker:
             raise config.ConfigError(
                 "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
                 "(or [[worker]] entries in --config)")
-        from supervisor import metrics, specs
+        from supervisor import listeners, specs, validate
         specs.specs(cfg)  # resolves signal names and per-worker values
-        if cfg.metrics:
-            metrics.parse_address(cfg.metrics)
+        warnings = validate.against_limit(cfg, origin, _edge_limit(cfg))
+        sockets = listeners.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
-        print(f"memwarden: {e}", file=sys.stderr)
+        _say(str(e))
         return 2
+    for warning in warnings:
+        _say(warning)
     from supervisor.events import setup_logging
     setup_logging(cfg.log_level)
-    return _supervise(cfg)
+    return _supervise(cfg, sockets)
 
 
-def _supervise(cfg: config.Config) -> int:
+def _say(text: str) -> None:
+    """One line on stderr; what came from outside cannot break it into more (or colour it)."""
+    from workers.protocol import escape
+
+    print(f"memwarden: {escape(text, 1000)}", file=sys.stderr)
+
+
+def _edge_limit(cfg: config.Config) -> int | None:
+    """The memory limit thresholds are checked against: `--limit`, else the cgroup's."""
+    if cfg.limit is not None and cfg.limit.bytes is not None:
+        return cfg.limit.bytes
+    from supervisor.cgroup import CgroupMemory
+
+    cgroup = CgroupMemory.discover()
+    try:
+        return cgroup.limit() if cgroup is not None else None
+    except OSError:
+        return None
+
+
+def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
+                                                   socket.socket | None] | None) -> int:
     import anyio
 
     from supervisor.arbiter import Arbiter
@@ -260,6 +335,7 @@ def _supervise(cfg: config.Config) -> int:
 
     events = EventLog()
     arbiter = Arbiter(cfg, events)
+    arbiter.sockets = sockets
     writer = _open_writer(cfg, arbiter)
     if writer is not None:
         events.sink = writer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 import tomllib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -133,6 +134,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command: list[str] = []
 
 
+#: A configuration file larger than this is not one (memwarden's own is a few KiB).
+MAX_FILE = 1 << 20
+
+
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it and the accepted form."""
 
@@ -148,13 +153,16 @@ def _dec_hook(type_: type, value: Any) -> Any:
     parse = _FORMS.get(type_)
     if parse is None:
         raise NotImplementedError
-    return parse[0](value)
+    try:
+        return parse[0](value)
+    except (TypeError, OverflowError):  # msgspec reports ValueError only, with the path
+        raise ValueError(f"expected {parse[1]}") from None
 
 
 def enc_hook(obj: Any) -> Any:
     """Encode the config's own types for records meant for people (the snapshot header)."""
-    if isinstance(obj, Size):  # exact, so that a recorded config can be replayed as it was
-        return obj.bytes if obj.percent is None else f"{obj.percent:g}%"
+    if isinstance(obj, Size):  # exact, so that a recorded config reads back as it was
+        return str(obj)
     if isinstance(obj, Duration | Rate):
         return float(obj)
     raise NotImplementedError(type(obj))
@@ -184,7 +192,11 @@ def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
                 raise ConfigError(f"{key}: expected true or false, got {raw!r}")
             values[name] = low in _BOOL_TRUE
         elif name == "command":
-            values[name] = shlex.split(raw)
+            try:
+                values[name] = shlex.split(raw)
+            except ValueError as e:  # an unbalanced quote
+                raise ConfigError(f"{key}: expected a command line as a shell would split "
+                                  f"it, got {e}") from None
         elif field_type is int:
             try:
                 values[name] = int(raw)
@@ -206,11 +218,23 @@ def read_file(path: str) -> dict[str, Any]:
     """Return the TOML file's table; raise ConfigError when unreadable or not TOML."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"--config {path}: not a regular file")
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
-        raise ConfigError(f"--config {path}: cannot read: {e.strerror}") from None
+        raise ConfigError(f"--config {path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_FILE:
+        raise ConfigError(f"--config {path}: larger than {MAX_FILE // 1024} KiB; "
+                          "not a memwarden configuration")
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested too deeply to be a memwarden "
+                          "configuration") from None
 
 
 def load(
@@ -220,8 +244,19 @@ def load(
 ) -> Config:
     """Merge defaults < file < environment < `cli` (only options actually given) and validate.
 
-    Raises ConfigError naming the offending field as its source spells it.
+    Raises ConfigError naming the offending field as its source spells it. Checks that need
+    the memory limit are `validate.against_limit`'s.
     """
+    return load_with_origin(cli, environ, file)[0]
+
+
+def load_with_origin(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    file: str | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """`load`, also returning where each top-level field given came from (`--high`,
+    `MEMWARDEN_HIGH`, `high (in m.toml)`), for messages about it later."""
     environ = os.environ if environ is None else environ
     file = file or environ.get("MEMWARDEN_CONFIG")
     merged: dict[str, Any] = {}
@@ -239,15 +274,38 @@ def load(
     for name, table in NESTED.items():
         if name in merged:
             merged[table] = {**merged.get(table, {}), name: merged.pop(name)}
-    return convert(merged, origin)
+    cfg = convert(merged, origin)
+    from supervisor import validate
+
+    validate.check(cfg, origin)
+    return cfg, origin
 
 
 def convert(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> Config:
-    """Validate a plain mapping into a Config; raise ConfigError naming the field."""
+    """Validate a plain mapping into a Config, field by field (types, units, finite
+    numbers); raise ConfigError naming the field. `load` adds the checks across fields."""
     try:
         return msgspec.convert(dict(values), Config, dec_hook=_dec_hook, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(_explain(str(e), origin or {})) from None
+    except RecursionError:
+        raise ConfigError("configuration nested too deeply to be a memwarden "
+                          "configuration") from None
+
+
+def label(path: str, origin: Mapping[str, str]) -> str:
+    """How an error names the setting at `path` (`high`, `worker[0].high`): as its source
+    spells it (`--high`, `MEMWARDEN_HIGH`, `worker[0].high (in m.toml)`), or `high (default)`."""
+    top = path.split(".")[0].split("[")[0]
+    leaf = path.rpartition(".")[2]
+    if leaf in NESTED and path == f"{NESTED[leaf]}.{leaf}" and leaf in origin:
+        return origin[leaf]  # given at the top level: `--growth-high`, MEMWARDEN_GROWTH_HIGH
+    given = origin.get(top)
+    if given is None:
+        return f"{path} (default)"
+    if path == top:
+        return given
+    return f"{path}{given[given.index(' (in '):]}" if " (in " in given else path
 
 
 def _explain(message: str, origin: Mapping[str, str]) -> str:
@@ -259,9 +317,12 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
     if what.startswith("Object contains unknown field"):
         unknown = what.split("`")[1]
         full = f"{path}.{unknown}" if path else unknown
-        return f"unknown setting {full!r}: not a memwarden option (see `memwarden run --help`)"
-    top = path.split(".")[0].split("[")[0]
-    name = origin.get(top, path) if path == top else f"{path} (in {origin.get(top, top)})"
+        top = full.split(".")[0].split("[")[0]
+        where = origin.get(top, "")
+        where = where[where.index(" (in "):] if " (in " in where else ""
+        return (f"unknown setting {full!r}{where}: not a memwarden option "
+                "(see `memwarden run --help`)")
+    name = label(path, origin).removesuffix(" (default)")
     if what.startswith("Invalid enum value"):
         allowed = _ENUMS.get(path.split(".")[-1].split("[")[0])
         if allowed:
@@ -287,5 +348,7 @@ __all__ = [
     "Rate",
     "WorkerConfig",
     "enc_hook",
+    "label",
     "load",
+    "load_with_origin",
 ]

@@ -1,15 +1,24 @@
 """The control socket: `memwarden status | top | investigate | set | replace | stop`.
 
-One JSON line in, one JSON line out, per connection, over a Unix socket only the owner can
-use. This module owns that wire format; the main loop answers the requests.
+One JSON line in, one JSON line out, per connection, over a Unix socket only its owner can
+use. This module owns that wire format and the socket's place; the main loop answers.
+
+Where: `--control PATH`, or `memwarden-<uid>/control.sock` in `$XDG_RUNTIME_DIR` or the
+temporary directory. That directory is created 0700 and must belong to us with no access
+for others, or memwarden refuses it: in /tmp another user could otherwise create the name
+first and answer `status`, `stop` and `set` for us. Both ends also check who is at the
+other end (`SO_PEERCRED`): the same user, or root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
+import stat
+import struct
 import tempfile
 from collections.abc import Callable
 
@@ -17,9 +26,15 @@ import anyio
 import anyio.abc
 import msgspec
 
-log = logging.getLogger("memwarden")
+from supervisor import listeners
+from supervisor.dropped import DropLog
+from workers import protocol
+
+log = logging.getLogger("memwarden.control")
 
 MAX_REQUEST = 64 * 1024
+#: A status of 256 workers is about 60 KiB.
+MAX_REPLY = 16 * 2**20
 
 
 class _Request(msgspec.Struct, tag_field="op"):
@@ -84,23 +99,57 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _decoder = msgspec.json.Decoder(Request)
 _reply_decoder = msgspec.json.Decoder(Reply)
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+class NotOurs(OSError):
+    """The socket or its directory belongs to another user: not our memwarden."""
 
 
 def default_path() -> str:
-    """Where the socket lives unless `--control` says otherwise."""
+    """Where the socket lives unless `--control` says otherwise (see the module's doc)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return os.path.join(base, f"memwarden-{os.getuid()}.sock")
+    return os.path.join(base, f"memwarden-{os.geteuid()}", "control.sock")
 
 
-def decode_request(line: bytes) -> Request:
-    """Raise msgspec.DecodeError for anything that is not a known request."""
-    return _decoder.decode(line)
+def private_dir(directory: str, *, create: bool) -> None:
+    """Make sure `directory` is ours alone (created 0700 if `create`); raise NotOurs, OSError."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotOurs(errno.EPERM, f"{directory} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise NotOurs(errno.EPERM, f"{directory} belongs to uid {st.st_uid}, not to us "
+                      f"(uid {os.geteuid()}); remove it or use --control PATH")
+    if st.st_mode & 0o077:
+        raise NotOurs(errno.EPERM, f"{directory} is open to others (mode "
+                      f"{stat.S_IMODE(st.st_mode):o}); chmod 700 it or use --control PATH")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a connected Unix socket."""
+    return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                            _PEERCRED.size))[1]
+
+
+def _trusted(uid: int) -> bool:
+    return uid in (os.geteuid(), 0)
+
+
+def decode_request(line: bytes) -> tuple[Request | None, str | None]:
+    """(request, None), or (None, why) for anything that is not a known request; never raises."""
+    return protocol.decode_line(_decoder, line)
 
 
 def _claim(path: str) -> bool:
     """True if `path` is free (or a stale socket, removed); False if a live server has it."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return True
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise listeners.ListenError(f"{path} exists and is not a socket; remove it or choose "
+                                    "another --control")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -113,58 +162,96 @@ def _claim(path: str) -> bool:
     return False
 
 
-async def serve(path: str, answer: Callable[[Request], Reply],
-                task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Answer requests on `path` until cancelled; the socket file is removed at the end."""
-    if not _claim(path):
-        log.warning("control socket %s belongs to another memwarden; running without one", path)
-        task_status.started()
-        return
-    old = os.umask(0o077)
+def open_socket(path: str | None, what: str = "--control") -> socket.socket | None:
+    """Bind the control socket at `path` (None: the default place) before anything starts.
+
+    Return None, with a warning, when another memwarden of ours already answers at the
+    default place. Raise ListenError (one line) for an unsafe directory, a path given
+    explicitly that another memwarden answers at, or one that cannot be bound.
+    """
+    explicit = path is not None
+    path = path if path is not None else default_path()
     try:
-        listener = await anyio.create_unix_listener(path)
+        if not explicit:
+            private_dir(os.path.dirname(path), create=True)
+        if not _claim(path):
+            if explicit:
+                raise listeners.ListenError(f"{what} {path}: another memwarden answers there")
+            log.warning("control socket %s belongs to another memwarden; running without one "
+                        "(give --control PATH for one of our own)", path)
+            return None
     except OSError as e:
-        log.warning("no control socket at %s: %s", path, e.strerror or e)
-        task_status.started()
-        return
+        raise listeners.ListenError(f"{what}: {e.strerror or e}") from None
+    old = os.umask(0o077)  # the socket file: 0600, for its owner only
+    try:
+        return listeners.bind_unix(path, what)
     finally:
         os.umask(old)
-    task_status.started()
+
+
+async def serve(sock: socket.socket, answer: Callable[[Request], Reply]) -> None:
+    """Answer requests on the bound `sock` until cancelled; its file is removed at the end.
+
+    Nothing a client sends raises out of here: a bad request is answered `ok: false`,
+    counted and logged at most once per interval; a client of another user is refused.
+    """
+    path = sock.getsockname()
+    dropped = DropLog("control socket")
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            with anyio.move_on_after(5), contextlib.suppress(
-                    OSError, anyio.BrokenResourceError, anyio.EndOfStream,
-                    anyio.ClosedResourceError):
-                data = b""
-                while b"\n" not in data and len(data) < MAX_REQUEST:
-                    chunk = await stream.receive()
-                    if not chunk:
-                        break
-                    data += chunk
-                try:
-                    reply = answer(decode_request(data.split(b"\n", 1)[0]))
-                except msgspec.DecodeError as e:
-                    reply = Reply(ok=False, message=f"bad request: {e}")
-                await stream.send(msgspec.json.encode(reply) + b"\n")
+        uid = peer_uid(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+        if not _trusted(uid):
+            dropped.drop(f"a connection from uid {uid}")
+            return
+        data = b""
+        with contextlib.suppress(anyio.EndOfStream):  # a client that sent and shut down
+            while b"\n" not in data and len(data) <= MAX_REQUEST:
+                data += await stream.receive(MAX_REQUEST)
+        if not data:
+            return  # connected and left without a word
+        line = data.split(b"\n", 1)[0]
+        if len(line) > MAX_REQUEST:
+            request, why = None, f"a request longer than {MAX_REQUEST} bytes"
+        else:
+            request, why = decode_request(line)
+        if request is None:
+            dropped.drop(why or "an empty request")
+            reply = Reply(ok=False, message=f"bad request: {why}")
+        else:
+            try:
+                reply = answer(request)
+            except Exception:  # a fault in answering must not end supervision
+                log.exception("internal error while answering %s; supervision goes on",
+                              type(request).__name__)
+                reply = Reply(ok=False, message="internal error; see memwarden's log")
+        await stream.send(msgspec.json.encode(reply) + b"\n")
 
     try:
-        await listener.serve(handle)
+        await listeners.serve(sock, handle, "control socket")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
 def ask(path: str, request: Request, timeout: float = 10.0) -> Reply:
-    """Send one request to the memwarden at `path`; raise OSError when none answers."""
+    """Send one request to the memwarden at `path`; raise OSError when none of ours answers
+    (NotOurs when the socket, or the default directory, belongs to another user)."""
+    if path == default_path():
+        private_dir(os.path.dirname(path), create=False)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
+        uid = peer_uid(s)
+        if not _trusted(uid):
+            raise NotOurs(errno.EPERM, f"the socket is served by uid {uid}, not by us")
         s.sendall(msgspec.json.encode(request) + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
+        while not data.endswith(b"\n") and len(data) < MAX_REPLY:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-    return _reply_decoder.decode(data)
+    reply, why = protocol.decode_line(_reply_decoder, data)
+    if reply is None:
+        raise OSError(errno.EPROTO, f"not a memwarden answer ({why})")
+    return reply

@@ -17,9 +17,15 @@ _DURATION_UNITS = {
 }
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Zµ%]*)\s*$")
 
-SIZE_FORM = "a size such as 200MB, 1.5GiB, 524288000 (bytes) or 80% (of the limit)"
+SIZE_FORM = ("a size with its unit such as 200MB, 1.5GiB, 524288000B, 80% (of the limit) "
+             "or off")
 DURATION_FORM = "a duration such as 1ms, 250us, 5s or 2min"
 RATE_FORM = "a rate such as 5MB/s or 300MB/min"
+#: The largest size, duration and rate accepted anywhere: beyond them a value is a typo,
+#: and a bigger one would overflow the integers and timers it ends up in.
+MAX_BYTES = 2**50  # 1 PiB
+MAX_SECONDS = 30 * 86400.0
+MAX_RATE = 2.0**40  # 1 TiB/s
 
 
 class Size:
@@ -45,67 +51,94 @@ class Size:
         return f"Size({self})"
 
     def resolve(self, limit: int | None) -> int | None:
-        """Return bytes; a percentage without a known limit resolves to None (input disabled)."""
+        """Return bytes; `off`, or a percentage without a known limit, resolves to None (the
+        input is disabled)."""
         if self.percent is None:
             return self.bytes
         return None if limit is None else int(limit * self.percent / 100.0)
 
+    @property
+    def off(self) -> bool:
+        """True for `off`: neither bytes nor a share."""
+        return self.bytes is None and self.percent is None
+
     def __str__(self) -> str:
+        if self.off:
+            return "off"
         return f"{self.percent:g}%" if self.percent is not None else _exact(self.bytes or 0)
 
 
 def parse_size(value: str | int | float) -> Size:
-    """Parse `200MB`, `1.5GiB`, `80%` or a byte count; raise ValueError naming the accepted form."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected {SIZE_FORM}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected {SIZE_FORM}, got a negative number")
-        return Size(bytes=int(value))
+    """Parse `200MB`, `1.5GiB`, `524288000B`, `80%` or `off` (a threshold never reached);
+    raise ValueError naming the accepted form. A number without a unit is refused, and so is
+    a size above 1 PiB."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        # A bare number is refused everywhere: `high = 80` or `--high 80` meant 80MB or
+        # 80%, hardly 80 bytes.
+        raise ValueError(f"expected {SIZE_FORM}, got {_shown(value)} without a unit")
+    if value.strip().lower() == "off":
+        return Size()
     m = _NUMBER.match(value)
     if not m:
-        raise ValueError(f"expected {SIZE_FORM}, got {value!r}")
+        raise ValueError(f"expected {SIZE_FORM}, got {_shown(value)}")
     number, unit = float(m.group(1)), m.group(2)
     if unit == "%":
         if not 0 < number <= 100:
-            raise ValueError(f"a percentage of the limit must be in (0, 100], got {value!r}")
+            raise ValueError(f"expected a share of the limit above 0% and at most 100%, "
+                             f"got {_shown(value)}")
         return Size(percent=number)
+    if not unit:
+        raise ValueError(f"expected {SIZE_FORM}, got {_shown(value)} without a unit")
     factor = _SIZE_UNITS.get(unit.lower())
     if factor is None:
-        raise ValueError(f"expected {SIZE_FORM}, got unknown unit {unit!r}")
+        raise ValueError(f"expected {SIZE_FORM}, got unknown unit {_shown(unit)}")
+    if not number * factor <= MAX_BYTES:  # also false for inf (400 digits)
+        raise ValueError(f"expected a size of at most 1PiB, got {_shown(value)}")
     return Size(bytes=int(number * factor))
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Parse `1ms`, `250us`, `5s` (a bare number is seconds) into seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected {DURATION_FORM}")
+    """Parse `1ms`, `250us`, `5s` (a bare number is seconds) into seconds, from 0 to 30
+    days; raise ValueError naming the accepted form (also for nan and inf)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected {DURATION_FORM}, got {_shown(value)}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected {DURATION_FORM}, got a negative number")
-        return float(value)
-    m = _NUMBER.match(value)
-    factor = _DURATION_UNITS.get(m.group(2).lower()) if m else None
-    if m is None or factor is None:
-        raise ValueError(f"expected {DURATION_FORM}, got {value!r}")
-    return float(m.group(1)) * factor
+        seconds = float(value)
+    else:
+        m = _NUMBER.match(value)
+        factor = _DURATION_UNITS.get(m.group(2).lower()) if m else None
+        if m is None or factor is None:
+            raise ValueError(f"expected {DURATION_FORM}, got {_shown(value)}")
+        seconds = float(m.group(1)) * factor
+    if not 0 <= seconds <= MAX_SECONDS:  # also false for nan and inf
+        raise ValueError(f"expected {DURATION_FORM}, at most 30 days, got {_shown(value)}")
+    return seconds
 
 
-def parse_rate(value: str | int | float) -> float:
-    """Parse `5MB/s` or `300MB/min` (a bare number is bytes per second) into bytes per second."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected {RATE_FORM}")
-    if isinstance(value, int | float):
-        return float(value)
+def parse_rate(value: str) -> float:
+    """Parse `5MB/s` or `300MB/min` (a size without `/...` is per second) into bytes per
+    second; raise ValueError naming the accepted form (a bare number has no unit: refused)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected {RATE_FORM}, got {_shown(value)} without a unit")
     size, sep, per = value.partition("/")
     try:
         amount = parse_size(size)
         seconds = parse_duration("1" + per.strip()) if sep else 1.0
     except ValueError:
-        raise ValueError(f"expected {RATE_FORM}, got {value!r}") from None
+        raise ValueError(f"expected {RATE_FORM}, got {_shown(value)}") from None
     if amount.bytes is None or seconds <= 0:
-        raise ValueError(f"expected {RATE_FORM}, got {value!r}")
-    return amount.bytes / seconds
+        raise ValueError(f"expected {RATE_FORM}, got {_shown(value)}")
+    rate = amount.bytes / seconds
+    if rate > MAX_RATE:
+        raise ValueError(f"expected a rate of at most 1TiB/s, got {_shown(value)}")
+    return rate
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: short, and no control character."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:60])
+    return text + ("..." if len(repr(value)) > 60 else "")
 
 
 def format_size(n: float) -> str:

@@ -70,10 +70,11 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
 
 # A process tree: holds `mb` MiB, starts `kids` copies of itself (each holding `mb` MiB and
 # not growing), then grows by `step` MiB every `every` seconds up to `top` MiB; says "ready"
-# once its own block and children exist, waits for its children (so that a killed child is
-# reaped), and exits when its stdin closes.
+# once its own block and children exist, reaps its children as they exit, in any order (a
+# killed child must not stay a zombie: a zombie is still a process of the tree), and exits
+# when its stdin closes.
 TREE = r"""
-import subprocess, sys, threading, time
+import os, subprocess, sys, threading, time
 mb, kids, step, every, top, me = sys.argv[1:7]
 mb, kids, step, every, top = int(mb), int(kids), int(step), float(every), int(top)
 procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me])
@@ -87,8 +88,8 @@ def grow():
         total += step
 threading.Thread(target=grow, daemon=True).start()
 print("ready", flush=True)
-for p in procs:
-    p.wait()
+for _ in procs:
+    os.wait()
 sys.stdin.read()
 """
 

@@ -11,7 +11,8 @@ unknown message type or field is ignored by the receiver, never fatal.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -68,6 +69,57 @@ class LineSplitter:
 
     def _discard(self) -> None:
         self.discarded += 1
+
+
+#: Everything decoding one untrusted line can raise: msgspec's DecodeError (and its
+#: ValidationError), but also UnicodeDecodeError for a string that is not UTF-8 and
+#: RecursionError for nesting about 1000 deep, even inside an unknown field.
+DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError,
+                                              RecursionError)
+
+
+def decode_line(decoder: Any, line: bytes) -> tuple[Any, str | None]:
+    """Decode one untrusted line with `decoder`; never raises.
+
+    Returns (message, None), or (None, why) with `why` safe to log (see `escape`): what
+    was wrong and the start of the line.
+    """
+    try:
+        return decoder.decode(line), None
+    except DECODE_ERRORS as e:
+        return None, f"{escape(str(e), 160)} in {escape(line, 80)}"
+
+
+#: C0 and C1 controls, DEL, the Unicode line separators, and the lone surrogates that
+#: stand for bytes that are not UTF-8 (see `escape`).
+_UNPRINTABLE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\udc80-\\udcff\\\\]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x5C:
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str | bytes | bytearray | memoryview, limit: int = 200) -> str:
+    """`text` fit for one log line: control characters, backslashes and bytes that are not
+    UTF-8 escaped (`\\x1b`), cut to `limit` characters (then ending in `...`).
+
+    Untrusted text must never forge a log line or send escape sequences to a terminal.
+    """
+    if isinstance(text, str):
+        cut = len(text) > limit
+        text = text[:limit]
+    else:
+        raw = bytes(text[: limit * 4])
+        cut = len(text) > len(raw)
+        text = raw.decode("utf-8", "surrogateescape")
+        cut = cut or len(text) > limit
+        text = text[:limit]
+    return _UNPRINTABLE.sub(_escape_char, text) + ("..." if cut else "")
 
 
 class Level(enum.IntEnum):
@@ -220,6 +272,7 @@ ToWorker = Pressure | SetLimits | Investigate | Shutdown
 FromWorker = Ready | Stats | Trimmed | Report
 
 __all__ = [
+    "DECODE_ERRORS",
     "ENV_FD",
     "ENV_GENERATION",
     "ENV_INVESTIGATE_ON_SHUTDOWN",
@@ -242,4 +295,6 @@ __all__ = [
     "Stats",
     "ToWorker",
     "Trimmed",
+    "decode_line",
+    "escape",
 ]

@@ -115,3 +115,88 @@ def test_overlapping_runs_of_one_host_are_read_in_time_order(tmp_path: pathlib.P
     windows = result.workers[0].generations[0].windows
     assert windows.t == sorted(windows.t)
     assert w.verdict == "none"
+
+
+# -- damaged and hostile input: bounded, reported, the rest read ------------------------------
+
+def test_lines_that_break_decoders_are_corrupt_lines(tmp_path: pathlib.Path) -> None:
+    path = write_shape(tmp_path / "a.jsonl", "flat", seconds=100)
+    lines = path.read_bytes().split(b"\n")
+    lines[40] = b'{"kind":"sample","worker":"\xff"}'
+    lines[50] = b'{"kind":"sample","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    path.write_bytes(b"\n".join(lines))
+    got, stats = _samples([str(path)])
+    assert len(got) == 98 and stats.corrupt == 2
+
+
+def test_an_overlong_line_is_skipped_with_memory_bounded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(reader, "MAX_LINE", 1 << 20)
+    monkeypatch.setattr(reader, "CHUNK", 1 << 16)
+    path = write_shape(tmp_path / "a.jsonl", "flat", seconds=100)
+    lines = path.read_bytes().split(b"\n")
+    lines[50] = b'{"kind":"event","t":1.0,"message":"' + b"x" * (3 << 20) + b'"}'
+    path.write_bytes(b"\n".join(lines))
+    with gzip.open(tmp_path / "b.jsonl.gz", "wb") as f:
+        f.write(b"\n".join(lines))
+    for name in ("a.jsonl", "b.jsonl.gz"):
+        got, stats = _samples([str(tmp_path / name)])
+        assert len(got) == 99 and stats.corrupt == 1, stats.problems
+        assert "longer than 1048576" in stats.problems[0]
+
+
+def test_gzip_without_a_newline_is_read_in_bounded_memory(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(reader, "MAX_LINE", 1 << 20)
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wb") as f:
+        for _ in range(64):
+            f.write(b"\0" * (1 << 20))  # 64 MiB of zeros, no newline: a 64 KiB file
+    got, stats = _samples([str(path)])
+    assert got == [] and stats.corrupt == 1
+
+
+def _damaged_set(tmp_path: pathlib.Path) -> pathlib.Path:
+    """One good file and every kind of file that cannot be read, in one directory."""
+    import os
+
+    d = tmp_path / "snaps"
+    d.mkdir()
+    write_shape(d / "good.jsonl", "flat", seconds=100)
+    os.mkfifo(d / "fifo.jsonl")
+    os.symlink("/dev/zero", d / "zero.jsonl")
+    os.symlink(d / "missing", d / "dangling.jsonl")
+    os.symlink("loop.jsonl", d / "loop.jsonl")
+    (d / "dir.jsonl").mkdir()
+    whole = gzip.compress((d / "good.jsonl").read_bytes())
+    (d / "cut.jsonl.gz").write_bytes(whole[:30])  # cut inside its first line
+    return d
+
+
+def test_unreadable_files_are_reported_and_the_rest_read(tmp_path: pathlib.Path) -> None:
+    d = _damaged_set(tmp_path)
+    got, stats = _samples([str(d)])
+    assert len(got) == 100
+    assert stats.unreadable == 6
+    problems = stats.problems[:6]
+    for name, why in (("fifo.jsonl", "a FIFO"), ("zero.jsonl", "a device"),
+                      ("dangling.jsonl", "No such file"), ("loop.jsonl", "symbolic links"),
+                      ("dir.jsonl", "a directory"), ("cut.jsonl.gz", "")):
+        assert any(name in p and reader.UNREADABLE in p and why in p for p in problems), name
+
+
+def test_analyze_reports_unreadable_files_and_analyses_the_rest(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    d = _damaged_set(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "supervisor", "analyze", str(d), "--format",
+                        "json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sum(reader.UNREADABLE in line for line in r.stderr.splitlines()) == 6
+    report = json.loads(r.stdout)
+    assert report["read"]["files"] == 1
+    assert sum(reader.UNREADABLE in p for p in report["read"]["problems"]) == 6
+    r = subprocess.run([sys.executable, "-m", "supervisor", "analyze",
+                        str(d / "fifo.jsonl")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "a FIFO" in r.stderr

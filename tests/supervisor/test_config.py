@@ -18,7 +18,7 @@ from supervisor.units import Size, parse_duration, parse_rate, parse_size
         ("1.5GiB", Size(bytes=int(1.5 * 2**30))),
         ("512k", Size(bytes=512 * 1024)),
         ("80%", Size(percent=80.0)),
-        (1048576, Size(bytes=1048576)),
+        ("1048576B", Size(bytes=1048576)),
     ],
 )
 def test_sizes(text: str | int, expected: Size) -> None:
@@ -58,6 +58,7 @@ def test_workers_from_file(tmp_path) -> None:
     f = tmp_path / "m.toml"
     f.write_text(
         '[[worker]]\nname = "a"\ncommand = ["sleep", "1"]\nreplicas = 2\nhigh = "1GB"\n'
+        'critical = "2GB"\n'
         "[profiles.high]\nmax_objects = 10\n"
     )
     cfg = config.load({}, environ={}, file=str(f))
@@ -132,3 +133,123 @@ def test_help_lists_every_option_with_its_default() -> None:
 def test_version() -> None:
     r = _memwarden("--version")
     assert r.returncode == 0 and r.stdout.startswith("memwarden ")
+
+
+# -- every bad value is one line naming the field, its source and the accepted form ----------
+
+NESTED = "x = " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "toml", "needle"),
+    [
+        ({"interval": "0"}, {}, "", "--interval: expected a duration from 100us to 1min"),
+        ({"interval": "0.0000001ns"}, {}, "", "--interval: expected a duration from 100us"),
+        ({"interval": "10000000h"}, {}, "", "--interval: expected a duration"),
+        ({"ring": "0"}, {}, "", "--ring: expected a duration from 1s to 24h"),
+        ({"ready_timeout": "0"}, {}, "", "--ready-timeout: expected a duration from 10ms"),
+        ({"high": "80"}, {}, "", "--high: expected a size with its unit"),
+        ({"high": "1" * 400 + "MB"}, {}, "", "--high: expected a size of at most 1PiB"),
+        ({}, {"MEMWARDEN_HIGH": "80"}, "", "MEMWARDEN_HIGH: expected a size with its unit"),
+        ({}, {}, "high = 80\n", "high (in "),
+        ({}, {}, "grace = nan\n", "grace (in "),
+        ({}, {}, "cooldown = inf\n", "cooldown (in "),
+        ({}, {}, "grace = 1e309\n", "grace (in "),
+        ({}, {}, "backoff_max = nan\n", "backoff_max (in "),
+        ({}, {}, "[pressure]\nmargin = nan\n", "pressure.margin (in "),
+        ({"medium": "300MB", "high": "200MB"}, {}, "",
+         "--high: expected medium < high < critical, but high 200MB is not above medium 300MB"),
+        ({"medium": "300MB"}, {}, "", "but medium 300MB is not below high 200MB (the default)"),
+        ({"medium_signal": "KILL"}, {}, "", "--medium-signal: SIGKILL cannot be caught"),
+        ({"medium_signal": "TERM"}, {}, "", "--medium-signal: SIGTERM asks a process to end"),
+        ({"limit": "50%"}, {}, "", "--limit: expected a size such as 512MB"),
+        ({"control": "/x" * 60}, {}, "", "--control: expected a socket path of at most 107"),
+        ({}, {"MEMWARDEN_COMMAND": "python3 'unclosed"}, "", "MEMWARDEN_COMMAND: expected a"),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = []\n', "worker[0].command (in "),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nreplicas = 100000000\n',
+         "worker[0].replicas (in "),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\n[[worker]]\nname = "a"\n'
+         'command = ["y"]\n', "worker[1].name (in "),
+        ({}, {}, '[[worker]]\nname = "a b"\ncommand = ["x"]\n', "worker[0].name (in "),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nenv = {"A\\u0000B" = "1"}\n',
+         "worker[0].env (in "),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x\\u0000"]\n', "worker[0].command"),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nhigh = "600MB"\n',
+         "worker[0].high (in "),
+        ({}, {}, NESTED, "nested too deeply"),
+        ({}, {}, "[profiles.high]\ngc_interval_s = inf\n", "profiles.high.gc_interval_s"),
+        ({"ring": "1h"}, {}, "", "--ring: 1 worker(s) with 1h at 1ms"),
+        ({"ready_after": "40s"}, {}, "", "--ready-after: expected less than ready_timeout"),
+        ({"backoff_initial": "2min", "backoff_max": "1min"}, {}, "",
+         "--backoff-max: expected more than backoff_initial (2min)"),
+    ],
+)
+def test_bad_values_name_field_source_and_form(tmp_path, cli, env, toml, needle) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(toml)
+    cli = {"command": ["true"], **cli} if "worker" not in toml else cli
+    with pytest.raises(config.ConfigError) as info:
+        config.load(cli, environ=env, file=str(f))
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_off_turns_a_threshold_off_and_leaves_the_order_to_the_others() -> None:
+    cfg = config.load({"medium": "off", "high": "60MB", "critical": "off", "command": ["x"]},
+                      environ={})
+    assert cfg.medium.resolve(10**9) is None and cfg.high.resolve(None) == 60_000_000
+    assert str(cfg.critical) == "off"
+
+
+def test_percentages_need_a_known_limit_and_thresholds_fit_under_it() -> None:
+    from supervisor import validate
+
+    cfg, origin = config.load_with_origin({"high": "80%", "critical": "95%", "command": ["x"]},
+                                          environ={})
+    with pytest.raises(config.ConfigError, match=r"--high: 80% is a share of the memory limit"):
+        validate.against_limit(cfg, origin, None)
+    assert not validate.against_limit(cfg, origin, 1_000_000_000)
+    cfg, origin = config.load_with_origin({"command": ["x"]}, environ={})
+    assert validate.against_limit(cfg, origin, 300_000_000)  # default critical: a warning
+    cfg, origin = config.load_with_origin({"critical": "2GB", "command": ["x"]}, environ={})
+    with pytest.raises(config.ConfigError, match=r"--critical: 2GB is above the memory limit"):
+        validate.against_limit(cfg, origin, 1_000_000_000)
+    cfg, origin = config.load_with_origin({"medium": "10%", "high": "100MB", "command": ["x"]},
+                                          environ={})
+    with pytest.raises(config.ConfigError, match="medium < high < critical"):
+        validate.against_limit(cfg, origin, 2_000_000_000)  # 200MB is not below 100MB
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--interval", "0"], ["--ring", "0"], ["--ready-timeout", "0"], ["--high", "80"],
+     ["--interval", "10000000h"], ["--medium-signal", "KILL"], ["--metrics", "10.255.255.1:9"],
+     ["--metrics", "no-port"], ["--medium", "300MB", "--high", "200MB"]],
+)
+def test_the_command_line_exits_2_with_one_line(args) -> None:
+    r = _memwarden("run", "--snapshots", "", *args, "--", "true")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memwarden: --"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_busy_metrics_port_exits_2_before_any_worker_starts(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        marker = tmp_path / "ran"
+        r = _memwarden("run", "--snapshots", "", "--metrics", f"127.0.0.1:{port}", "--",
+                       "touch", str(marker))
+    assert r.returncode == 2 and "the address is in use" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not marker.exists()
+
+
+def test_a_default_threshold_above_the_limit_is_a_warning(tmp_path) -> None:
+    r = _memwarden("run", "--snapshots", "", "--control", "", "--limit", "300MB", "--",
+                   sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert "critical (default): 500MB is above the memory limit (300MB)" in r.stderr

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 
-from tests.conftest import wait_until
+from tests.conftest import needs_root, wait_until
 
 # Copies every channel line it receives into a file; says ready.
 LISTENER = r"""
@@ -90,3 +93,195 @@ def test_metrics_endpoint(memwarden) -> None:
     assert "# TYPE memwarden_sampler_ticks gauge" in text
     m.signal(signal.SIGTERM)
     assert m.wait() == 128 + signal.SIGTERM
+
+
+# -- hostile clients, owners, descriptors ----------------------------------------------------
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def raw_request(path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(data)
+        return s.recv(65536)
+
+
+def test_bad_requests_are_answered_and_memwarden_goes_on(memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "", "--", *SLEEPER)
+    wait_until(sock.exists, what="the control socket")
+    for bad in (b'{"op":"\xff"}\n', b'{"op":"status","x":' + b"[" * 5000 + b"]" * 5000 + b"}\n",
+                b"not json \x1b[2J\n", b"\n", b"{" * 70000):
+        reply = json.loads(raw_request(sock, bad))
+        assert reply["ok"] is False and "bad request" in reply["message"]
+    assert ctl(sock, "status").returncode == 0
+    err = m.stderr()
+    assert "Traceback" not in err and "\x1b" not in err and "control socket: dropped" in err
+
+
+def test_the_default_socket_is_in_a_private_directory(memwarden, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(run)}
+    memwarden("run", "--snapshots", "", "--", *SLEEPER, env={"XDG_RUNTIME_DIR": str(run)})
+    directory = run / f"memwarden-{os.geteuid()}"
+    sock = directory / "control.sock"
+    wait_until(sock.exists, what="the default control socket")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "worker" in r.stdout
+
+
+@needs_root()
+def test_a_directory_taken_by_another_user_is_refused_by_both_ends(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    taken = run / f"memwarden-{os.geteuid()}"
+    taken.mkdir(mode=0o700)
+    os.chown(taken, 65534, 65534)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(run)}
+    r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--snapshots", "", "--",
+                        "true"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "belongs to uid 65534" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "refusing" in r.stderr and "uid 65534" in r.stderr
+
+
+# A control server run by another user: answers anything with a reply that lies.
+IMPOSTOR = r"""
+import os, socket, sys
+os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b'{"ok":true,"message":"stopping every worker"}\n')
+    c.close()
+"""
+
+
+@needs_root()
+def test_a_server_or_client_of_another_user_is_refused(memwarden, tmp_path) -> None:
+    import pathlib
+    import shutil
+    import tempfile
+
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="memwarden-test-"))  # reachable by uid 65534
+    shared.chmod(0o777)
+    try:
+        _refused_both_ways(memwarden, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _refused_both_ways(memwarden, tmp_path) -> None:
+    fake = tmp_path / "fake.sock"
+    impostor = subprocess.Popen([sys.executable, "-c", IMPOSTOR, str(fake)],
+                                stdout=subprocess.PIPE)
+    try:
+        assert impostor.stdout is not None and impostor.stdout.readline() == b"ready\n"
+        r = ctl(fake, "stop")
+        assert r.returncode == 1 and "served by uid 65534" in r.stderr
+    finally:
+        impostor.kill()
+        impostor.wait(10)
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "", "--", *SLEEPER)
+    wait_until(sock.exists, what="the control socket")
+    sock.chmod(0o777)
+    client = ("import os, socket, sys; os.setgid(65534); os.setuid(65534); "
+              "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+              "s.sendall(b'{\"op\":\"stop\"}\\n')\n"
+              "try: print(repr(s.recv(100)))\n"
+              "except ConnectionResetError: print(repr(b''))")
+    r = subprocess.run([sys.executable, "-c", client, str(sock)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.stdout.strip() == "b''", r.stderr  # closed without an answer
+    wait_until(lambda: "connection from uid 65534" in m.stderr(), what="the refusal logged")
+    assert m.proc.poll() is None
+
+
+def test_idle_connections_and_no_descriptors_left_do_not_end_memwarden(memwarden,
+                                                                        tmp_path) -> None:
+    import re
+    import resource
+
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--control", str(sock), "--metrics", ":0", "--snapshots", "",
+                  "--", *SLEEPER)
+    port = int(wait_until(lambda: (found := re.search(r"127.0.0.1:(\d+)/metrics \(this "
+                                                      r"machine only\)", m.stderr()))
+                          and found.group(1), what="the metrics address"))
+    wait_until(lambda: ctl(sock, "status").returncode == 0, what="control answering")
+    # Leave memwarden 20 descriptors: fewer than the connections below.
+    limits = resource.prlimit(m.pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{m.pid}/fd"))
+    resource.prlimit(m.pid, resource.RLIMIT_NOFILE, (in_use + 20, limits[1]))
+    idle = []
+    try:
+        for _ in range(60):  # more than both caps together, and than the descriptors left
+            a = socket.socket(socket.AF_UNIX)
+            a.connect(str(sock))
+            b = socket.create_connection(("127.0.0.1", port), timeout=10)
+            idle += [a, b]
+        wait_until(lambda: "cannot accept a connection (Too many open files)" in m.stderr(),
+                   what="the listeners out of descriptors")
+        assert m.proc.poll() is None
+    finally:
+        for s in idle:
+            s.close()
+        resource.prlimit(m.pid, resource.RLIMIT_NOFILE, limits)
+    wait_until(lambda: ctl(sock, "status").returncode == 0, what="control answering again")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert b"200 OK" in s.recv(65536)
+    m.signal(signal.SIGTERM)
+    assert m.wait() == 128 + signal.SIGTERM
+    assert "Traceback" not in m.stderr()
+
+
+def test_connections_beyond_the_cap_wait_their_turn(memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "", "--", *SLEEPER)
+    wait_until(lambda: ctl(sock, "status").returncode == 0, what="control answering")
+    idle = []
+    try:
+        for _ in range(40):
+            idle.append(socket.socket(socket.AF_UNIX))
+            idle[-1].connect(str(sock))
+        wait_until(lambda: "control socket: 32 connections open; new ones wait" in m.stderr(),
+                   what="the cap reached")
+    finally:
+        for s in idle:
+            s.close()
+    assert ctl(sock, "status").returncode == 0
+
+
+def test_status_into_a_closed_pipe_is_quiet(memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    memwarden("run", "--control", str(sock), "--snapshots", "", "--", *SLEEPER)
+    wait_until(sock.exists, what="the control socket")
+    read, write = os.pipe()
+    os.close(read)  # like `memwarden status | true`: nobody reads
+    try:
+        r = subprocess.run([sys.executable, "-m", "supervisor", "status", "--control",
+                            str(sock)], stdout=write, stderr=subprocess.PIPE, timeout=30)
+    finally:
+        os.close(write)
+    assert r.returncode == 0 and r.stderr == b""
+
+
+def test_set_refuses_an_unknown_limit() -> None:
+    r = ctl("/nonexistent.sock", "set", "worker", "typo=1")
+    assert r.returncode == 2
+    assert "unknown limit 'typo'; known: max_objects, max_history" in r.stderr
+    r = ctl("/nonexistent.sock", "set", "worker", "max_objects=nan")
+    assert r.returncode == 2 and "max_objects: expected an integer" in r.stderr

@@ -102,7 +102,7 @@ def test_medium_sends_one_pressure_message(memwarden, tmp_path) -> None:
 
 def test_high_replaces_make_before_break(memwarden, tmp_path) -> None:
     snaps, log = tmp_path / "s", tmp_path / "gens"
-    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
                           "--high", "60MB", "--critical", "3GB"),
                   "--", *grower(log, 100, 1, 50))
     wait_until(lambda: log.exists() and "exit 1" in log.read_text(), timeout=30,
@@ -121,7 +121,7 @@ def test_high_replaces_make_before_break(memwarden, tmp_path) -> None:
 
 def test_cooldown_holds_between_replacements(memwarden, tmp_path) -> None:
     snaps, log = tmp_path / "s", tmp_path / "gens"
-    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
                           "--high", "40MB", "--critical", "3GB", "--cooldown", "2s",
                           "--baseline-generations", "5"),
                   "--", *grower(log, 80, 9, 100))
@@ -174,7 +174,7 @@ def test_garbage_on_the_channel_changes_nothing(memwarden, tmp_path) -> None:
     m = memwarden(*common(tmp_path, snaps), "--", sys.executable, "-c", GARBAGE)
     assert m.wait() == 7
     assert events(snaps, "ready", generation=1)
-    assert m.stderr().count("ignored") >= 3
+    assert "dropped 2 more bad lines (3 in all)" in m.stderr()  # logged, not line by line
 
 
 @pytest.mark.timeout(180)
@@ -201,8 +201,8 @@ def test_critical_with_small_headroom_stops_first(memwarden, memory_cgroup, tmp_
     snaps, log = tmp_path / "s", tmp_path / "gens"
     # Generation 1 starts with 150 MB and then leaks; at CRITICAL (250 MB) the container has
     # less headroom than a new generation's expected footprint (~150 MB): stop, then start.
-    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "2GB",
-                          "--high", "250MB", "--critical", "250MB"),
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
+                          "--high", "off", "--critical", "250MB"),
                   "--", *grower(log, 1000, 1, 40, start_mb=150), prefix=in_cgroup(memory_cgroup))
     wait_until(lambda: log.exists() and "start 2" in log.read_text(), timeout=60,
                what="generation 2")
@@ -238,8 +238,8 @@ def test_shared_limit_retires_the_fastest_grower(memwarden, memory_cgroup, tmp_p
         f'[[worker]]\nname = "{name}"\ncommand = {json.dumps(cmd)}\n'
         for name, cmd in (("slow", grower(slow_log, 60, 9, 20)),
                           ("fast", grower(fast_log, 1000, 1, 40)))))
-    m = memwarden(*common(tmp_path, snaps, "--config", cfg, "--medium", "2GB", "--high", "2GB",
-                          "--critical", "3GB"), prefix=in_cgroup(memory_cgroup))
+    m = memwarden(*common(tmp_path, snaps, "--config", cfg, "--medium", "off", "--high", "off",
+                          "--critical", "off"), prefix=in_cgroup(memory_cgroup))
     wait_until(lambda: events(snaps, "spawn"), timeout=60, what="a replacement")
     m.signal(signal.SIGTERM)
     m.wait()
@@ -250,7 +250,7 @@ def test_shared_limit_retires_the_fastest_grower(memwarden, memory_cgroup, tmp_p
 
 def test_retired_generation_sends_a_leak_report_first(memwarden, tmp_path) -> None:
     snaps = tmp_path / "s"
-    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
                           "--high", "60MB", "--critical", "3GB", "--investigate-on-retire"),
                   "--", *LEAKY, "--channel", "--rate", "40MB/s", "--max", "90")
     wait_until(lambda: events(snaps, "exit", generation=1), timeout=60, what="a retirement")
@@ -270,7 +270,7 @@ def test_a_replacement_that_cannot_start_leaves_the_worker_running(memwarden, tm
     script.write_text(f"#!{sys.executable}\nimport os, sys\nos.unlink(__file__)\n"
                       f"sys.argv[1:] = {grower(log, 100, 1, 50)[3:]!r}\n" + GROWER)
     script.chmod(0o755)
-    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "1GB",
+    m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
                           "--high", "60MB", "--critical", "3GB"), "--", str(script))
     wait_until(lambda: events(snaps, "spawn_failed"), timeout=30, what="the failed start")
     failed = events(snaps, "spawn_failed")[0]

@@ -273,7 +273,9 @@ def load_with_origin(
         origin[name] = "--" + name.replace("_", "-")
     for name, table in NESTED.items():
         if name in merged:
-            merged[table] = {**merged.get(table, {}), name: merged.pop(name)}
+            value, inner = merged.pop(name), merged.get(table, {})
+            if isinstance(inner, Mapping):  # else the table itself is wrong, and says so
+                merged[table] = {**inner, name: value}
     cfg = convert(merged, origin)
     from supervisor import validate
 

@@ -262,6 +262,14 @@ def signal_tree(child: Child, sig: int, *, root_reaped: bool) -> int:
     return sent + signal_pids(child.known.items(), sig)
 
 
+def in_group(pid: int, pgid: int) -> bool:
+    """True while `pid` is in process group `pgid`."""
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
+
+
 def signal_pids(members: Iterable[tuple[int, int]], sig: int) -> int:
     """Signal each (pid, start time) still alive and still the same process."""
     sent = 0

@@ -82,7 +82,7 @@ def policy_settings(cfg: Config) -> PolicySettings:
     """The policy's settings from a validated Config."""
     return PolicySettings(
         cooldown_s=float(cfg.cooldown),
-        cooldown_max_s=max(float(cfg.cooldown_max), float(cfg.cooldown)),
+        cooldown_max_s=float(cfg.cooldown_max),
         critical_grace_s=float(cfg.critical_grace),
         ready_timeout_s=float(cfg.ready_timeout),
         on_baseline_high=cfg.on_baseline_high,

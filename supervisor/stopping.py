@@ -70,10 +70,12 @@ async def _escalate(h: Handle, grace: float, emit: Emit, sig: int) -> None:
         fresh = [m for m in members if m not in deadlines]
         if fresh:
             # The group first (it also reaches members forked since the scan), then each
-            # member by pid and start time, for those that left the group.
-            if h.alive:
-                process.signal_group(h.child, sig, root_reaped=False)
-            process.signal_pids(fresh, sig)
+            # member that left the group by pid and start time. Never twice: a second TERM
+            # can land while a worker's handler is already exiting and kill it by the signal.
+            grouped = h.alive and process.signal_group(h.child, sig, root_reaped=False)
+            process.signal_pids([m for m in fresh
+                                 if not (grouped and process.in_group(m[0], h.child.pgid))],
+                                sig)
             h.signalled.add(sig)
             for m in fresh:
                 deadlines[m] = now + grace

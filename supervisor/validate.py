@@ -33,6 +33,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "discover_interval": (1e-3, 60.0),
     "ring": (1.0, 86400.0),
     "cooldown": (0.0, 86400.0),
+    "cooldown_max": (0.0, 7 * 86400.0),
     "grace": (0.0, 3600.0),
     "critical_grace": (0.0, 3600.0),
     "restart_window": (1.0, 7 * 86400.0),
@@ -66,6 +67,10 @@ LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
     "gc_interval_s": (1e-3, 86400.0),
     "trim_interval_s": (1e-3, 86400.0),
     "trim_threshold_bytes": (0, MAX_BYTES),
+    # 0 keeps the interpreter's own; beyond a million a generation would never collect.
+    "gc_threshold0": (0, 10**6),
+    "gc_threshold1": (0, 10**6),
+    "gc_threshold2": (0, 10**6),
 }
 LIMIT_NAMES = tuple(f.name for f in msgspec.structs.fields(Limits))
 
@@ -229,6 +234,8 @@ def _check_pairs(cfg: Config, fail, origin: Mapping[str, str]) -> None:  # type:
     pairs = [
         ("backoff_initial", d(cfg.backoff_initial), "backoff_max", d(cfg.backoff_max),
          cfg.backoff_initial <= cfg.backoff_max, ""),
+        ("cooldown", d(cfg.cooldown), "cooldown_max", d(cfg.cooldown_max),
+         cfg.cooldown <= cfg.cooldown_max, "; the cooldown grows from one to the other"),
         ("interval", d(cfg.interval), "sample_period", d(cfg.sample_period),
          cfg.interval <= cfg.sample_period, ""),
         ("pressure.growth_medium", rate(p.growth_medium), "pressure.growth_high",

@@ -98,7 +98,7 @@ def test_critical_near_a_real_limit_does_not_wait_for_the_cooldown(
         memwarden, memory_cgroup, tmp_path) -> None:
     (memory_cgroup / "memory.limit_in_bytes").write_text(str(400 * 2**20))
     snaps, log = tmp_path / "s", tmp_path / "gens"
-    m = memwarden(*run_args(snaps, "--config", config(tmp_path), "--medium", "2GB",
+    m = memwarden(*run_args(snaps, "--config", config(tmp_path), "--medium", "off",
                             "--high", "150MB", "--critical", "250MB", "--cooldown", "30s",
                             "--ready-after", "0.3s", "--grace", "3s"),
                   "--", *grower(log, 100_000, 100_000, 50), prefix=in_cgroup(memory_cgroup))

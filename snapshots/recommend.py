@@ -90,10 +90,10 @@ def recommend(source: str, observed: list[Observed], config: dict[str, Any],
     ooms = [p for o in observed for p in o.oom_peaks]
     if ooms:
         bump = max(max(p + OOM_MIN_BUMP, p * OOM_BUMP_RATIO) for p in ooms)
-        if bump > raw:
-            raw = bump
-            limit_why += (f"; raised after an OOM kill at {size(max(ooms))} to the larger of "
-                          f"+{size(OOM_MIN_BUMP)} and x{OOM_BUMP_RATIO:g}, as VPA does")
+        limit_why += (f"; after an OOM kill at {size(max(ooms))}, at least the larger of "
+                      f"+{size(OOM_MIN_BUMP)} and x{OOM_BUMP_RATIO:g} over it, as VPA bumps "
+                      + ("(this raised it)" if bump > raw else "(met)"))
+        raw = max(raw, bump)
     if limit:
         limit_why += f" (recorded limit: {size(limit)})"
     limit_bytes = _round_up(raw, _ROUND)

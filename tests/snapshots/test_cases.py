@@ -7,13 +7,15 @@ breaks the property, so a failure names the draws to replay.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import msgspec
 import pytest
 
 from snapshots import html, synthetic, text
 from snapshots.analysis import Analysis, analyze
-from snapshots.report import Report, Worker
+from snapshots.report import Report, Segment, Worker
 from snapshots.schema import Record
 from snapshots.shape import FLAT_R2, GROWTH_SHAPES
 from tests.snapshots import generators
@@ -35,29 +37,32 @@ def _worker(tmp_path: pathlib.Path, records: list[Record]) -> Worker:
     return w
 
 
+def _each(tmp_path: pathlib.Path, generator: Callable[[int], tuple[list[Record], Any]],
+          seeds: Iterable[int] = SEEDS) -> Iterator[tuple[int, Any, Worker, Segment]]:
+    """For each seed: the generator's facts, the analysed worker and its main segment."""
+    for seed in seeds:
+        records, info = generator(seed)
+        w = _worker(tmp_path, records)
+        assert w.segment is not None, seed
+        yield seed, info, w, w.segment
+
+
 def _check(failures: list[str]) -> None:
     assert not failures, f"{len(failures)} seed(s) broke the property:\n" + "\n".join(failures)
 
 
 def test_warm_up_with_collection_jitter_is_a_plateau_never_a_leak(tmp_path) -> None:
     failures = []
-    for seed in SEEDS:
-        records, _ = generators.warmup_with_jitter(seed)
-        w = _worker(tmp_path, records)
-        assert w.segment is not None
-        if w.segment.shape != "plateau" or w.verdict not in ("none", "suspected"):
-            failures.append(f"seed {seed}: {w.segment.shape} ({w.segment.shape_detail}), "
+    for seed, _, w, seg in _each(tmp_path, generators.warmup_with_jitter):
+        if seg.shape != "plateau" or w.verdict not in ("none", "suspected"):
+            failures.append(f"seed {seed}: {seg.shape} ({seg.shape_detail}), "
                             f"{w.verdict}; {w.reasons}")
     _check(failures)
 
 
 def test_sawtooth_baseline_is_the_real_minima_whatever_the_climb_rate(tmp_path) -> None:
     failures = []
-    for seed in SEEDS:
-        records, _ = generators.ramped_sawtooth(seed)
-        w = _worker(tmp_path, records)
-        seg = w.segment
-        assert seg is not None
+    for seed, _, w, seg in _each(tmp_path, generators.ramped_sawtooth):
         # the real minima are flat: their trend is a fraction of a MB per hour
         if (seg.shape != "sawtooth" or abs(seg.baseline.slope_mb_h) > 0.5
                 or w.verdict not in ("none", "suspected")):
@@ -139,11 +144,7 @@ def test_replacement_before_is_the_crossing_from_the_millisecond_samples(tmp_pat
 
 def test_gaps_in_a_record_do_not_turn_a_linear_leak_into_steps(tmp_path) -> None:
     failures = []
-    for seed in SEEDS:
-        records, info = generators.gappy_leak(seed)
-        w = _worker(tmp_path, records)
-        seg = w.segment
-        assert seg is not None
+    for seed, info, _, seg in _each(tmp_path, generators.gappy_leak):
         if seg.shape != "linear" or abs(seg.trend.slope_mb_h / info["rate_mb_h"] - 1) > 0.1:
             failures.append(f"seed {seed}: {seg.shape} ({seg.shape_detail}), "
                             f"{seg.trend.slope_mb_h:.1f} MB/h for {info['rate_mb_h']:.1f}")
@@ -153,11 +154,8 @@ def test_gaps_in_a_record_do_not_turn_a_linear_leak_into_steps(tmp_path) -> None
 @pytest.mark.parametrize("part", range(4))
 def test_a_statistically_flat_drift_is_not_steady_growth(tmp_path, part: int) -> None:
     failures = []
-    for seed in range(part * 40, part * 40 + 40):
-        records, _ = generators.flat_drift(seed)
-        w = _worker(tmp_path, records)
-        seg = w.segment
-        assert seg is not None
+    for seed, _, w, seg in _each(tmp_path, generators.flat_drift,
+                                 range(part * 40, part * 40 + 40)):
         significant = seg.trend.p < 0.01 and seg.trend.low_mb_h > 0
         if seg.shape in GROWTH_SHAPES and not significant:
             failures.append(f"seed {seed}: {seg.shape} without significant growth")

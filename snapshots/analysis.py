@@ -233,7 +233,7 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
         flapping=flaps >= 3 and flaps_h >= 6.0,
         replacements=lifecycle.replacements(data, [g.data for g in gens]), trims=trims,
         gc=lifecycle.gc(data, [g.generation for g in gens], span),
-        generations=[_generation_out(data, g) for g in gens],
+        generations=[_generation_out(data, g, by_gen.get(g.generation, [])) for g in gens],
         events=dict(Counter(e.type for e in data.events)), bursts=data.bursts,
         ending=lifecycle.ending(data, source_events or []))
     out.targets = _targets(out, main, gens)
@@ -300,22 +300,22 @@ def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResu
                    w.attribution.objects_per_mb)
 
 
-def _generation_out(data: WorkerData, g: GenerationResult) -> Generation:
+def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event]) -> Generation:
+    """The table row of one generation; `events` are the generation's own."""
     gd = g.data
     head = [v for _, v in gd.head[:5]] or [0.0]
     tail = [v for _, v, _ in gd.tail[-5:]] or [0.0]
     # "spawn" starts a replacement; "start" a first generation or a crash restart.
-    spawn = next((e for e in data.events
-                  if e.type in ("spawn", "start") and e.generation == g.generation), None)
+    spawn = next((e for e in events if e.type in ("spawn", "start")), None)
     line = g.line
-    found = lifecycle.finding(data.events, g.generation)
+    found = lifecycle.finding(events)
     return Generation(
         generation=g.generation, profile=spawn.profile if spawn else None, start=g.start,
         end=g.end, uptime_s=g.end - g.start, samples=gd.samples, rss_start=int(median(head)),
         rss_end=int(median(tail)), rss_max=int(max(g.windows.hi, default=0.0)),
         slope_mb_h=g.shape.relevant.slope * 3600 / 1e6, shape=g.shape.name,
         verdict=g.verdict, max_level=line.max_level if line else "low",
-        trims=sum(1 for e in data.events if e.type == "trimmed" and e.generation == g.generation),
+        trims=sum(1 for e in events if e.type == "trimmed"),
         objects_per_mb=lifecycle.objects_per_mb(data, g.generation),
         level_seconds={k: v for k, v in line.seconds.items() if v} if line else {},
         growth_peak_mb_s=gd.growth_max / 1e6 if gd.growth_max > 0 else None,
@@ -340,9 +340,9 @@ def _observed(r: WorkerResult) -> recommend.Observed:
         f = main.shape.relevant
         slope = max(0.0, f.slope)
         healthy = peak(main.windows, f, at=main.start)
-    ooms = [max(g.windows.hi) for g in r.generations if len(g.windows) and any(
-        e.type == "exit" and e.oom_kill and e.generation == g.generation
-        for e in r.data.events)]
+    killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}
+    ooms = [max(g.windows.hi) for g in r.generations
+            if len(g.windows) and g.generation in killed]
     return recommend.Observed(
         worker=w.worker, verdict=w.verdict, leaking=leaking, slope=slope,
         startups=startups, highs=highs, healthy_peak=healthy,

@@ -123,12 +123,18 @@ def replacements(data: WorkerData, gens: list[GenerationData]) -> list[Replaceme
     new generation's memory once ready."""
     spawns = {e.generation: e for e in data.events if e.type in ("spawn", "start")}
     ready = {e.generation: e for e in data.events if e.type == "ready"}
+    raised: dict[int, list[Event]] = {}  # changes to HIGH or CRITICAL, per generation
+    for e in data.events:
+        if e.type == "level" and e.level in _REPLACING:
+            raised.setdefault(e.generation, []).append(e)
     out = []
     for k in range(1, len(gens)):
         old, new = gens[k - 1], gens[k]
         spawn = spawns.get(new.generation)
         t0 = spawn.t if spawn else new.first_t
-        trigger = _trigger(data.events, old.generation, t0)
+        # the old generation's last change to HIGH or CRITICAL at or before the spawn
+        trigger = next((e for e in reversed(raised.get(old.generation, []))
+                        if e.t <= t0 + 0.01), None)
         crossing = _crossing(trigger, data.kept_bursts.get(old.generation, [])) \
             if trigger else None
         before = int(crossing.rss) if crossing else _at(old, t0)
@@ -148,17 +154,6 @@ def replacements(data: WorkerData, gens: list[GenerationData]) -> list[Replaceme
             rss_peak_before=int(max(old.hi)) if old.hi else None,
             before_from="crossing" if crossing else "samples"))
     return out
-
-
-def _trigger(events: list[Event], generation: int, t0: float) -> Event | None:
-    """The old generation's last change to HIGH or CRITICAL at or before the spawn."""
-    found = None
-    for e in events:
-        if e.t > t0 + 0.01:
-            break
-        if e.type == "level" and e.generation == generation and e.level in _REPLACING:
-            found = e
-    return found
 
 
 def _crossing(e: Event, bursts: list[BurstView]) -> Crossing | None:
@@ -291,10 +286,11 @@ def gc(data: WorkerData, generations: Iterable[int], span: float) -> Gc:
               pause_ms_mean=(pause / count) if pause is not None and count else None)
 
 
-def finding(events: list[Event], generation: int) -> tuple[float, str] | None:
-    """The latest `finding` paragraph of the generation's leak reports, with its time."""
+def finding(events: list[Event]) -> tuple[float, str] | None:
+    """The latest `finding` paragraph of a generation's leak reports (`events`: the
+    generation's own, in time order), with its time."""
     for e in reversed(events):
-        if e.type == "report" and e.generation == generation:
+        if e.type == "report":
             text = e.data.get("finding") if isinstance(e.data, dict) else None
             if isinstance(text, str) and text.strip():
                 return e.t, text.strip()

@@ -8,7 +8,9 @@ job), `sawtooth_rising` (the same with a rising baseline: trims do not give ever
 The rules are deliberately simple and each reports the numbers it used, so that a person can
 check the reasoning in the report. Noise is estimated from the spread of window-to-window
 differences (median absolute deviation), so the rules scale with the series, not with
-constants in bytes.
+constants in bytes; differences across a gap in the record count for nothing. Order matters:
+a warm-up is recognised before teeth (collections saw on warm-ups too), teeth before
+spikes, and a growth shape needs growth the verdict would call significant.
 """
 
 from __future__ import annotations

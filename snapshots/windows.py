@@ -96,8 +96,9 @@ class GenerationData:
         self.tail = (self.tail + list(zip(ts[-HEAD:], map(mean, last), map(high, last),
                                           strict=True)))[-HEAD:]
         lv = list(map(_LEVEL, group))
-        self.levels.update(lv)
-        self._levels(ts, lv)
+        kinds = set(lv)
+        self.levels |= kinds
+        self._levels(ts, lv, len(kinds) > 1)
         self._growth(ts, group)
         width, origin = self.width, self.origin
         a = 0
@@ -133,7 +134,7 @@ class GenerationData:
             for i, line in enumerate(GROWTH_TARGETS):
                 self.growth_over[i] += sum(map(line.__lt__, slopes))
 
-    def _levels(self, ts: Sequence[float], lv: list[str]) -> None:
+    def _levels(self, ts: Sequence[float], lv: list[str], changing: bool) -> None:
         cap = 2 * self.period_s
         seconds, runs = self.seconds, self.runs
         n = len(ts)
@@ -158,7 +159,7 @@ class GenerationData:
             runs[-1][1] = ts[-1]
         else:
             # No gap to cap: a run's time is from its first sample to the next run's first.
-            edges = [0, *_changes(lv), n]
+            edges = [0, *(_changes(lv) if changing else ()), n]
             for a, b in itertools.pairwise(edges):
                 end = ts[b] if b < n else ts[-1]
                 seconds[lv[a]] = seconds.get(lv[a], 0.0) + (end - ts[a])
@@ -242,8 +243,6 @@ class GenerationData:
 
 def _changes(values: Sequence[str]) -> list[int]:
     """Indices where the value differs from the one before."""
-    if len(set(values)) <= 1:
-        return []
     return [i for i in range(1, len(values)) if values[i] != values[i - 1]]
 
 

@@ -14,6 +14,7 @@ warm plus about an hour of the leak, so that replacements contain it.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,8 +163,8 @@ def _plan(o: Observed, margin: float) -> _Plan:
     if recorded:
         why += f" (recorded: {size(recorded)}"
         if o.ending is not None and o.ending.reason == "limits_too_small":
-            why += (f", below a new generation's memory once ready ({size(startup)}): every "
-                    "replacement began under pressure and memwarden gave up")
+            why += (": generations reached it within the cooldown of becoming ready, so "
+                    "memwarden gave up")
         elif recorded < base and not o.leaking and o.judged:
             why += ", below it: healthy generations were replaced"
         why += ")"
@@ -210,7 +211,7 @@ def _notes(plans: list[_Plan]) -> list[str]:
         o = p.o
         if o.ending is not None and o.ending.kind == "gave_up":
             notes.append(f"memwarden gave up on {o.worker} ({o.ending.reason.replace('_', ' ')})"
-                         ": the thresholds above start above a new generation's memory")
+                         ": HIGH above is above everything its generations were seen to hold")
         if o.leaking:
             notes.append(f"{o.worker} leaks (+{o.slope * 3600 / 1e6:.1f} MB/h, verdict "
                          f"{o.verdict}): these settings contain the leak, they do not fix it")
@@ -245,16 +246,16 @@ def toml(r: Recommendation, config: dict[str, Any]) -> str:
         else:
             by_entry.setdefault(entry, []).append(a)
     lines = [f"# memwarden.toml, recommended by `memwarden analyze` for {r.source}",
-             f"# cooldown: {r.cooldown.reason}",
-             f'cooldown = "{r.cooldown.text}"']
+             *_comment(f"cooldown: {r.cooldown.reason}"), f'cooldown = "{r.cooldown.text}"']
     if loose:
         high = max(loose, key=lambda a: a.high.value)
         critical = max(loose, key=lambda a: a.critical.value)
-        lines += [f"# high ({high.worker}): {high.high.reason}", f'high = "{high.high.text}"',
-                  f"# critical ({critical.worker}): {critical.critical.reason}",
+        lines += [*_comment(f"high ({high.worker}): {high.high.reason}"),
+                  f'high = "{high.high.text}"',
+                  *_comment(f"critical ({critical.worker}): {critical.critical.reason}"),
                   f'critical = "{critical.critical.text}"']
         if len(loose) > 1:
-            lines.append("# per worker: " + "; ".join(
+            lines += _comment("per worker: " + "; ".join(
                 f"{a.worker} high {a.high.text}, critical {a.critical.text}" for a in loose))
     for entry in entries:
         advice = by_entry.get(entry["name"])
@@ -267,9 +268,14 @@ def toml(r: Recommendation, config: dict[str, Any]) -> str:
             lines.append(f"command = {_toml(entry['command'])}")
         if entry.get("replicas", 1) != 1:
             lines.append(f"replicas = {_toml(entry['replicas'])}")
-        lines += [f"# {high.high.reason}", f'high = "{high.high.text}"',
-                  f"# {critical.critical.reason}", f'critical = "{critical.critical.text}"']
+        lines += [*_comment(high.high.reason), f'high = "{high.high.text}"',
+                  *_comment(critical.critical.reason), f'critical = "{critical.critical.text}"']
     return "\n".join(lines) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    """TOML comment lines of at most 88 characters."""
+    return ["# " + line for line in textwrap.wrap(text, 86)]
 
 
 def kubernetes(r: Recommendation) -> str:

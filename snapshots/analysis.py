@@ -118,8 +118,8 @@ def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
     worst = max((VERDICTS.index(r.out.verdict) for r in results), default=0)
     max_level = max((LEVELS.index(r.out.max_level) for r in results), default=0)
     advice = []
-    for label in sorted({r.out.source for r in results}):
-        mine = [r for r in results if r.out.source == label]
+    for label in sorted({r.out.source for r in results if r.out.samples}):
+        mine = [r for r in results if r.out.source == label and r.out.samples]
         h = headers.get(label)
         advice.append(recommend.recommend(
             label, [_observed(r) for r in mine], h.config if h else {},

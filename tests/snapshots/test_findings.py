@@ -150,3 +150,28 @@ def test_replay_runs_on_the_millisecond_samples_where_the_record_has_them(tmp_pa
     assert abs(medium.t - (T0 + 3.0)) <= 1.0
     out = render(report)
     assert "~+" in out and "+-" not in out
+
+
+@pytest.mark.parametrize(("events", "kind", "reason", "status"), [
+    ([Event(t=T0 + 30, type="exit", worker="w", generation=1, exit_status=1),
+      Event(t=T0 + 31, type="give_up", worker="w", exit_status=1, attempt=5,
+            message="giving up: 5 restarts within 60s")], "gave_up", "restart_budget", 1),
+    ([Event(t=T0 + 30, type="exit", worker="w", generation=1, exit_status=0)],
+     "exited", "exit", 0),
+    ([Event(t=T0 + 30, type="shutdown", message="shutting down (received SIGTERM)"),
+      Event(t=T0 + 31, type="exit", worker="w", generation=1, exit_status=143,
+            expected=True)], "stopped", "shutdown", None),
+    ([], None, None, None),
+])
+def test_how_supervision_ended(tmp_path, events: list[Event], kind: str | None,
+                               reason: str | None, status: int | None) -> None:
+    records: list[Record] = [synthetic.header(), *synthetic.samples("w", [1e8] * 30), *events]
+    out, decoded, page = _all_formats(_analyse(tmp_path, records))
+    ending = decoded.workers[0].ending
+    if kind is None:
+        assert ending is None and "supervision ended" not in out.lower()
+        return
+    assert ending is not None and (ending.kind, ending.reason) == (kind, reason)
+    assert ending.exit_status == status
+    assert "supervision ended" in out.lower() and "supervision ended" in page.lower()
+    assert (decoded.gave_up == ["host-a / w"]) == (kind == "gave_up")

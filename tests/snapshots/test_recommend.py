@@ -139,3 +139,13 @@ def test_the_recommendation_is_in_every_format(tmp_path, fmt: str) -> None:
         assert part in out, part
     if fmt == "html":
         assert "Recommended settings" in out
+
+
+def test_a_worker_with_events_only_gets_no_advice(tmp_path) -> None:
+    records: list[Record] = [synthetic.header(),
+                             *synthetic.samples("w", synthetic.series("flat", 600))]
+    records.append(Event(t=1.7e9 + 10, type="spawn_failed", worker="ghost", generation=1,
+                         message="cannot run ./ghost: not found"))
+    records.sort(key=lambda r: r.t)
+    _, rec = _recommend(tmp_path, records)
+    assert [a.worker for a in rec.workers] == ["w"]

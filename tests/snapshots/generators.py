@@ -193,17 +193,18 @@ def replacement_with_burst(seed: int) -> tuple[list[Record], dict[str, float]]:
                                          if isinstance(s, Sample) and s.generation == 1)}
 
 
-def gappy_leak(seed: int, seconds: int = 10800) -> tuple[list[Record], dict[str, float]]:
-    """A steady leak recorded with gaps of minutes (the supervisor was down, the worker
-    kept leaking)."""
+def gappy_leak(seed: int, seconds: int = 4 * 3600) -> tuple[list[Record], dict[str, float]]:
+    """A steady leak recorded in stretches of minutes with longer gaps between them (the
+    supervisor was down, the worker kept leaking): most of the growth falls in the gaps."""
     rng = random.Random(seed)
     rate = rng.uniform(20, 120) * MB / 3600
     values = synthetic.series("flat", seconds, seed=seed, base=rng.uniform(80, 200) * MB)
-    gaps = []
-    for _ in range(rng.randint(3, 6)):
-        a = rng.randrange(600, seconds - 1200)
-        gaps.append((a, a + rng.randint(300, 900)))
-    keep = [i for i in range(seconds) if not any(a <= i < b for a, b in gaps)]
+    keep: list[int] = []
+    at = 0
+    while at < seconds:
+        stretch = rng.randint(300, 900)
+        keep.extend(range(at, min(at + stretch, seconds)))
+        at += stretch + rng.randint(600, 1800)
     records: list[Record] = [synthetic.header()]
     records += [s for i in keep
                 for s in synthetic.samples("w", [values[i] + rate * i], t0=T0 + i)]

@@ -4,55 +4,52 @@ Per worker, every generation is analysed on its own (a replacement resets memory
 across generations would measure the replacements, not the worker). The worker's verdict is
 the worst of its generations, raised to "confirmed" when growth recurs in two or more
 generations. Its main generation (the last one long enough to judge) gives the shape, the
-projections and the chart's trend.
+projections and the chart's trend. Levels, flaps and replacements are per generation
+(`lifecycle.py`); the recommendation is per source, a container (`recommend.py`).
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import math
-import operator
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from snapshots import reader
+from snapshots import lifecycle, reader, recommend
 from snapshots.report import (
     VERDICTS,
     Attribution,
-    Gc,
     Generation,
     LevelTime,
     ReadSummary,
-    Replacement,
     Report,
     Segment,
     SourceSummary,
-    Transition,
-    Trims,
+    Targets,
     Verdict,
     Worker,
 )
-from snapshots.schema import Event
+from snapshots.schema import Event, Header
 from snapshots.series import ANALYSIS_TYPES, LEVELS, Collector, Frame, WorkerData
 from snapshots.shape import MIN_WINDOWS, Shape, classify
 from snapshots.trend import Fit, fit, thin
-from snapshots.verdict import Gate, attribute, judge, project, trend_out
+from snapshots.verdict import Gate, attribute, judge, project, targets, trend_out
 from snapshots.windows import GenerationData, Windows, median, quantile
 
-#: A level change undone within this time counts as a flap.
-FLAP_WINDOW_S = 60.0
+#: Growth is judged live over `pressure.growth_window` (5 s by default): a generation's first
+#: window of growth is its start-up, not growth to judge against the targets.
+_GROWTH_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True)
 class Options:
-    """How to analyse: window length, effect-size gate, cap on windows per generation."""
+    """How to analyse: window length, effect-size gate, cap on windows per generation, and
+    the safety margin of the recommendation."""
 
     window_s: float = 1.0
     gate: Gate = field(default_factory=Gate)
     max_windows: int = 2000
+    margin: float = recommend.MARGIN
 
 
 @dataclass
@@ -65,6 +62,7 @@ class GenerationResult:
     start: float
     end: float
     data: GenerationData
+    line: lifecycle.Timeline | None = None
 
 
 @dataclass
@@ -94,7 +92,7 @@ def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
     collector = Collector()
     srcs = reader.sources(list(paths))
     summaries: list[SourceSummary] = []
-    headers = {}
+    headers: dict[str, Header | None] = {}
     for src in srcs:
         label = src.label
         collector.frames[label] = _frame(src, options)
@@ -115,16 +113,27 @@ def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
         thresholds = dict(h.thresholds) if h else {}
         limit = data.limit or (h.limit if h else None)
         period = h.sample_period_s if h else 1.0
-        results.append(analyze_worker(data, thresholds, limit, period, options))
+        results.append(analyze_worker(data, thresholds, limit, period, options,
+                                      collector.source_events.get(label, [])))
     worst = max((VERDICTS.index(r.out.verdict) for r in results), default=0)
     max_level = max((LEVELS.index(r.out.max_level) for r in results), default=0)
+    advice = []
+    for label in sorted({r.out.source for r in results if r.out.samples}):
+        mine = [r for r in results if r.out.source == label and r.out.samples]
+        h = headers.get(label)
+        advice.append(recommend.recommend(
+            label, [_observed(r) for r in mine], h.config if h else {},
+            headers[label].limit if h else None, options.margin))
     report = Report(
         generated=time.time(), verdict=VERDICTS[worst], max_level=LEVELS[max_level],
         read=ReadSummary(files=stats.files, bytes=stats.bytes, records=stats.records,
                          corrupt=stats.corrupt, truncated=stats.truncated,
                          unknown=stats.unknown, dropped_by_writer=collector.dropped,
                          problems=stats.problems[:50]),
-        sources=summaries, workers=[r.out for r in results])
+        sources=summaries, workers=[r.out for r in results],
+        gave_up=[f"{r.out.source} / {r.out.worker}" for r in results
+                 if r.out.ending is not None and r.out.ending.kind == "gave_up"],
+        recommendations=advice)
     return Analysis(report, results)
 
 
@@ -142,8 +151,11 @@ def _frame(src: reader.Source, options: Options) -> Frame:
     width = options.window_s
     if first is not None and last is not None and last > first:
         width = max(width, (last - first) / options.max_windows)
+    pressure = h.config.get("pressure") if h else None
+    window = pressure.get("growth_window") if isinstance(pressure, dict) else None
+    growth_window = float(window) if isinstance(window, int | float) else _GROWTH_WINDOW_S
     return Frame(origin=first or 0.0, width=width, period_s=period,
-                 max_windows=options.max_windows)
+                 max_windows=options.max_windows, warmup_s=growth_window + period)
 
 
 def _analyse_generation(gd: GenerationData, reference: int | None,
@@ -151,85 +163,104 @@ def _analyse_generation(gd: GenerationData, reference: int | None,
     w = gd.finish()
     shape = classify(w)
     span = gd.last_t - gd.first_t if gd.samples else 0.0
-    verdict, reasons = judge(shape, span, _peak(w, shape.relevant), reference, options.gate)
+    verdict, reasons = judge(shape, span, peak(w, shape.relevant), reference, options.gate)
     return GenerationResult(gd.generation, w, shape, verdict, reasons, gd.first_t, gd.last_t,
                             gd)
 
 
-def _peak(w: Windows, f: Fit) -> float:
-    """Where the peaks will be at the end: the line at the end plus the peaks' usual excess."""
+def peak(w: Windows, f: Fit, at: float | None = None) -> float:
+    """Where the peaks are at time `at` (default: the end): the trend line there plus the
+    95th percentile of the peaks' excess over the line."""
     if not len(w):
         return 0.0
     ts, his = thin(w.t, w.hi, 1000)
     excess = quantile([h - f.at(x) for x, h in zip(ts, his, strict=True)], 0.95)
-    return f.at(w.t[-1]) + max(0.0, excess)
+    return f.at(w.t[-1] if at is None else at) + max(0.0, excess)
 
 
 def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | None,
-                   period_s: float, options: Options) -> WorkerResult:
+                   period_s: float, options: Options,
+                   source_events: list[Event] | None = None) -> WorkerResult:
     """Analyse one worker's folded data (see the module docstring)."""
-    n = data.samples
     reference = limit or thresholds.get("critical")
     gens = [_analyse_generation(gd, reference, options)
             for _, gd in sorted(data.gens.items())]
     judged = [g for g in gens if len(g.windows) >= MIN_WINDOWS]
     main = judged[-1] if judged else (max(gens, key=lambda g: len(g.windows)) if gens else None)
+    verdict, reasons = _verdict(data, gens, main)
 
-    verdict: Verdict = "none"
-    reasons: list[str] = []
-    if main is not None:
-        verdict = main.verdict
-        reasons = list(main.reasons)
-        for g in gens:
-            if g is not main and VERDICTS.index(g.verdict) > VERDICTS.index(verdict):
-                verdict = g.verdict
-                reasons.append(f"generation {g.generation}: {g.verdict} ({g.shape.name})")
-        growing = [g.generation for g in gens if g.verdict in ("likely", "confirmed")]
-        if len(growing) >= 2:
-            verdict = "confirmed"
-            reasons.append("growth recurs after replacement in generations "
-                           + ", ".join(map(str, growing)))
-    else:
-        kinds = sorted({e.type for e in data.events})
-        reasons = [f"no samples; events only ({', '.join(kinds) or 'none'})"]
-
-    events = data.events
-    trims = [e for e in events if e.type == "trimmed"]
-    trims_out = _trims(data, trims)
-    attribution = _attribution(data, main, trims_out)
-    targets = {k: v for k, v in (("high", thresholds.get("high")),
-                                 ("critical", thresholds.get("critical")),
-                                 ("limit", limit)) if v}
-    projections = (project(main.shape.relevant, _peak(main.windows, main.shape.relevant),
-                           targets) if main is not None and main.shape.name != "short" else [])
-    level_runs = data.level_runs()
-    total = sum(data.seconds.values()) or 1.0
-    levels = [LevelTime(level=k, seconds=v, share=v / total) for k, v in data.seconds.items()]
-    transitions = _transitions(data, level_runs)
-    flaps = sum(1 for a, b in itertools.pairwise(transitions)
-                if b.level == a.previous and b.t - a.t <= FLAP_WINDOW_S)
+    by_gen: dict[int, list[Event]] = {}
+    for e in data.events:
+        by_gen.setdefault(e.generation, []).append(e)
+    for g in gens:
+        g.line = lifecycle.timeline(g.data, by_gen.get(g.generation, []), period_s)
+    lines = {g.generation: g.line for g in gens if g.line is not None}
+    level_runs = sorted((run for line in lines.values() for run in line.runs),
+                        key=lambda r: r[0])
+    seconds = dict.fromkeys(LEVELS, 0.0)
+    for line in lines.values():
+        for k, v in line.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    total = sum(seconds.values()) or 1.0
+    changes = lifecycle.transitions(data, lines)
+    flaps = lifecycle.flaps(changes)
     start = min((g.start for g in gens), default=data.events[0].t if data.events else 0.0)
     end = max((g.end for g in gens), default=data.events[-1].t if data.events else 0.0)
     span = end - start
     flaps_h = flaps / (span / 3600.0) if span > 0 else 0.0
-    seen = set().union(*(g.data.levels for g in gens))
-    max_level = max((LEVELS.index(x) for x in seen if x in LEVELS), default=0)
+    max_level = max((LEVELS.index(line.max_level) for line in lines.values()), default=0)
+    trims = lifecycle.trims(data)
+    targets_map = {k: v for k, v in (("high", thresholds.get("high")),
+                                     ("critical", thresholds.get("critical")),
+                                     ("limit", limit)) if v}
+    projections = (project(main.shape.relevant, peak(main.windows, main.shape.relevant),
+                           targets_map) if main is not None and main.shape.name != "short"
+                   else [])
     out = Worker(
-        source=data.source, worker=data.worker, start=start, end=end, samples=n,
+        source=data.source, worker=data.worker, start=start, end=end, samples=data.samples,
         windows=sum(len(g.windows) for g in gens),
         window_s=main.data.width if main else options.window_s,
         limit=limit, thresholds=thresholds, verdict=verdict, reasons=reasons,
         main_generation=main.generation if main else 0,
         segment=_segment(main) if main else None,
-        attribution=attribution, projections=projections, levels=levels,
-        max_level=LEVELS[max_level], transitions=len(transitions),
-        transition_list=transitions[:200], flaps_per_hour=flaps_h,
+        attribution=_attribution(data, main, trims.count,
+                                 trims.dropped_share_mean is not None
+                                 and trims.dropped_share_mean > 0),
+        projections=projections,
+        levels=[LevelTime(level=k, seconds=v, share=v / total) for k, v in seconds.items()],
+        max_level=LEVELS[max_level], transitions=len(changes),
+        transition_list=changes[:200], flaps_per_hour=flaps_h,
         flapping=flaps >= 3 and flaps_h >= 6.0,
-        replacements=_replacements(data, gens), trims=trims_out,
-        gc=_gc(data, [g.generation for g in gens], span),
-        generations=[_generation_out(data, g, trims) for g in gens],
-        events=dict(Counter(e.type for e in events)), bursts=data.bursts)
+        replacements=lifecycle.replacements(data, [g.data for g in gens]), trims=trims,
+        gc=lifecycle.gc(data, [g.generation for g in gens], span),
+        generations=[_generation_out(data, g, by_gen.get(g.generation, [])) for g in gens],
+        events=dict(Counter(e.type for e in data.events)), bursts=data.bursts,
+        ending=lifecycle.ending(data, source_events or []))
+    out.targets = _targets(out, main, gens)
     return WorkerResult(out, data, gens, main, level_runs)
+
+
+def _verdict(data: WorkerData, gens: list[GenerationResult], main: GenerationResult | None
+             ) -> tuple[Verdict, list[str]]:
+    if main is None:
+        kinds = sorted({e.type for e in data.events})
+        return "none", [f"no samples; events only ({', '.join(kinds) or 'none'})"]
+    verdict = main.verdict
+    reasons = list(main.reasons)
+    if main.shape.name == "short":
+        longest = max(len(g.windows) for g in gens)
+        reasons.append(f"no generation was recorded long enough to judge a trend (the longest "
+                       f"has {longest} windows of {main.data.width:g} s)")
+    for g in gens:
+        if g is not main and VERDICTS.index(g.verdict) > VERDICTS.index(verdict):
+            verdict = g.verdict
+            reasons.append(f"generation {g.generation}: {g.verdict} ({g.shape.name})")
+    growing = [g.generation for g in gens if g.verdict in ("likely", "confirmed")]
+    if len(growing) >= 2:
+        verdict = "confirmed"
+        reasons.append("growth recurs after replacement in generations "
+                       + ", ".join(map(str, growing)))
+    return verdict, reasons
 
 
 def _segment(g: GenerationResult) -> Segment:
@@ -239,141 +270,87 @@ def _segment(g: GenerationResult) -> Segment:
                    verdict=g.verdict, reasons=g.reasons)
 
 
-def _attribution(data: WorkerData, main: GenerationResult | None, trims: Trims
+def _attribution(data: WorkerData, main: GenerationResult | None, trims: int, dropped: bool
                  ) -> Attribution:
-    growing = main is not None and main.verdict != "none" and main.shape.relevant.slope > 0
-    rss_fit = main.shape.relevant if main else fit([], [])
+    if main is None or main.shape.name == "short":
+        return Attribution(kind="unknown", detail="no generation was recorded long enough "
+                           f"({MIN_WINDOWS} windows) to tell whether memory grows")
+    growing = main.verdict != "none" and main.shape.relevant.slope > 0
     objects_fit = None
     objects_level = None
-    if data.has_counters and main is not None:
+    if data.has_counters:
         ts, vs, _ = data.counter_series("objects", main.generation)
         if len(vs) >= 4:
             objects_fit = fit(ts, vs)
             objects_level = median(vs)
-    rss_level = median(main.windows.med) if main and len(main.windows) else 0.0
-    dropped = trims.dropped_share_mean is not None and trims.dropped_share_mean > 0
-    return attribute(rss_fit, growing, objects_fit, objects_level, rss_level, trims.count,
+    rss_level = median(main.windows.med) if len(main.windows) else 0.0
+    return attribute(main.shape.relevant, growing, objects_fit, objects_level, rss_level, trims,
                      dropped)
 
 
-def _transitions(data: WorkerData, runs: list[tuple[float, float, str]]
-                 ) -> list[Transition]:
-    """Level changes: the recorded `level` events, else the changes between level runs."""
-    recorded = [e for e in data.events if e.type == "level" and e.level]
-    if recorded:
-        return [Transition(t=e.t, level=e.level or "", previous=e.previous or "low",
-                           metric=e.metric, value=e.value, threshold=e.threshold)
-                for e in recorded]
-    return [Transition(t=b[0], level=b[2], previous=a[2])
-            for a, b in itertools.pairwise(runs) if a[2] != b[2] and b[0] <= a[1]]
+def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResult]
+             ) -> Targets:
+    sustained = None
+    if main is not None and main.shape.name != "short":
+        sustained = max(0.0, main.shape.relevant.slope)
+    peaks = [g.data.growth_max for g in gens if g.data.growth_max > 0]
+    period = gens[0].data.period_s if gens else 1.0
+    over = [sum(g.data.growth_over[i] for g in gens) * period for i in range(3)]
+    return targets(sustained, max(peaks) if peaks else None, over,
+                   w.attribution.objects_per_mb)
 
 
-def _replacements(data: WorkerData, gens: list[GenerationResult]) -> list[Replacement]:
-    spawns = {e.generation: e for e in data.events if e.type == "spawn"}
-    ready = {e.generation: e for e in data.events if e.type == "ready"}
-    out = []
-    for k in range(1, len(gens)):
-        old, new = gens[k - 1], gens[k]
-        spawn = spawns.get(new.generation)
-        t0 = spawn.t if spawn else new.start
-        before = _before(old, t0)
-        r = ready.get(new.generation)
-        start = r.t if r else new.start
-        after_values = [v for t, v in new.data.head if t >= start] or [
-            v for _, v in new.data.head]
-        after = int(median(after_values)) if after_values else None
-        nxt = gens[k + 1] if k + 1 < len(gens) else None
-        nxt_spawn = spawns.get(nxt.generation) if nxt else None
-        held_until = nxt_spawn.t if nxt_spawn else (nxt.start if nxt else new.end)
-        out.append(Replacement(
-            generation=new.generation, t=t0, reason=spawn.reason if spawn else None,
-            profile=spawn.profile if spawn else None, rss_before=before, rss_after=after,
-            freed=(before - after) if before is not None and after is not None else None,
-            ready_after_s=(r.t - t0) if r else None, held_s=held_until - start,
-            until="replaced" if nxt else "end of record"))
-    return out
-
-
-def _before(g: GenerationResult, t0: float) -> int | None:
-    """The old generation's peak just before `t0`: its last samples, else its last window."""
-    peaks = [mx for t, _, mx in g.data.tail if t <= t0]
-    if peaks:
-        return int(max(peaks))
-    w = g.windows
-    i = bisect.bisect_right(w.t, t0) - 1
-    return int(w.hi[i]) if i >= 0 else (int(w.hi[0]) if len(w) else None)
-
-
-def _trims(data: WorkerData, trims: list[Event]) -> Trims:
-    if not trims:
-        return Trims()
-    freed = [max(0, (e.rss or 0) - (e.rss_after or 0)) for e in trims]
-    freed_share = [f / e.rss for f, e in zip(freed, trims, strict=True) if e.rss]
-    dropped_share = []
-    objects_series = data.counter_series("objects")
-    for e in trims:
-        if e.dropped is None:
-            continue
-        ts, vs, _ = objects_series
-        i = bisect.bisect_right(ts, e.t) - 1
-        objects = vs[i] if i >= 0 else math.nan
-        if not math.isnan(objects) and objects > 0:
-            dropped_share.append(min(1.0, e.dropped / objects))
-    ms = [e.ms for e in trims if e.ms is not None]
-    return Trims(count=len(trims), freed_total=sum(freed), freed_mean=sum(freed) / len(freed),
-                 freed_share_mean=sum(freed_share) / len(freed_share) if freed_share else None,
-                 dropped_share_mean=(sum(dropped_share) / len(dropped_share)
-                                     if dropped_share else None),
-                 ms_mean=sum(ms) / len(ms) if ms else None)
-
-
-def _increase(values: list[float]) -> float | None:
-    """Total increase of a cumulative counter, counting a reset (a new process) as a restart."""
-    v = [x for x in values if x == x]  # NaN is the only value unequal to itself
-    if not v:
-        return None
-    if all(map(operator.le, v[:-1], v[1:])):  # the usual case: no reset
-        return v[-1] - v[0]
-    total = 0.0
-    for prev, cur in itertools.pairwise(v):
-        total += cur - prev if cur >= prev else cur
-    return total
-
-
-def _gc(data: WorkerData, generations: Iterable[int], span: float) -> Gc:
-    if not data.has_counters:
-        return Gc()
-    pause: float | None = None
-    count: float | None = None
-    for g in generations:  # counters restart with each process: add them up per generation
-        p = _increase(data.counter_series("gc_pause_ms", g)[1])
-        c = _increase(data.counter_series("gc_collections", g)[1])
-        pause = p if pause is None else pause + (p or 0.0)
-        count = c if count is None else count + (c or 0.0)
-    return Gc(collections=count, pause_ms_total=pause,
-              pause_ms_per_hour=(pause / (span / 3600.0)) if pause is not None and span else None,
-              pause_ms_mean=(pause / count) if pause is not None and count else None)
-
-
-def _generation_out(data: WorkerData, g: GenerationResult, trims: list[Event]) -> Generation:
+def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event]) -> Generation:
+    """The table row of one generation; `events` are the generation's own."""
     gd = g.data
     head = [v for _, v in gd.head[:5]] or [0.0]
     tail = [v for _, v, _ in gd.tail[-5:]] or [0.0]
     # "spawn" starts a replacement; "start" a first generation or a crash restart.
-    spawn = next((e for e in data.events
-                  if e.type in ("spawn", "start") and e.generation == g.generation), None)
-    lv = max((LEVELS.index(x) for x in gd.levels if x in LEVELS), default=0)
-    _, vs, rs = data.counter_series("objects", g.generation)
-    objects = [o / (r / 1e6) for o, r in zip(vs, rs, strict=True) if r > 0]
+    spawn = next((e for e in events if e.type in ("spawn", "start")), None)
+    line = g.line
+    found = lifecycle.finding(events)
     return Generation(
         generation=g.generation, profile=spawn.profile if spawn else None, start=g.start,
         end=g.end, uptime_s=g.end - g.start, samples=gd.samples, rss_start=int(median(head)),
         rss_end=int(median(tail)), rss_max=int(max(g.windows.hi, default=0.0)),
         slope_mb_h=g.shape.relevant.slope * 3600 / 1e6, shape=g.shape.name,
-        verdict=g.verdict, max_level=LEVELS[lv],
-        trims=sum(1 for e in trims if e.generation == g.generation),
-        objects_per_mb=median(objects) if objects else None)
+        verdict=g.verdict, max_level=line.max_level if line else "low",
+        trims=sum(1 for e in events if e.type == "trimmed"),
+        objects_per_mb=lifecycle.objects_per_mb(data, g.generation),
+        level_seconds={k: v for k, v in line.seconds.items() if v} if line else {},
+        growth_peak_mb_s=gd.growth_max / 1e6 if gd.growth_max > 0 else None,
+        finding=found[1] if found else None, finding_t=found[0] if found else None)
+
+
+def _observed(r: WorkerResult) -> recommend.Observed:
+    """What the recommendation needs of one analysed worker."""
+    w = r.out
+    main = r.main
+    leaking = w.verdict in ("likely", "confirmed")
+    startups = []
+    ready = {e.generation: e.t for e in r.data.events if e.type == "ready"}
+    for g in r.generations:
+        at = lifecycle.after(g.data, ready.get(g.generation, g.start))
+        if at is not None:
+            startups.append(float(at))
+    highs = [h for g in r.generations for h in thin(g.windows.t, g.windows.hi, 2000)[1]]
+    healthy = max((max(g.windows.hi) for g in r.generations if len(g.windows)), default=0.0)
+    slope = 0.0
+    if leaking and main is not None and main.shape.name != "short":
+        f = main.shape.relevant
+        slope = max(0.0, f.slope)
+        healthy = peak(main.windows, f, at=main.start)
+    killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}
+    ooms = [max(g.windows.hi) for g in r.generations
+            if len(g.windows) and g.generation in killed]
+    return recommend.Observed(
+        worker=w.worker, verdict=w.verdict, leaking=leaking, slope=slope,
+        startups=startups, highs=highs, healthy_peak=healthy,
+        ready_s=[x.ready_after_s for x in w.replacements if x.ready_after_s is not None],
+        thresholds=w.thresholds, ending=w.ending, oom_peaks=ooms, flapping=w.flapping,
+        baseline_high=w.events.get("baseline_high", 0), span_s=w.end - w.start,
+        judged=main is not None and main.shape.name != "short")
 
 
 __all__ = ["Analysis", "GenerationResult", "Options", "WorkerResult", "analyze",
-           "analyze_worker"]
+           "analyze_worker", "peak"]

@@ -17,6 +17,7 @@ import msgspec
 
 from snapshots import reader
 from snapshots.analysis import Options, analyze
+from snapshots.recommend import MARGIN
 from snapshots.report import VERDICTS
 from snapshots.series import LEVELS
 from snapshots.verdict import Gate
@@ -71,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share-per-hour", type=percent, default=0.01, metavar="SHARE",
                         help="growth above this share of the limit per hour matters "
                         "(default: 1%%)")
+    parser.add_argument("--margin", type=percent, default=MARGIN, metavar="SHARE",
+                        help="safety margin of the recommended limit and thresholds "
+                        "(default: 15%%, as Kubernetes' VPA recommender)")
 
 
 def failed(verdict: str, max_level: str, fail_on: str | None) -> bool:
@@ -100,7 +104,8 @@ def write_output(data: bytes, path: str | None, who: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Analyse `args.paths`, print or write the report; return the exit status."""
     options = Options(window_s=args.window,
-                      gate=Gate(horizon_s=args.horizon, share_per_h=args.share_per_hour))
+                      gate=Gate(horizon_s=args.horizon, share_per_h=args.share_per_hour),
+                      margin=args.margin)
     try:
         result = analyze(args.paths, options)
     except reader.SnapshotError as e:

@@ -2,6 +2,8 @@
 
 No JavaScript at all: the charts are static SVG with `<title>` tooltips, so the report opens
 anywhere (air-gapped machines, mail attachments, strict content security policies).
+Values are mapped to the plot linearly and never clamped: what leaves the plot is clipped
+by it, so a line drawn keeps the slope it states.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import math
 import zlib
 
 from snapshots.analysis import Analysis, WorkerResult
-from snapshots.text import duration, size, stamp
+from snapshots.report import Recommendation, Replacement
+from snapshots.text import duration, ending_line, size, stamp, targets_line
 from snapshots.trend import thin
 
 W, H, STRIP = 960, 300, 14
@@ -20,6 +23,7 @@ LEVEL_COLOURS = {"low": "#3a9d5d", "medium": "#e0c341", "high": "#ee8a2c", "crit
 VERDICT_COLOURS = {"none": "#3a9d5d", "suspected": "#e0c341", "likely": "#ee8a2c",
                    "confirmed": "#d43d3d"}
 GEN_COLOURS = ("#2f6db5", "#7b4fb0", "#138a8a", "#a3592a", "#5a6b1f")
+TREND_COLOUR = "#c2185b"  # used by nothing else, so the trend can be told apart
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
@@ -28,6 +32,8 @@ text-align:left;font-variant-numeric:tabular-nums}
 .v{display:inline-block;padding:1px 8px;border-radius:8px;color:#fff;font-weight:600}
 .panel{border:1px solid #ccc;border-radius:6px;padding:12px;margin:16px 0}
 ul{margin:4px 0}svg text{font:11px system-ui,sans-serif;fill:#444}
+.ended{background:#d43d3d;color:#fff;padding:6px 10px;border-radius:6px;font-weight:600}
+pre{background:#f6f6f6;padding:8px;border-radius:4px;overflow-x:auto}
 """
 
 
@@ -44,11 +50,14 @@ class _Scale:
         return PAD_L + (t - self.t0) / (self.t1 - self.t0) * (W - PAD_L - PAD_R)
 
     def y(self, v: float) -> float:
-        return PAD_T + (1 - min(max(v / self.v1, 0.0), 1.05)) * (H - PAD_T - PAD_B)
+        return PAD_T + (1 - v / self.v1) * (H - PAD_T - PAD_B)
 
 
 _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
                43200, 86400)
+
+
+_RANK = {name: i for i, name in enumerate(LEVEL_COLOURS)}
 
 
 def _nice_step(span: float, target: int = 6) -> float:
@@ -75,8 +84,8 @@ def chart(r: WorkerResult) -> str:
         goal = targets[-1][1]
         reach = t_end + max(0.0, (goal - trend.at(t_end)) / trend.slope)
         t_max = min(max(t_end, reach), t_end + 0.5 * max(t_end - w.start, 60.0))
-    for _, v in targets:
-        if v <= 1.5 * v_max:
+    for name, v in targets:  # HIGH and CRITICAL always show; the limit when near the data
+        if name != "limit" or v <= 1.5 * v_max:
             v_max = max(v_max, v)
     s = _Scale(w.start, t_max, v_max * 1.05)
 
@@ -136,40 +145,52 @@ def chart(r: WorkerResult) -> str:
                      f'<title>baseline {_e(size(v))}</title></circle>'
                      for t, v in zip(bt, bv, strict=True))
     if trend is not None and main is not None:
-        x0, x1 = main.start, t_max
+        x0 = main.shape.change_t if main.shape.change_t is not None else main.start
+        x1 = t_max
         y_end = trend.at(t_end)
-        wedge = (f"{s.x(t_end):.1f},{s.y(y_end):.1f} "
-                 f"{s.x(x1):.1f},{s.y(y_end + trend.hi * (x1 - t_end)):.1f} "
-                 f"{s.x(x1):.1f},{s.y(y_end + trend.lo * (x1 - t_end)):.1f}")
-        parts.append(f'<polygon points="{wedge}" fill="#111" fill-opacity="0.08">'
+        wedge = (f"{s.x(t_end):.2f},{s.y(y_end):.2f} "
+                 f"{s.x(x1):.2f},{s.y(y_end + trend.hi * (x1 - t_end)):.2f} "
+                 f"{s.x(x1):.2f},{s.y(y_end + trend.lo * (x1 - t_end)):.2f}")
+        parts.append(f'<polygon points="{wedge}" fill="{TREND_COLOUR}" fill-opacity="0.08">'
                      f'<title>95 % range of the trend</title></polygon>')
-        parts.append(f'<line x1="{s.x(x0):.1f}" y1="{s.y(trend.at(x0)):.1f}" '
-                     f'x2="{s.x(x1):.1f}" y2="{s.y(trend.at(x1)):.1f}" stroke="#111" '
-                     f'stroke-width="1.2" stroke-dasharray="8 3"><title>trend '
-                     f'{trend.slope * 3600 / 1e6:+.2f} MB/h</title></line>')
-    # level strip
-    for a, b, level in r.level_runs:
+        parts.append(f'<line class="trend" x1="{s.x(x0):.2f}" y1="{s.y(trend.at(x0)):.2f}" '
+                     f'x2="{s.x(x1):.2f}" y2="{s.y(trend.at(x1)):.2f}" '
+                     f'stroke="{TREND_COLOUR}" stroke-width="2" stroke-dasharray="10 3">'
+                     f'<title>{_e(trend_label(trend.slope))}</title></line>')
+    # level strip: higher levels drawn last, so that a second at HIGH shows over the overlap
+    # with the next generation's first seconds
+    for a, b, level in sorted(r.level_runs, key=lambda run: _RANK.get(run[2], 0)):
         xa, xb = s.x(a), s.x(b)
         axes.append(f'<rect x="{xa:.1f}" y="{H}" width="{max(xb - xa, 0.5):.1f}" '
                      f'height="{STRIP}" fill="{LEVEL_COLOURS.get(level, "#999")}">'
                      f'<title>{_e(level)}</title></rect>')
-    # event markers
+    # event markers, above the plot
+    markers = []
     for ev in r.data.events[:500]:
         if ev.type in ("stats",):
             continue
         x = s.x(ev.t)
         label = f"{ev.type} gen {ev.generation} {ev.message or ev.reason or ''}".strip()
-        parts.append(f'<path d="M{x:.1f},{PAD_T} l-4,-8 h8 z" fill="#333">'
-                     f'<title>{_e(stamp(ev.t))} {_e(label)}</title></path>')
-    # Data is clipped to the plot area (a trend extended towards a far limit leaves it).
+        markers.append(f'<path d="M{x:.1f},{PAD_T} l-4,-8 h8 z" fill="#333">'
+                       f'<title>{_e(stamp(ev.t))} {_e(label)}</title></path>')
+    # Data is clipped to the plot area (a trend extended towards a far limit leaves it), the
+    # markers to the band above it.
     clip = f"clip-{zlib.crc32(f'{w.source}/{w.worker}'.encode()):08x}"
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" '
             f'style="max-width:{W}px;height:auto" viewBox="0 -8 {W} {H + STRIP + 28}" '
-            f'role="img" aria-label="RSS of {_e(w.worker)}"><defs><clipPath id="{clip}">'
-            f'<rect x="{PAD_L}" y="-8" width="{W - PAD_L - PAD_R}" height="{H + 8}"/>'
-            f'</clipPath></defs><rect x="0" y="-8" width="{W}" height="{H + STRIP + 28}" '
-            f'fill="#fff"/>' + "".join(axes) + f'<g clip-path="url(#{clip})">'
-            + "".join(parts) + "</g></svg>")
+            f'role="img" aria-label="memory of {_e(w.worker)}"><defs>'
+            f'<clipPath id="{clip}"><rect x="{PAD_L}" y="{PAD_T - 4}" '
+            f'width="{W - PAD_L - PAD_R}" height="{H - PAD_B - PAD_T + 4}"/></clipPath>'
+            f'<clipPath id="{clip}-m"><rect x="{PAD_L - 4}" y="-8" '
+            f'width="{W - PAD_L - PAD_R + 8}" height="{PAD_T + 8}"/></clipPath></defs>'
+            f'<rect x="0" y="-8" width="{W}" height="{H + STRIP + 28}" fill="#fff"/>'
+            + "".join(axes) + f'<g clip-path="url(#{clip})">' + "".join(parts) + "</g>"
+            + f'<g clip-path="url(#{clip}-m)">' + "".join(markers) + "</g></svg>")
+
+
+def trend_label(slope: float) -> str:
+    """How a trend line states its slope (bytes/s), in the chart and beside it."""
+    return f"trend {slope * 3600 / 1e6:+.2f} MB/h ({slope / 1e6:+.4f} MB/s)"
 
 
 def _rows(header: list[str], rows: list[list[str]]) -> str:
@@ -179,39 +200,88 @@ def _rows(header: list[str], rows: list[list[str]]) -> str:
 
 
 def panel(r: WorkerResult) -> str:
-    """One worker: verdict, reasons, chart, tables."""
+    """One worker: verdict, how supervision ended, reasons, chart, tables."""
     w = r.out
     colour = VERDICT_COLOURS[w.verdict]
     seg = w.segment
     items = "".join(f"<li>{_e(x)}</li>" for x in w.reasons)
+    ended = (f'<p class="ended">{_e(ending_line(w.ending))}</p>'
+             if w.ending is not None and w.ending.kind == "gave_up" else
+             f"<p>{_e(ending_line(w.ending))}</p>" if w.ending is not None else "")
     facts = [["attribution", f"{w.attribution.kind}: {w.attribution.detail}"]]
     if seg:
         facts.append(["shape", f"{seg.shape}: {seg.shape_detail}"])
-        facts.append(["growth (medians)", f"{seg.trend.slope_mb_h:+.2f} MB/h "
-                      f"[{seg.trend.low_mb_h:+.2f}, {seg.trend.high_mb_h:+.2f}]"])
-        facts.append(["growth (baseline)", f"{seg.baseline.slope_mb_h:+.2f} MB/h "
-                      f"[{seg.baseline.low_mb_h:+.2f}, {seg.baseline.high_mb_h:+.2f}]"])
+        if seg.shape != "short":
+            facts.append(["growth (medians)", f"{seg.trend.slope_mb_h:+.2f} MB/h "
+                          f"[{seg.trend.low_mb_h:+.2f}, {seg.trend.high_mb_h:+.2f}]"])
+            facts.append(["growth (baseline)", f"{seg.baseline.slope_mb_h:+.2f} MB/h "
+                          f"[{seg.baseline.low_mb_h:+.2f}, {seg.baseline.high_mb_h:+.2f}]"])
+    if r.main is not None and r.main.shape.name != "short":
+        facts.append(["trend line (chart)", trend_label(r.main.shape.relevant.slope)])
+    if w.targets is not None:
+        facts.append(["design targets", targets_line(w.targets).strip()
+                      .removeprefix("against the design's targets ")])
     for p in w.projections:
         when = ("already reached" if p.reached else
                 f"{duration(p.seconds)} ({duration(p.earliest)} to {duration(p.latest)})")
         facts.append([f"time to {p.target} ({size(p.bytes)})", when])
     facts.append(["time in level", ", ".join(f"{x.level} {duration(x.seconds)}"
                                              for x in w.levels if x.seconds)])
-    facts.append(["transitions", f"{w.transitions} ({w.flaps_per_hour:.1f} flaps/h)"])
+    facts.append(["transitions", f"{w.transitions} ({w.flaps_per_hour:.1f} flaps/h within a "
+                  "generation)" + (": FLAPPING" if w.flapping else "")])
     if w.trims.count:
         facts.append(["trims", f"{w.trims.count}, {size(w.trims.freed_mean)} freed on average"])
-    gens = _rows(["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h", "shape",
-                  "verdict", "max level", "trims"],
+    gens = _rows(["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h",
+                  "peak MB/s", "shape", "verdict", "max level", "at high", "trims", "obj/MB"],
                  [[str(g.generation), g.profile or "-", duration(g.uptime_s), size(g.rss_start),
-                   size(g.rss_end), size(g.rss_max), f"{g.slope_mb_h:+.2f}", g.shape, g.verdict,
-                   g.max_level, str(g.trims)] for g in w.generations])
-    reps = _rows(["generation", "reason", "before", "after", "held"],
-                 [[str(x.generation), x.reason or "-", size(x.rss_before), size(x.rss_after),
+                   size(g.rss_end), size(g.rss_max),
+                   f"{g.slope_mb_h:+.2f}" if g.shape != "short" else "-",
+                   f"{g.growth_peak_mb_s:.1f}" if g.growth_peak_mb_s is not None else "-",
+                   g.shape, g.verdict, g.max_level, _at_high(g.level_seconds), str(g.trims),
+                   f"{g.objects_per_mb:.0f}" if g.objects_per_mb else "-"]
+                  for g in w.generations])
+    findings = "".join(f"<p><b>finding, generation {g.generation}</b>"
+                       f"{' (' + _e(stamp(g.finding_t)) + ')' if g.finding_t else ''}: "
+                       f"{_e(g.finding)}</p>" for g in w.generations if g.finding)
+    reps = _rows(["generation", "reason", "crossing", "peak before", "after (ready)",
+                  "ready in", "held"],
+                 [[str(x.generation), x.reason or "-", _crossing(x), size(x.rss_peak_before),
+                   size(x.rss_after),
+                   f"{x.ready_after_s:.1f} s" if x.ready_after_s is not None else "-",
                    duration(x.held_s)] for x in w.replacements]) if w.replacements else ""
     return (f'<div class="panel"><h2>{_e(w.source)} / {_e(w.worker)} '
             f'<span class="v" style="background:{colour}">{_e(w.verdict)}</span></h2>'
-            f"<div>{_e(stamp(w.start))} to {_e(stamp(w.end))}, {w.samples} samples</div>"
-            f"{chart(r)}<ul>{items}</ul>{_rows(['', ''], facts)}{gens}{reps}</div>")
+            f"{ended}<div>{_e(stamp(w.start))} to {_e(stamp(w.end))}, {w.samples} samples</div>"
+            f"{chart(r)}<ul>{items}</ul>{_rows(['', ''], facts)}{gens}{findings}{reps}</div>")
+
+
+def _at_high(seconds: dict[str, float]) -> str:
+    s = seconds.get("high", 0.0) + seconds.get("critical", 0.0)
+    return "-" if not s else f"{s:.1f} s" if s < 120 else duration(s)
+
+
+def _crossing(x: Replacement) -> str:
+    c = x.crossing
+    if c is None:
+        return f"{size(x.rss_before)} at the spawn"
+    where = "ms samples" if c.source == "burst" else "level event"
+    return f"{c.level} {size(c.threshold)} crossed at {size(c.rss)} ({where})"
+
+
+def recommendation(rec: Recommendation) -> str:
+    """The recommended settings of one source, with the paste-ready snippets."""
+    rows = [["container memory limit", rec.limit.text, rec.limit.reason],
+            ["memory request", rec.request.text, rec.request.reason]]
+    for a in rec.workers:
+        rows.append([f"{a.worker}: high", a.high.text, a.high.reason])
+        rows.append([f"{a.worker}: critical", a.critical.text, a.critical.reason])
+    rows.append(["cooldown", rec.cooldown.text, rec.cooldown.reason])
+    notes = "".join(f"<li>{_e(n)}</li>" for n in rec.notes)
+    snippets = "".join(f"<h3>{_e(title)}</h3><pre>{_e(body)}</pre>" for title, body in (
+        ("memwarden.toml", rec.toml), ("Kubernetes container resources", rec.kubernetes),
+        ("compose service", rec.compose)))
+    return (f'<div class="panel"><h2>Recommended settings for {_e(rec.source)}</h2>'
+            f"{_rows(['setting', 'value', 'why'], rows)}<ul>{notes}</ul>{snippets}</div>")
 
 
 def render(analysis: Analysis) -> str:
@@ -222,6 +292,10 @@ def render(analysis: Analysis) -> str:
                f"{rd.corrupt} corrupt, {rd.truncated} truncated, "
                f"{rd.dropped_by_writer} dropped by the writer")
     body = "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
+    body += "".join(recommendation(rec) for rec in rep.recommendations)
+    if rep.gave_up:
+        body = (f'<p class="ended">SUPERVISION ENDED: memwarden gave up on '
+                f"{_e(', '.join(rep.gave_up))}</p>" + body)
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'; img-src data:\">"
@@ -231,4 +305,4 @@ def render(analysis: Analysis) -> str:
             f"{_e(rep.verdict)}</span></h1><p>{_e(summary)}</p>{body}</body></html>\n")
 
 
-__all__ = ["chart", "panel", "render"]
+__all__ = ["TREND_COLOUR", "chart", "panel", "recommendation", "render", "trend_label"]

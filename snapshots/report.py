@@ -59,10 +59,37 @@ class Transition(_Out, kw_only=True):
     metric: str | None = None
     value: float | None = None
     threshold: float | None = None
+    generation: int = 0
+
+
+class Crossing(_Out, kw_only=True):
+    """Where memory crossed the line whose level change started a replacement.
+
+    `t`/`rss`: the first sample of the run that confirmed the change; `confirmed_t`/
+    `confirmed_rss`: the sample that confirmed it. `source` is `burst` (the flight recorder's
+    millisecond samples) or `event` (no burst: the value the level event carries, at the
+    event's time).
+    """
+
+    t: float
+    rss: int
+    threshold: float
+    metric: str
+    level: str
+    confirmed_t: float
+    confirmed_rss: int
+    source: str
 
 
 class Replacement(_Out, kw_only=True):
-    """A new generation and what it bought."""
+    """A new generation and what it bought.
+
+    `rss_before` is the old generation's memory at the crossing that started the replacement
+    (`before_from` = `crossing`), else over the sample period of the spawn (`samples`: a
+    replacement by hand or for the container's pressure); `rss_after` the new generation's
+    memory over its first sample period once ready; `rss_peak_before` the old generation's
+    highest memory, up to its retirement.
+    """
 
     generation: int
     t: float
@@ -74,6 +101,9 @@ class Replacement(_Out, kw_only=True):
     ready_after_s: float | None
     held_s: float | None
     until: str
+    crossing: Crossing | None = None
+    rss_peak_before: int | None = None
+    before_from: str = "samples"
 
 
 class Trims(_Out, kw_only=True):
@@ -129,6 +159,46 @@ class Generation(_Out, kw_only=True):
     max_level: str
     trims: int
     objects_per_mb: float | None
+    level_seconds: dict[str, float] = {}
+    growth_peak_mb_s: float | None = None  # highest growth measured live, after warm-up
+    finding: str | None = None  # the latest `finding` of the generation's leak reports
+    finding_t: float | None = None
+
+
+class Targets(_Out, kw_only=True):
+    """Growth and objects per MB against the original automaton design's targets.
+
+    Growth: `healthy` under 1 MB/s, `elevated` from 1 MB/s, `warning` over 5 MB/s,
+    `critical` over 10 MB/s, `unknown` (and `growth_mb_s` null) when no generation was long
+    enough to judge. `growth_mb_s` is the sustained trend the verdict weighed;
+    `growth_peak_mb_s` the highest growth the supervisor measured (its robust slope over the
+    growth window) after each generation's warm-up, and `seconds_over` how long growth stayed
+    over 1, 5 and 10 MB/s. Objects per MB: `met` above 10, else `below`.
+    """
+
+    growth_mb_s: float | None
+    growth: str
+    growth_peak_mb_s: float | None = None
+    growth_peak: str | None = None
+    seconds_over: list[float] = []
+    objects_per_mb: float | None = None
+    objects: str | None = None
+
+
+class Ending(_Out, kw_only=True):
+    """How supervision of a worker ended, when the record says it did.
+
+    `kind`: `gave_up` (memwarden stopped supervising: `reason` `limits_too_small`, exit status
+    3, or `restart_budget`), `exited` (the worker ended by itself and was not restarted) or
+    `stopped` (memwarden was told to stop).
+    """
+
+    kind: str
+    reason: str
+    t: float
+    generation: int
+    exit_status: int | None
+    message: str
 
 
 class Worker(_Out, kw_only=True):
@@ -159,6 +229,53 @@ class Worker(_Out, kw_only=True):
     generations: list[Generation]
     events: dict[str, int]
     bursts: int
+    ending: Ending | None = None
+    targets: Targets | None = None
+
+
+class Advice(_Out, kw_only=True):
+    """One recommended setting: its value (bytes, or seconds for a cooldown), as written in
+    the configuration, and why."""
+
+    name: str
+    value: float
+    text: str
+    reason: str
+
+
+class WorkerAdvice(_Out, kw_only=True):
+    """A worker's observed working set and the thresholds recommended for it.
+
+    `startup`: a new generation's memory once ready (median over generations); `typical`:
+    the 90th percentile of the windows' highest memory; `peak`: the highest memory of its
+    healthy operation (for a leak, the start-up level plus the usual excursions above the
+    trend, since the leak itself has no natural peak).
+    """
+
+    worker: str
+    startup: int | None
+    typical: int
+    peak: int
+    growth_mb_h: float
+    high: Advice
+    critical: Advice
+
+
+class Recommendation(_Out, kw_only=True):
+    """Settings for one source (a container): its memory limit and request, memwarden's
+    thresholds per worker and the cooldown, each with the reason; and the same paste-ready
+    as memwarden TOML, a Kubernetes `resources` block and a compose `mem_limit`."""
+
+    source: str
+    margin: float
+    limit: Advice
+    request: Advice
+    cooldown: Advice
+    workers: list[WorkerAdvice]
+    notes: list[str]
+    toml: str
+    kubernetes: str
+    compose: str
 
 
 class ReadSummary(_Out, kw_only=True):
@@ -191,24 +308,32 @@ class Report(_Out, kw_only=True):
     read: ReadSummary
     sources: list[SourceSummary]
     workers: list[Worker]
+    gave_up: list[str] = []  # "source / worker" of each worker memwarden gave up on
+    recommendations: list[Recommendation] = []
 
 
 __all__ = [
     "SCHEMA",
     "VERDICTS",
+    "Advice",
     "Attribution",
+    "Crossing",
+    "Ending",
     "Gc",
     "Generation",
     "LevelTime",
     "Projection",
     "ReadSummary",
+    "Recommendation",
     "Replacement",
     "Report",
     "Segment",
     "SourceSummary",
+    "Targets",
     "Transition",
     "Trend",
     "Trims",
     "Verdict",
     "Worker",
+    "WorkerAdvice",
 ]

@@ -1,9 +1,11 @@
 """Per-worker data folded from snapshot records as they are read: windows, levels, counters.
 
 The analysis never keeps records nor per-sample columns: each chunk the reader decodes is
-grouped by worker and folded into that worker's generation windows (`windows.py`), its level
-runs and time in each level, and an evenly spaced subset of its counters. Memory is
-O(windows + level changes + 4096 counter readings) per worker, however long the record.
+grouped by worker and folded into that worker's generation windows (`windows.py`), their level
+runs and time in each level, and an evenly spaced subset of its counters. Of the bursts (the
+flight recorder), only those around a change to HIGH or CRITICAL are kept, undecoded: they
+hold the crossing that started a replacement. Memory is O(windows + level changes + 4096
+counter readings + those bursts) per worker, however long the record.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from snapshots.reader import BurstHead
-from snapshots.schema import Event, Header, Record
-from snapshots.windows import GenerationData
+from snapshots.burst import decode_burst
+from snapshots.schema import Burst, Event, Header, Record
+from snapshots.windows import LEVELS, GenerationData
 
-LEVELS = ("low", "medium", "high", "critical")
 #: Most worker-counter readings kept per worker (see WorkerData).
 MAX_COUNTERS = 4096
+#: Bursts kept per generation (those around a change to HIGH or CRITICAL).
+MAX_BURSTS = 8
+#: A burst spans at most this long (2 s before its cause and 1 s after, and some slack).
+_BURST_SPAN_S = 3.5
 
 _T = operator.attrgetter("t")
 _GEN = operator.attrgetter("generation")
-_LEVEL = operator.attrgetter("level")
 _LIMIT = operator.attrgetter("limit")
 _DROPPED = operator.attrgetter("dropped")
 
@@ -49,6 +53,7 @@ class SampleView(Record, tag="sample", gc=False):
     rss_max: int
     rss_mean: float
     level: str = "low"
+    slope: float = 0.0
     limit: int | None = None
     # Left as raw JSON: only the few samples whose counters are kept get them decoded
     # (see WorkerData.keep_counters); measured 20 % faster decoding than a Counters field.
@@ -56,8 +61,34 @@ class SampleView(Record, tag="sample", gc=False):
     dropped: int = 0
 
 
+class BurstView(Record, tag="burst", gc=False):
+    """A burst with its samples left as raw JSON: decoded only for the few bursts kept."""
+
+    worker: str
+    generation: int
+    pid: int = 0
+    cause: str = ""
+    interval_us: int = 0
+    rss0: int = 0
+    dt_us: msgspec.Raw = msgspec.Raw()
+    rss_delta: msgspec.Raw = msgspec.Raw()
+
+    def samples(self) -> tuple[list[float], list[int]]:
+        """Wall times (Unix seconds) and RSS values (bytes); empty when damaged."""
+        try:
+            return decode_burst(Burst(
+                t=self.t, worker=self.worker, generation=self.generation, pid=self.pid,
+                cause=self.cause, interval_us=self.interval_us, rss0=self.rss0,
+                dt_us=_INTS.decode(self.dt_us) if self.dt_us else [],
+                rss_delta=_INTS.decode(self.rss_delta) if self.rss_delta else []))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            return [], []
+
+
 #: What the analysis decodes: headers and events in full, samples and bursts in part.
-ANALYSIS_TYPES = Header | SampleView | Event | BurstHead
+ANALYSIS_TYPES = Header | SampleView | Event | BurstView
+
+_INTS = msgspec.json.Decoder(list[int])
 
 _COUNTERS = msgspec.json.Decoder(Counters)
 
@@ -76,11 +107,9 @@ def _counters(raw: msgspec.Raw | None) -> Counters | None:
 class WorkerData:
     """Everything recorded about one worker of one source, folded as it was read.
 
-    Windows are `width` seconds from `origin` (see `windows.py`). A sample stands for the
-    time to the next one, at most two sample periods: a longer gap means nothing was
-    recorded (the supervisor was down), and nothing is claimed for it. Worker counters are
-    kept for an evenly spaced subset of the samples (every `counter_stride`-th, at most
-    `MAX_COUNTERS`; the stride doubles as the record grows).
+    Windows are `width` seconds from `origin` (see `windows.py`); levels are timed per
+    generation there. Worker counters are kept for an evenly spaced subset of the samples
+    (every `counter_stride`-th, at most `MAX_COUNTERS`; the stride doubles as the record grows).
     """
 
     source: str
@@ -89,10 +118,9 @@ class WorkerData:
     width: float
     period_s: float = 1.0
     max_windows: int = 2000
+    warmup_s: float = 6.0
     gens: dict[int, GenerationData] = field(default_factory=dict)
     samples: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0.0))
-    runs: list[list] = field(default_factory=list)  # [start, last sample t, level]
     counters: list[Counters | msgspec.Raw | None] = field(default_factory=list)
     counter_t: list[float] = field(default_factory=list)
     counter_rss: list[float] = field(default_factory=list)
@@ -101,8 +129,7 @@ class WorkerData:
     limit: int | None = None
     events: list[Event] = field(default_factory=list)
     bursts: int = 0
-    _last_t: float | None = None
-    _last_level: str = "low"
+    kept_bursts: dict[int, list[BurstView]] = field(default_factory=dict)
     _seen: int = 0
     _raw: bool = False
     _series: dict[tuple[str, int | None], tuple[list[float], list[float], list[float]]] = \
@@ -110,69 +137,39 @@ class WorkerData:
 
     def add(self, group: list[SampleView]) -> None:
         """Fold one chunk's samples of this worker (in file order) in."""
-        ts = list(map(_T, group))
         self.samples += len(group)
         gens = set(map(_GEN, group))
         if len(gens) == 1:
-            self._generation(group[0].generation).add(ts, group)
+            self._generation(group[0].generation).add(list(map(_T, group)), group)
         else:  # a replacement overlaps its predecessor: split by generation
             for g in sorted(gens):
                 part = [s for s in group if s.generation == g]
                 self._generation(g).add(list(map(_T, part)), part)
-        self._levels(ts, list(map(_LEVEL, group)))
         self.keep_counters(group)
 
     def _generation(self, g: int) -> GenerationData:
         gd = self.gens.get(g)
         if gd is None:
-            gd = self.gens[g] = GenerationData(g, self.width, self.origin, self.max_windows)
+            gd = self.gens[g] = GenerationData(g, self.width, self.origin, self.max_windows,
+                                               self.period_s, self.warmup_s)
         return gd
 
-    def _levels(self, ts: list[float], lv: list[str]) -> None:
-        cap = 2 * self.period_s
-        seconds, runs = self.seconds, self.runs
-        n = len(ts)
-        if self._last_t is not None:  # the previous chunk's last sample, up to this one
-            gap = ts[0] - self._last_t
-            seconds[self._last_level] += min(max(gap, 0.0), cap)
-            if gap > cap or lv[0] != self._last_level:
-                runs.append([ts[0], ts[0], lv[0]])
-        else:
-            runs.append([ts[0], ts[0], lv[0]])
-        if n > 1 and max(map(operator.sub, ts[1:], ts[:-1])) > cap:
-            for i in range(1, n):  # rare: gaps to cap inside the chunk
-                gap = ts[i] - ts[i - 1]
-                seconds[lv[i - 1]] = seconds.get(lv[i - 1], 0.0) + min(max(gap, 0.0), cap)
-                runs[-1][1] = ts[i - 1]
-                if gap > cap or lv[i] != lv[i - 1]:
-                    runs.append([ts[i], ts[i], lv[i]])
-            runs[-1][1] = ts[-1]
-        else:
-            # No gap to cap: a run's time is from its first sample to the next run's first.
-            edges = [0, *_changes(lv), n]
-            for a, b in itertools.pairwise(edges):
-                end = ts[b] if b < n else ts[-1]
-                seconds[lv[a]] = seconds.get(lv[a], 0.0) + (end - ts[a])
-                if a:
-                    runs.append([ts[a], ts[a], lv[a]])
-                runs[-1][1] = ts[b - 1]
-        self._last_t, self._last_level = ts[-1], lv[-1]
-
-    def finish(self) -> None:
-        """Account for the last sample's period."""
-        if self._last_t is not None:
-            self.seconds[self._last_level] += self.period_s
-            self._last_t = None
-
-    def level_runs(self) -> list[tuple[float, float, str]]:
-        """(start, end, level) runs; a run ends where the next begins, or a period later."""
-        cap = 2 * self.period_s
-        out = []
-        for i, (start, last, level) in enumerate(self.runs):
-            nxt = self.runs[i + 1][0] if i + 1 < len(self.runs) else None
-            end = nxt if nxt is not None and 0 <= nxt - last <= cap else last + self.period_s
-            out.append((start, end, level))
-        return out
+    def burst(self, b: BurstView) -> None:
+        """Count a burst; keep it (its raw samples copied) when it covers the generation's
+        latest change to HIGH or CRITICAL: it holds the crossing a replacement started from.
+        (A level burst is written a second after its change, an exit burst at the exit, so
+        either may be the one that covers it.)"""
+        self.bursts += 1
+        for e in reversed(self.events[-32:]):  # the event is written before its burst
+            if e.type == "level" and e.generation == b.generation:
+                if e.level in ("high", "critical") and b.t <= e.t <= b.t + _BURST_SPAN_S:
+                    kept = self.kept_bursts.setdefault(b.generation, [])
+                    kept.append(BurstView(
+                        t=b.t, worker=b.worker, generation=b.generation, pid=b.pid,
+                        cause=b.cause, interval_us=b.interval_us, rss0=b.rss0,
+                        dt_us=b.dt_us.copy(), rss_delta=b.rss_delta.copy()))
+                    del kept[:-MAX_BURSTS]
+                return
 
     @property
     def has_counters(self) -> bool:
@@ -228,13 +225,6 @@ class WorkerData:
         return cached
 
 
-def _changes(values: Sequence[str]) -> list[int]:
-    """Indices where the value differs from the one before."""
-    if len(set(values)) <= 1:
-        return []
-    return [i for i in range(1, len(values)) if values[i] != values[i - 1]]
-
-
 @dataclass
 class Frame:
     """How one source's samples are windowed: from `origin`, `width` seconds each."""
@@ -243,6 +233,7 @@ class Frame:
     width: float
     period_s: float = 1.0
     max_windows: int = 2000
+    warmup_s: float = 6.0
 
 
 class Collector:
@@ -259,7 +250,7 @@ class Collector:
         if w is None:
             f = self.frames.get(source) or Frame(0.0, 1.0)
             w = self.workers[(source, name)] = WorkerData(
-                source, name, f.origin, f.width, f.period_s, f.max_windows)
+                source, name, f.origin, f.width, f.period_s, f.max_windows, f.warmup_s)
         return w
 
     def add(self, source: str, records: Sequence[Record]) -> list[Header]:
@@ -285,8 +276,8 @@ class Collector:
                     self._worker(source, e.worker).events.append(e)
                 else:
                     self.source_events.setdefault(source, []).append(e)
-            elif cls is BurstHead:
-                self._worker(source, r.worker).bursts += 1  # type: ignore[attr-defined]
+            elif cls is BurstView:
+                self._worker(source, r.worker).burst(r)  # type: ignore[attr-defined,arg-type]
             elif cls is Header:
                 headers.append(r)  # type: ignore[arg-type]
         for name, group in groups.items():
@@ -299,17 +290,15 @@ class Collector:
         return headers
 
     def finish(self) -> None:
-        """Close every worker's open windows and level run."""
+        """Order every worker's events (generations are closed by the analysis)."""
         for w in self.workers.values():
-            w.finish()
-            for gd in w.gens.values():
-                gd.finish()
             w.events.sort(key=lambda e: e.t)
 
 
 __all__ = [
     "ANALYSIS_TYPES",
     "LEVELS",
+    "BurstView",
     "Collector",
     "Counters",
     "Frame",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -68,6 +68,35 @@ def samples(worker: str, values: Iterable[float], *, t0: float = 1.7e9, generati
     return out
 
 
+def summarise(worker: str, times: Sequence[float], values: Sequence[float], *,
+              period_s: float = 1.0, generation: int = 1, pid: int = 1000,
+              level: str = "low", slope: float = 0.0) -> list[Sample]:
+    """Period summaries of a finely sampled series, as the recorder writes them.
+
+    `times` (Unix seconds, increasing) and `values` (bytes) are the ticks; each Sample covers
+    the ticks of one period and is stamped with the period's end, with the last, lowest,
+    highest and mean value of the period. Periods without ticks give no Sample (a gap).
+    """
+    out: list[Sample] = []
+    if not times:
+        return out
+    origin = times[0]
+    i, n = 0, len(times)
+    while i < n:
+        k = int((times[i] - origin) // period_s)
+        end = origin + (k + 1) * period_s
+        j = i
+        while j < n and times[j] < end:
+            j += 1
+        part = values[i:j]
+        out.append(Sample(t=end, worker=worker, generation=generation, pid=pid,
+                          rss=int(part[-1]), rss_min=int(min(part)), rss_max=int(max(part)),
+                          rss_mean=sum(part) / len(part), ticks=len(part), slope=slope,
+                          level=level))  # type: ignore[arg-type]
+        i = j
+    return out
+
+
 def header(host: str = "host-a", *, t0: float = 1.7e9, limit: int | None = None,
            thresholds: dict[str, int] | None = None, **fields: object) -> Header:
     """A header as the supervisor writes it (format version of this release)."""
@@ -89,4 +118,4 @@ def write(path: str, records: Iterable[Record]) -> int:
     return len(buf)
 
 
-__all__ = ["MB", "SHAPES", "header", "samples", "series", "write"]
+__all__ = ["MB", "SHAPES", "header", "samples", "series", "summarise", "write"]

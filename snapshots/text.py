@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
-from snapshots.report import Projection, Report, Worker
+from snapshots.report import (
+    Ending,
+    Projection,
+    Recommendation,
+    Replacement,
+    Report,
+    Targets,
+    Worker,
+)
 
 
 def size(n: float | None) -> str:
@@ -46,19 +54,72 @@ def _table(rows: list[list[str]]) -> list[str]:
             for r in rows]
 
 
+def ending_line(e: Ending) -> str:
+    """How supervision ended, for people."""
+    status = f"; exit status {e.exit_status}" if e.exit_status is not None else ""
+    if e.kind == "gave_up":
+        why = {"limits_too_small": "the limits are too small for this worker",
+               "restart_budget": "the restart budget is spent"}.get(e.reason, e.reason)
+        head = f"SUPERVISION ENDED at {stamp(e.t)}: memwarden gave up ({why}){status}"
+    elif e.kind == "exited":
+        head = (f"supervision ended at {stamp(e.t)}: the worker exited by itself and was not "
+                f"restarted{status}")
+    else:
+        head = f"supervision ended at {stamp(e.t)}: memwarden was stopped"
+    return head + (f". {e.message}" if e.message and e.kind == "gave_up" else "")
+
+
+def targets_line(t: Targets) -> str:
+    """Growth and objects per MB against the original automaton design's targets."""
+    parts = [f"growth {t.growth_mb_s:+.3f} MB/s sustained: {t.growth}"
+             if t.growth_mb_s is not None else "sustained growth not judged (no generation "
+             "was long enough)"]
+    if t.growth_peak_mb_s is not None:
+        over = t.seconds_over[0] if t.seconds_over else 0.0
+        parts.append(f"peak {t.growth_peak_mb_s:.1f} MB/s: {t.growth_peak}"
+                     + (f" ({duration(over)} over 1 MB/s)" if over else ""))
+    line = ("  against the design's targets (healthy < 1 MB/s, warning > 5, critical > 10): "
+            + "; ".join(parts))
+    if t.objects_per_mb is not None:
+        line += (f"; {t.objects_per_mb:.0f} objects/MB: "
+                 + ("meets the target (> 10)" if t.objects == "met" else
+                    "below the target (> 10): large objects, or memory outside Python objects"))
+    return line
+
+
+def _replacement(r: Replacement) -> str:
+    c = r.crossing
+    if c is not None:
+        where = "ms samples" if c.source == "burst" else "level event"
+        before = (f"crossed {c.level.upper()} ({size(c.threshold)}) at {size(c.rss)} "
+                  f"[{where}]")
+    else:
+        before = f"{size(r.rss_before)} at the spawn"
+    peak = f", peak {size(r.rss_peak_before)}" if r.rss_peak_before is not None else ""
+    ready = f", ready in {r.ready_after_s:.1f} s" if r.ready_after_s is not None else ""
+    return (f"  replacement -> generation {r.generation} ({r.reason or 'no reason'}, "
+            f"profile {r.profile or '-'}): {before}{peak} -> {size(r.rss_after)} once ready"
+            f"{ready}, held {duration(r.held_s)} until {r.until}")
+
+
 def worker_lines(w: Worker) -> list[str]:
     """The block of one worker."""
     lines = [f"{w.source} / {w.worker}: leak verdict {w.verdict.upper()}",
              f"  {stamp(w.start)} to {stamp(w.end)} ({duration(w.end - w.start)}), "
              f"{w.samples} samples, {len(w.generations)} generation(s), "
              f"max level {w.max_level}"]
+    if w.ending is not None:
+        lines.append("  " + ending_line(w.ending))
     if w.segment:
         s = w.segment
         lines.append(f"  shape (generation {w.main_generation}): {s.shape}: {s.shape_detail}")
-        lines.append(f"  growth: medians {s.trend.slope_mb_h:+.2f} MB/h "
-                     f"[{s.trend.low_mb_h:+.2f}, {s.trend.high_mb_h:+.2f}] R² {s.trend.r2:.2f}; "
-                     f"baseline {s.baseline.slope_mb_h:+.2f} MB/h "
-                     f"[{s.baseline.low_mb_h:+.2f}, {s.baseline.high_mb_h:+.2f}]")
+        if s.shape != "short":
+            lines.append(f"  growth: medians {s.trend.slope_mb_h:+.2f} MB/h "
+                         f"[{s.trend.low_mb_h:+.2f}, {s.trend.high_mb_h:+.2f}] "
+                         f"R² {s.trend.r2:.2f}; baseline {s.baseline.slope_mb_h:+.2f} MB/h "
+                         f"[{s.baseline.low_mb_h:+.2f}, {s.baseline.high_mb_h:+.2f}]")
+    if w.targets is not None:
+        lines.append(targets_line(w.targets))
     lines.append("  why:")
     lines.extend(f"    - {r}" for r in w.reasons)
     a = w.attribution
@@ -68,7 +129,8 @@ def worker_lines(w: Worker) -> list[str]:
         lines.append("  time to: " + "; ".join(_projection(p) for p in w.projections))
     lines.append("  time in level: " + ", ".join(
         f"{x.level} {duration(x.seconds)} ({x.share:.0%})" for x in w.levels if x.seconds))
-    lines.append(f"  transitions: {w.transitions}, flaps {w.flaps_per_hour:.1f}/h"
+    lines.append(f"  transitions: {w.transitions}, flaps {w.flaps_per_hour:.1f}/h within a "
+                 "generation"
                  + (" (FLAPPING: widen the margin or lengthen the dwell)" if w.flapping else ""))
     if w.trims.count:
         t = w.trims
@@ -81,19 +143,46 @@ def worker_lines(w: Worker) -> list[str]:
         g = w.gc
         mean = f", {g.pause_ms_mean:.2f} ms per collection" if g.pause_ms_mean else ""
         lines.append(f"  gc pauses: {g.pause_ms_total:.0f} ms total{mean}")
-    for r in w.replacements:
-        lines.append(f"  replacement -> generation {r.generation} ({r.reason or 'no reason'}, "
-                     f"profile {r.profile or '-'}): {size(r.rss_before)} -> {size(r.rss_after)}"
-                     f", held {duration(r.held_s)} until {r.until}")
-    if len(w.generations) > 1 or w.generations:
-        rows = [["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h", "shape",
-                 "verdict", "level", "trims", "obj/MB"]]
+    lines.extend(_replacement(r) for r in w.replacements)
+    if w.generations:
+        rows = [["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h",
+                 "peak MB/s", "shape", "verdict", "level", "at high", "trims", "obj/MB"]]
         for g in w.generations:
+            high = g.level_seconds.get("high", 0.0) + g.level_seconds.get("critical", 0.0)
             rows.append([str(g.generation), g.profile or "-", duration(g.uptime_s),
                          size(g.rss_start), size(g.rss_end), size(g.rss_max),
-                         f"{g.slope_mb_h:+.2f}", g.shape, g.verdict, g.max_level,
+                         f"{g.slope_mb_h:+.2f}" if g.shape != "short" else "-",
+                         f"{g.growth_peak_mb_s:.1f}" if g.growth_peak_mb_s is not None else "-",
+                         g.shape, g.verdict, g.max_level, _seconds(high) if high else "-",
                          str(g.trims), f"{g.objects_per_mb:.0f}" if g.objects_per_mb else "-"])
         lines.extend("  " + x for x in _table(rows))
+    for g in w.generations:
+        if g.finding:
+            when = f" ({stamp(g.finding_t)})" if g.finding_t is not None else ""
+            lines.append(f"  finding, generation {g.generation}{when}: {g.finding}")
+    return lines
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else duration(s)
+
+
+def recommendation_lines(r: Recommendation) -> list[str]:
+    """The recommendation for one source, with the paste-ready snippets."""
+    lines = [f"recommended settings for {r.source} (margin {r.margin:.0%}):",
+             f"  container memory limit {r.limit.text}: {r.limit.reason}",
+             f"  memory request {r.request.text}: {r.request.reason}"]
+    for a in r.workers:
+        lines.append(f"  {a.worker}: working set once ready {size(a.startup)}, 90th "
+                     f"percentile {size(a.typical)}, peak {size(a.peak)}")
+        lines.append(f"    high {a.high.text}: {a.high.reason}")
+        lines.append(f"    critical {a.critical.text}: {a.critical.reason}")
+    lines.append(f"  cooldown {r.cooldown.text}: {r.cooldown.reason}")
+    lines.extend(f"  note: {n}" for n in r.notes)
+    for title, body in (("memwarden.toml", r.toml), ("Kubernetes container", r.kubernetes),
+                        ("compose service", r.compose)):
+        lines.append(f"  --- {title} ---")
+        lines.extend("  " + x if x else "" for x in body.rstrip("\n").split("\n"))
     return lines
 
 
@@ -109,6 +198,8 @@ def render(report: Report) -> str:
              + (f"; {r.unknown} of unknown kind" if r.unknown else "")
              + (f"; the writer dropped {r.dropped_by_writer} record(s)"
                 if r.dropped_by_writer else "")]
+    if report.gave_up:
+        lines.append("SUPERVISION ENDED: memwarden gave up on " + ", ".join(report.gave_up))
     for src in report.sources:
         if src.events:
             lines.append(f"{src.label}: supervisor events: " + ", ".join(
@@ -117,7 +208,11 @@ def render(report: Report) -> str:
     for w in report.workers:
         lines.extend(worker_lines(w))
         lines.append("")
+    for rec in report.recommendations:
+        lines.extend(recommendation_lines(rec))
+        lines.append("")
     return "\n".join(lines)
 
 
-__all__ = ["duration", "render", "size", "stamp", "worker_lines"]
+__all__ = ["duration", "ending_line", "recommendation_lines", "render", "size", "stamp",
+           "targets_line", "worker_lines"]

@@ -22,6 +22,9 @@ from snapshots.windows import median
 
 #: Largest series the O(n²) estimators see; longer ones are thinned deterministically.
 MAX_POINTS = 200
+#: Growth is significant below this p-value (and with its 95 % interval above zero): the
+#: verdict's test, and the test for calling a series' shape a growth shape.
+P_SIGNIFICANT = 0.01
 _Z95 = 1.959963984540054
 
 
@@ -168,4 +171,4 @@ def _median_sorted(v: Sequence[float]) -> float:
     return float(v[mid]) if n % 2 else (v[mid - 1] + v[mid]) / 2.0
 
 
-__all__ = ["MAX_POINTS", "Fit", "fit", "least_squares", "thin"]
+__all__ = ["MAX_POINTS", "P_SIGNIFICANT", "Fit", "fit", "least_squares", "thin"]

@@ -14,13 +14,18 @@ import math
 from dataclasses import dataclass
 
 from snapshots import text
-from snapshots.report import Attribution, Projection, Trend, Verdict
+from snapshots.report import Attribution, Projection, Targets, Trend, Verdict
 from snapshots.shape import GROWTH_SHAPES, Shape
-from snapshots.trend import Fit
+from snapshots.trend import P_SIGNIFICANT, Fit
+from snapshots.windows import GROWTH_TARGETS
 
 MBH = 3600.0 / 1e6  # bytes/s -> MB/h
-_P_SIGNIFICANT = 0.01
 _P_STRONG = 1e-3
+#: Least R² of a linear trend for more than a suspicion.
+LIKELY_R2 = 0.5
+#: The original automaton design's target for Python objects per MB of memory: fewer means
+#: each object holds over 100 kB on average, or memory is held outside Python objects.
+OBJECTS_PER_MB_TARGET = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
     reasons.append(f"trend {which}: {f.slope * MBH:+.2f} MB/h "
                    f"(95 % {f.lo * MBH:+.2f} to {f.hi * MBH:+.2f}), p={f.p:.2g} "
                    f"over {f.n_eff:.0f} effective points")
-    significant = f.p < _P_SIGNIFICANT and f.lo > 0
+    significant = f.p < P_SIGNIFICANT and f.lo > 0
     if not significant:
         reasons.append("no significant growth")
         return "none", reasons
@@ -77,6 +82,12 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
         reasons.append(f"only {text.duration(span_s)} recorded; at least "
                        f"{text.duration(gate.min_span_s)} are needed for more than a suspicion")
         return "suspected", reasons
+    if shape.name == "linear" and f.r2 < LIKELY_R2:
+        # Memory that wanders slowly (caches, allocators) passes trend tests on a short
+        # record, with a line that explains little of it: real growth soon explains most.
+        reasons.append(f"the line explains {f.r2:.0%} of the variance (less than "
+                       f"{LIKELY_R2:.0%}): growth is only suspected until more is recorded")
+        return "suspected", reasons
     if f.p < _P_STRONG and (f.r2 >= 0.8 or shape.name != "linear") and f.n_eff >= 30 \
             and span_s >= 3600:
         reasons.append("strong, sustained growth for over an hour")
@@ -94,7 +105,7 @@ def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: f
         return Attribution(kind="unknown", detail="the worker sends no object counters; "
                            "use the workers library (or send `stats`) to tell Python objects "
                            "from native memory")
-    objects_growing = objects.p < _P_SIGNIFICANT and objects.lo > 0 and \
+    objects_growing = objects.p < P_SIGNIFICANT and objects.lo > 0 and \
         objects.slope * 3600.0 > 0.02 * max(objects_level, 1.0)
     if objects_growing:
         per_object = rss_fit.slope / objects.slope if objects.slope > 0 else None
@@ -111,6 +122,30 @@ def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: f
                        detail="memory grows while Python object counts do not: a native "
                        "(C extension, subprocess) leak or allocator retention",
                        objects_per_mb=per_mb)
+
+
+def growth_rating(bytes_per_s: float) -> str:
+    """`healthy` under 1 MB/s, `elevated` from 1 MB/s, `warning` over 5, `critical` over 10."""
+    healthy, warning, critical = GROWTH_TARGETS
+    if bytes_per_s < healthy:
+        return "healthy"
+    if bytes_per_s <= warning:
+        return "elevated"
+    return "warning" if bytes_per_s <= critical else "critical"
+
+
+def targets(sustained: float | None, peak: float | None, seconds_over: list[float],
+            objects_per_mb: float | None) -> Targets:
+    """Judge growth (bytes/s: the sustained trend, None when not judged; the highest
+    measured live) and objects per MB against the original automaton design's targets."""
+    return Targets(
+        growth_mb_s=sustained / 1e6 if sustained is not None else None,
+        growth=growth_rating(sustained) if sustained is not None else "unknown",
+        growth_peak_mb_s=peak / 1e6 if peak is not None else None,
+        growth_peak=growth_rating(peak) if peak is not None else None,
+        seconds_over=seconds_over, objects_per_mb=objects_per_mb,
+        objects=(None if objects_per_mb is None else
+                 "met" if objects_per_mb > OBJECTS_PER_MB_TARGET else "below"))
 
 
 def project(f: Fit, current: float, targets: dict[str, int]) -> list[Projection]:
@@ -131,4 +166,5 @@ def project(f: Fit, current: float, targets: dict[str, int]) -> list[Projection]
     return out
 
 
-__all__ = ["MBH", "Gate", "attribute", "judge", "project", "trend_out"]
+__all__ = ["LIKELY_R2", "MBH", "OBJECTS_PER_MB_TARGET", "Gate", "attribute",
+           "growth_rating", "judge", "project", "targets", "trend_out"]

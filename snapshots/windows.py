@@ -10,16 +10,20 @@ they exceed twice that, and a folded window's median is then the mean of the two
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-HEAD = 10  # first and last samples of a generation kept as they are
+from snapshots import memory
 
-_MIN = operator.attrgetter("rss_min")
-_MAX = operator.attrgetter("rss_max")
-_MEAN = operator.attrgetter("rss_mean")
+HEAD = 10  # first and last samples of a generation kept as they are
+LEVELS = ("low", "medium", "high", "critical")
+#: Growth the original automaton design calls healthy, a warning and critical (bytes/s).
+GROWTH_TARGETS = (1e6, 5e6, 10e6)
+
 _LEVEL = operator.attrgetter("level")
+_SLOPE = operator.attrgetter("slope")
 
 
 @dataclass
@@ -37,18 +41,33 @@ class Windows:
 
 @dataclass
 class GenerationData:
-    """One generation of one worker: its windows and a few facts kept along the way."""
+    """One generation of one worker: its windows and a few facts kept along the way.
+
+    A sample stands for the time to the generation's next sample, at most two sample periods
+    (`period_s`): a longer gap means nothing was recorded (the supervisor was down), nothing
+    is claimed for it and the gap is kept in `gaps`. Levels are timed per generation, so a
+    replacement that overlaps its predecessor does not interleave the two generations' levels.
+    Growth (the supervisor's robust slope) is judged after the first `warmup_s` seconds,
+    where a generation's start-up allocation would read as growth.
+    """
 
     generation: int
     width: float  # window width in seconds
     origin: float  # windows start at origin + k * width
     max_windows: int = 2000
+    period_s: float = 1.0
+    warmup_s: float = 6.0
     samples: int = 0
     first_t: float = float("inf")
     last_t: float = float("-inf")
-    head: list[tuple[float, float]] = field(default_factory=list)  # (t, rss_mean)
+    head: list[tuple[float, float]] = field(default_factory=list)  # (t, mean)
     tail: list[tuple[float, float, float]] = field(default_factory=list)  # (t, mean, max)
     levels: set[str] = field(default_factory=set)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0.0))
+    runs: list[list] = field(default_factory=list)  # [start, last sample t, level]
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+    growth_max: float = 0.0  # bytes/s, after warm-up
+    growth_over: list[int] = field(default_factory=lambda: [0, 0, 0])  # samples over targets
     k: list[int] = field(default_factory=list)
     t: list[float] = field(default_factory=list)
     lo: list[float] = field(default_factory=list)
@@ -59,6 +78,8 @@ class GenerationData:
     _plo: float = 0.0
     _phi: float = 0.0
     _pmids: list[float] = field(default_factory=list)
+    _last_t: float | None = None
+    _last_level: str = "low"
 
     def add(self, ts: Sequence[float], group: Sequence[object]) -> None:
         """Fold samples (`group`, with their times `ts`, in time order) into the windows."""
@@ -68,11 +89,17 @@ class GenerationData:
         self.samples += n
         self.first_t = min(self.first_t, ts[0])
         self.last_t = max(self.last_t, ts[-1])
+        low, mean, high = memory.getters(group)
         if len(self.head) < HEAD:
-            self.head.extend((s.t, s.rss_mean) for s in group[:HEAD - len(self.head)])  # type: ignore[attr-defined]
-        self.tail = (self.tail + [(s.t, s.rss_mean, s.rss_max)  # type: ignore[attr-defined]
-                                  for s in group[-HEAD:]])[-HEAD:]
-        self.levels.update(map(_LEVEL, group))
+            self.head.extend(zip(ts[:HEAD - len(self.head)], map(mean, group), strict=False))
+        last = group[-HEAD:]
+        self.tail = (self.tail + list(zip(ts[-HEAD:], map(mean, last), map(high, last),
+                                          strict=True)))[-HEAD:]
+        lv = list(map(_LEVEL, group))
+        kinds = set(lv)
+        self.levels |= kinds
+        self._levels(ts, lv, len(kinds) > 1)
+        self._growth(ts, group)
         width, origin = self.width, self.origin
         a = 0
         while a < n:
@@ -80,19 +107,77 @@ class GenerationData:
             # max(): times out of order (clock steps) must still make progress
             b = max(bisect.bisect_left(ts, origin + (k + 1) * width, a + 1), a + 1)
             part = group[a:b]
-            lo = min(map(_MIN, part))
-            hi = max(map(_MAX, part))
+            lo = min(map(low, part))
+            hi = max(map(high, part))
             if k == self._pk:
                 self._plo = min(self._plo, lo)
                 self._phi = max(self._phi, hi)
-                self._pmids.extend(map(_MEAN, part))
+                self._pmids.extend(map(mean, part))
             else:
                 self._close()
                 self._pk, self._pt, self._plo, self._phi = k, ts[a], lo, hi
-                self._pmids = list(map(_MEAN, part))
+                self._pmids = list(map(mean, part))
             a = b
         while len(self.t) > 2 * self.max_windows:
             self._fold()
+
+    def _growth(self, ts: Sequence[float], group: Sequence[object]) -> None:
+        start = bisect.bisect_left(ts, self.first_t + self.warmup_s)
+        if start >= len(ts):
+            return
+        part = group[start:] if start else group
+        top = max(map(_SLOPE, part))
+        if top > self.growth_max:
+            self.growth_max = top
+        if top > GROWTH_TARGETS[0]:  # rare: count the samples over each target
+            slopes = list(map(_SLOPE, part))
+            for i, line in enumerate(GROWTH_TARGETS):
+                self.growth_over[i] += sum(map(line.__lt__, slopes))
+
+    def _levels(self, ts: Sequence[float], lv: list[str], changing: bool) -> None:
+        cap = 2 * self.period_s
+        seconds, runs = self.seconds, self.runs
+        n = len(ts)
+        if self._last_t is not None:  # the previous chunk's last sample, up to this one
+            gap = ts[0] - self._last_t
+            seconds[self._last_level] += min(max(gap, 0.0), cap)
+            if gap > cap:
+                self.gaps.append((self._last_t, ts[0]))
+            if gap > cap or lv[0] != self._last_level:
+                runs.append([ts[0], ts[0], lv[0]])
+        else:
+            runs.append([ts[0], ts[0], lv[0]])
+        if n > 1 and max(map(operator.sub, ts[1:], ts[:-1])) > cap:
+            for i in range(1, n):  # rare: gaps to cap inside the chunk
+                gap = ts[i] - ts[i - 1]
+                seconds[lv[i - 1]] = seconds.get(lv[i - 1], 0.0) + min(max(gap, 0.0), cap)
+                runs[-1][1] = ts[i - 1]
+                if gap > cap:
+                    self.gaps.append((ts[i - 1], ts[i]))
+                if gap > cap or lv[i] != lv[i - 1]:
+                    runs.append([ts[i], ts[i], lv[i]])
+            runs[-1][1] = ts[-1]
+        else:
+            # No gap to cap: a run's time is from its first sample to the next run's first.
+            edges = [0, *(_changes(lv) if changing else ()), n]
+            for a, b in itertools.pairwise(edges):
+                end = ts[b] if b < n else ts[-1]
+                seconds[lv[a]] = seconds.get(lv[a], 0.0) + (end - ts[a])
+                if a:
+                    runs.append([ts[a], ts[a], lv[a]])
+                runs[-1][1] = ts[b - 1]
+        self._last_t, self._last_level = ts[-1], lv[-1]
+
+    def level_runs(self) -> list[tuple[float, float, str]]:
+        """(start, end, level) from the samples; a run ends where the next begins, or a
+        period after its last sample."""
+        cap = 2 * self.period_s
+        out = []
+        for i, (start, last, level) in enumerate(self.runs):
+            nxt = self.runs[i + 1][0] if i + 1 < len(self.runs) else None
+            end = nxt if nxt is not None and 0 <= nxt - last <= cap else last + self.period_s
+            out.append((start, end, level))
+        return out
 
     def _close(self) -> None:
         if self._pk is None:
@@ -143,14 +228,22 @@ class GenerationData:
         self._pk = None
 
     def finish(self) -> Windows:
-        """Close the open window and return the windows, in time order."""
+        """Close the open window and the last level run; return the windows, in time order."""
         self._close()
+        if self._last_t is not None:  # the last sample stands for one period
+            self.seconds[self._last_level] += self.period_s
+            self._last_t = None
         if any(a > b for a, b in zip(self.k, self.k[1:], strict=False)):
             order = sorted(range(len(self.k)), key=lambda i: (self.k[i], self.t[i]))
             for name in ("k", "t", "lo", "med", "hi"):
                 col = getattr(self, name)
                 setattr(self, name, [col[i] for i in order])
         return Windows(self.t, self.lo, self.med, self.hi)
+
+
+def _changes(values: Sequence[str]) -> list[int]:
+    """Indices where the value differs from the one before."""
+    return [i for i in range(1, len(values)) if values[i] != values[i - 1]]
 
 
 def median(values: Sequence[float]) -> float:
@@ -167,4 +260,5 @@ def quantile(values: Sequence[float], q: float) -> float:
     return float(v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))])
 
 
-__all__ = ["HEAD", "GenerationData", "Windows", "median", "quantile"]
+__all__ = ["GROWTH_TARGETS", "HEAD", "LEVELS", "GenerationData", "Windows", "median",
+           "quantile"]

@@ -89,3 +89,20 @@ def test_memwarden_analyze_command(tmp_path) -> None:
                           timeout=60)
     assert done.returncode == 1, done.stderr
     assert "leak verdict" in done.stdout
+
+
+def test_margin_of_the_recommendation(tmp_path) -> None:
+    write_shape(tmp_path / "a.jsonl", "sawtooth", seconds=1800)
+    highs = []
+    for margin in ("15%", "30%"):
+        out = tmp_path / f"r{margin[:2]}.json"
+        assert _run(str(tmp_path / "a.jsonl"), "--format", "json", "--margin", margin,
+                    "-o", str(out)) == 0
+        report = msgspec.json.decode(out.read_bytes(), type=Report)
+        (rec,) = report.recommendations
+        assert rec.margin == float(margin[:2]) / 100
+        highs.append(rec.workers[0].high.value)
+    peak = report.workers[0].generations[0].rss_max
+    assert highs[0] >= peak * 1.15 and highs[1] >= peak * 1.30 > highs[0]
+    with pytest.raises(SystemExit):
+        _run(str(tmp_path), "--margin", "0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import struct
 import subprocess
@@ -109,3 +110,57 @@ def test_report_renders_without_errors_and_is_not_blank(tmp_path: pathlib.Path) 
     assert coloured > 0.02 * total, f"screenshot nearly blank: {coloured}/{total} pixels"
     # the level strip's green must be somewhere on the page
     assert any(b"\x3a\x9d\x5d" in row for row in rows)
+
+
+def _dom_scale(dom: str) -> tuple[float, float]:
+    """Pixels per MB and per second, from the chart's axis labels as the browser has them."""
+    grid = [(float(y) - 4.0, float(mb)) for y, mb in
+            re.findall(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="end">([\d.]+) MB</text>',
+                       dom)]
+    ticks = []
+    for x, label in re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle">'
+                               r"(\d\d:\d\d(?::\d\d)?)</text>", dom):
+        parts = [int(p) for p in label.split(":")] + [0]
+        ticks.append((float(x), parts[0] * 3600 + parts[1] * 60 + parts[2]))
+    (y0, mb0), (y1, mb1) = grid[0], grid[-1]
+    (x0, s0), (x1, s1) = ticks[0], ticks[-1]
+    return (y0 - y1) / (mb1 - mb0), (x1 - x0) / ((s1 - s0) % 86400)
+
+
+def test_trend_line_in_the_browser_rises_at_the_stated_slope(tmp_path: pathlib.Path) -> None:
+    from snapshots import synthetic
+    from snapshots.html import TREND_COLOUR
+    from tests.snapshots.generators import leak_to_a_far_limit
+
+    for seed in (1, 2, 3):
+        records, _ = leak_to_a_far_limit(seed)
+        synthetic.write(str(tmp_path / "far.jsonl"), records)
+        report = tmp_path / f"far-{seed}.html"
+        report.write_text(render(analyze([str(tmp_path / "far.jsonl")])))
+        dom = _browser(tmp_path, "--dump-dom", report.as_uri()).stdout
+        stated = float(re.search(r"<title>trend ([+-][\d.]+) MB/h", dom).group(1))  # type: ignore[union-attr]
+        x1, y1, x2, y2 = map(float, re.search(
+            r'<line class="trend" x1="([\d.-]+)" y1="([\d.-]+)" x2="([\d.-]+)" '
+            r'y2="([\d.-]+)"', dom).groups())  # type: ignore[union-attr]
+        px_mb, px_s = _dom_scale(dom)
+        drawn = (y1 - y2) / px_mb / ((x2 - x1) / px_s) * 3600
+        assert drawn == pytest.approx(stated, rel=0.01), (seed, drawn, stated)
+        assert "critical 500.0 MB</title>" in dom  # the CRITICAL line is drawn
+
+        # The pixels the browser painted in the trend's colour lie on that line: it is
+        # clipped by the plot, not bent to stay inside it.
+        shot = tmp_path / f"far-{seed}.png"
+        _browser(tmp_path, f"--screenshot={shot}", report.as_uri())
+        width, channels, rows = _pixels(shot.read_bytes())
+        want = bytes.fromhex(TREND_COLOUR[1:])
+        points = [(x, y) for y, row in enumerate(rows) for x in range(width)
+                  if all(abs(row[x * channels + c] - want[c]) <= 25 for c in range(3))]
+        assert len(points) > 200, f"seed {seed}: {len(points)} trend pixels found"
+        n = len(points)
+        mx = sum(p[0] for p in points) / n
+        my = sum(p[1] for p in points) / n
+        slope = (sum((p[0] - mx) * (p[1] - my) for p in points)
+                 / sum((p[0] - mx) ** 2 for p in points))
+        assert -slope == pytest.approx((y1 - y2) / (x2 - x1), rel=0.03), (seed, slope)
+        residual = max(abs(p[1] - (my + slope * (p[0] - mx))) for p in points)
+        assert residual < 3.0, f"seed {seed}: pixels {residual:.1f} px off the line"

@@ -22,14 +22,24 @@ import anyio
 import msgspec
 
 from snapshots.schema import Event, EventType
-from supervisor import channel, control, introspect, linux, listeners, metrics, process, reaper
+from supervisor import (
+    channel,
+    control,
+    introspect,
+    linux,
+    listeners,
+    metrics,
+    process,
+    reaper,
+    requests,
+)
 from supervisor.actions import Action, Exit, Finish, Notify, Record, Retire, Spawn
 from supervisor.cgroup import CgroupMemory
 from supervisor.config import Config
 from supervisor.events import EventLog
 from supervisor.exitstatus import ExitStatus, signal_name
 from supervisor.handles import Handle
-from supervisor.policy import Policy, Refused
+from supervisor.policy import Policy
 from supervisor.pressure import Change, Thresholds, explain
 from supervisor.recorder import Recorder
 from supervisor.sampler import Sampler
@@ -129,8 +139,9 @@ class Arbiter:
                         await tg.start(metrics.serve, metrics_sock,
                                        lambda: introspect.gauges(self))
                     if control_sock is not None:
-                        tg.start_soon(control.serve, control_sock, self.answer)
-                    self._execute(self.policy.start(time.monotonic()))
+                        tg.start_soon(control.serve, control_sock,
+                                      lambda r: requests.answer(self, r))
+                    self.execute(self.policy.start(time.monotonic()))
                     await self._done.wait()
                     # Leftovers of trees still being stopped get their grace, then KILL.
                     for h in list(self.handles.values()):
@@ -150,7 +161,7 @@ class Arbiter:
             if signum == signal.SIGCHLD:
                 self._reap()
             elif signum in STOPPING:
-                self._stop(f"received {signal_name(signum)}", signum)
+                self.stop(f"received {signal_name(signum)}", signum)
             else:
                 self._forward(signum)
 
@@ -168,7 +179,7 @@ class Arbiter:
             log.info("memwarden keeps its oom_score_adj (setting %d: %s)",
                      self.cfg.own_oom_score_adj, e.strerror or e)
 
-    def _stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
+    def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
         """Stop every worker by escalation, with `sig` in place of TERM; a second request
         kills at once."""
         if self.stopping:
@@ -180,7 +191,7 @@ class Arbiter:
         live = [h for h in self.handles.values() if h.alive]
         self.events.emit(EventType.SHUTDOWN, f"shutting down ({reason}): stopping "
                          f"{len(live)} generation(s)")
-        self._execute(self.policy.stop(time.monotonic(), reason))
+        self.execute(self.policy.stop(time.monotonic(), reason))
 
     def _forward(self, signum: int) -> None:
         for h in self.handles.values():
@@ -210,7 +221,7 @@ class Arbiter:
         while True:
             await anyio.sleep(HOUSEKEEPING_S)
             with self._contained("the periodic policy check"):
-                self._execute(self.policy.tick(time.monotonic(), headroom=self._headroom(),
+                self.execute(self.policy.tick(time.monotonic(), headroom=self._headroom(),
                                                container=self._container_level()))
             if self.recorder is not None:
                 with self._contained("writing samples"):
@@ -218,7 +229,7 @@ class Arbiter:
 
     # -- carrying out the policy's actions -------------------------------------------------
 
-    def _execute(self, actions: Iterable[Action]) -> None:
+    def execute(self, actions: Iterable[Action]) -> None:
         for action in actions:
             if isinstance(action, Record):
                 self._record(action)
@@ -253,9 +264,7 @@ class Arbiter:
                 take_terminal=self._terminal and number == 1,
             )
         except process.SpawnError as e:
-            self.events.emit(EventType.SPAWN_FAILED, str(e), worker=spec.name, generation=number,
-                             exit_status=e.exit_status)
-            self._execute(self.policy.spawn_failed(time.monotonic(), spec.name, number,
+            self.execute(self.policy.spawn_failed(time.monotonic(), spec.name, number,
                                                    status=e.exit_status, message=str(e)))
             return
         h = Handle(spec.name, number, child, oom_kills_at_start=self._oom_kills())
@@ -297,7 +306,7 @@ class Arbiter:
                          sig: int) -> None:
         try:
             with self._contained("the stop of %s", h.key):
-                await stop_generation(h, grace, shutdown=lambda: self._send(h, shutdown),
+                await stop_generation(h, grace, shutdown=lambda: self.send(h, shutdown),
                                       emit=self.events.emit, sig=sig)
         finally:
             if not h.alive:
@@ -318,7 +327,7 @@ class Arbiter:
         view = self.sampler.view(h.key)
         rss = view.rss if view is not None else 0
         change = action.change
-        sent = self._send(h, protocol.Pressure(
+        sent = self.send(h, protocol.Pressure(
             level=action.level.label, rss=rss, limit=self.limit,
             metric=change.metric if change else "", threshold=change.threshold if change else None))
         how = ["channel"] if sent else []
@@ -347,7 +356,7 @@ class Arbiter:
         actions = self.policy.ready(time.monotonic(), h.worker, h.number, memory, how=how)
         if actions:  # it was starting: from now on its growth counts
             self.sampler.growth_from(h.key)
-        self._execute(actions)
+        self.execute(actions)
 
     async def _channel_loop(self, h: Handle) -> None:
         sock = h.child.channel
@@ -384,11 +393,16 @@ class Arbiter:
                 **_ids(h), rss=message.rss_before, rss_after=message.rss_after,
                 dropped=message.dropped, ms=message.ms, reason=message.reason or None)
         elif isinstance(message, protocol.Report):
-            h.reported.set()
-            self.events.emit(EventType.REPORT, f"leak report {message.id} ({message.ms:.0f}ms)",
-                             **_ids(h), ms=message.ms, data=msgspec.to_builtins(message))
+            h.deliver(message)
+            if message.error:
+                what = f"refused a leak report ({message.id}): {message.error}"
+            else:
+                what = f"leak report {message.id} ({message.ms:.0f}ms)" + (
+                    f": {message.finding}" if message.finding else "")
+            self.events.emit(EventType.REPORT, what, **_ids(h), ms=message.ms,
+                             data=msgspec.to_builtins(message))
 
-    def _send(self, h: Handle, message: protocol.ToWorker) -> bool:
+    def send(self, h: Handle, message: protocol.ToWorker) -> bool:
         if h.child.channel is None or not h.alive:
             return False
         return channel.send(h.child.channel, message, h.key)
@@ -408,7 +422,7 @@ class Arbiter:
                 view = self.sampler.view(h.key)
                 if view is not None:
                     candidates.append((h.worker, h.number, view.slope or 0.0, view.rss))
-            self._execute(self.policy.container_level(now, change, candidates, headroom=headroom))
+            self.execute(self.policy.container_level(now, change, candidates, headroom=headroom))
             return
         h = self.handles.get(change.key)
         if h is None or not h.alive:
@@ -422,7 +436,7 @@ class Arbiter:
                   "crossed_ns": change.first_ns, "confirmed_ns": change.t_ns})
         if self.recorder is not None:
             self.recorder.burst_later(h, "level", self.sampler)
-        self._execute(self.policy.level(now, h.worker, h.number, change, headroom=headroom,
+        self.execute(self.policy.level(now, h.worker, h.number, change, headroom=headroom,
                                         container=self._container_level()))
 
     # -- exits -------------------------------------------------------------------------------
@@ -460,7 +474,7 @@ class Arbiter:
             self._start_stop(h, self.specs[h.worker].grace, "its main process exited")
         elif h.stopped.is_set():
             self.handles.pop(h.key, None)
-        self._execute(self.policy.exited(
+        self.execute(self.policy.exited(
             time.monotonic(), h.worker, h.number,
             Exit(status.shell, status.ok, status.describe(oom_kill=oom, expected=by_us),
                  by_us=by_us)))
@@ -486,52 +500,6 @@ class Arbiter:
                     break
                 await anyio.sleep(0.01)
         self._reap()
-
-    # -- control -----------------------------------------------------------------------------
-
-    def answer(self, request: control.Request) -> control.Reply:
-        """Answer one control request (`memwarden status`, `replace`, ...)."""
-        if isinstance(request, control.Status):
-            return introspect.status(self)
-        if isinstance(request, control.Stop):
-            self._stop("asked by memwarden stop")
-            return control.Reply(ok=True, message="stopping every worker")
-        if request.worker not in self.specs:
-            return control.Reply(ok=False, message=f"no worker {request.worker!r} (workers: "
-                                 f"{', '.join(self.specs)})")
-        if isinstance(request, control.Replace):
-            try:
-                actions = self.policy.replace(time.monotonic(), request.worker,
-                                              "requested with memwarden replace")
-            except Refused as e:
-                return control.Reply(ok=False, message=str(e))
-            self._execute(actions)
-            return control.Reply(ok=True, message=f"replacing worker {request.worker!r}: "
-                                 f"generation {self.policy.started(request.worker)} is "
-                                 "starting (make before break)")
-        current = next((g for g in self.policy.generations()
-                        if g.worker == request.worker
-                        and self.policy.role(g.worker, g.number) == "current"), None)
-        h = self.handles.get(f"{request.worker}#{current.number}") if current else None
-        if h is None or current is None or not h.alive:
-            return control.Reply(ok=False, message=f"no running generation of "
-                                 f"{request.worker!r}")
-        if isinstance(request, control.Investigate):
-            sent = self._send(h, protocol.Investigate(id=f"ctl-{time.time_ns()}",
-                                                      top=request.top))
-            return control.Reply(ok=sent, message="asked; the report goes to the log and the "
-                                 "snapshots" if sent else "the worker has no channel open")
-        profile = current.profile
-        limits_now: protocol.Limits = getattr(self.specs[request.worker].profiles, profile)
-        try:
-            limits = msgspec.convert({**msgspec.to_builtins(limits_now), **request.limits},
-                                     protocol.Limits)
-        except msgspec.ValidationError as e:
-            return control.Reply(ok=False, message=f"bad limits: {e}")
-        sent = self._send(h, protocol.SetLimits(profile=profile, limits=limits))  # type: ignore[arg-type]
-        self.events.emit(EventType.LIMITS, f"limits set by hand: {request.limits}", **_ids(h),
-                         data=dict(request.limits))
-        return control.Reply(ok=sent, message="limits sent" if sent else "no channel open")
 
     # -- small things ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import socket
 import stat
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -56,7 +56,8 @@ class Replace(_Request, tag="replace"):
 
 
 class Investigate(_Request, tag="investigate"):
-    """Ask `worker` for a leak report (answered in the log and the snapshots)."""
+    """Ask `worker` for a leak report; the answer is the report (it also goes to the log and
+    the snapshots)."""
 
     worker: str
     top: int = 20
@@ -189,7 +190,7 @@ def open_socket(path: str | None, what: str = "--control") -> socket.socket | No
         os.umask(old)
 
 
-async def serve(sock: socket.socket, answer: Callable[[Request], Reply]) -> None:
+async def serve(sock: socket.socket, answer: Callable[[Request], Awaitable[Reply]]) -> None:
     """Answer requests on the bound `sock` until cancelled; its file is removed at the end.
 
     Nothing a client sends raises out of here: a bad request is answered `ok: false`,
@@ -219,7 +220,7 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Reply]) -> None
             reply = Reply(ok=False, message=f"bad request: {why}")
         else:
             try:
-                reply = answer(request)
+                reply = await answer(request)
             except Exception:  # a fault in answering must not end supervision
                 log.exception("internal error while answering %s; supervision goes on",
                               type(request).__name__)
@@ -227,13 +228,19 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Reply]) -> None
         await stream.send(msgspec.json.encode(reply) + b"\n")
 
     try:
-        await listeners.serve(sock, handle, "control socket")
+        # An investigation waits for the worker's report: up to ANSWER_S, not DEADLINE_S.
+        await listeners.serve(sock, handle, "control socket", deadline_s=ANSWER_S)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
-def ask(path: str, request: Request, timeout: float = 10.0) -> Reply:
+#: How long one control connection may take, an investigation's wait for the report
+#: (`requests.REPORT_WAIT_S`) included.
+ANSWER_S = 15.0
+
+
+def ask(path: str, request: Request, timeout: float = ANSWER_S + 5.0) -> Reply:
     """Send one request to the memwarden at `path`; raise OSError when none of ours answers
     (NotOurs when the socket, or the default directory, belongs to another user)."""
     if path == default_path():

@@ -18,6 +18,17 @@ from workers import protocol
 
 
 @dataclass(eq=False)
+class ReportWaiter:
+    """One asked-for leak report: `came` is set once `report` is there."""
+
+    report: protocol.Report | None = None
+    came: anyio.Event = field(default_factory=anyio.Event)
+
+    async def wait(self) -> None:
+        await self.came.wait()
+
+
+@dataclass(eq=False)
 class Handle:
     """One started generation of a worker, until it has been reaped and stopped."""
 
@@ -34,8 +45,10 @@ class Handle:
     stopping: bool = False  # a stop (shutdown, TERM, KILL) is under way
     exited: anyio.Event = field(default_factory=anyio.Event)
     stopped: anyio.Event = field(default_factory=anyio.Event)  # root reaped, members gone
-    reported: anyio.Event = field(default_factory=anyio.Event)
     channel_scope: anyio.CancelScope | None = None
+    #: Reports asked for by request id (`memwarden investigate`), until they come or the
+    #: asker stops waiting.
+    awaited: dict[str, ReportWaiter] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -54,6 +67,21 @@ class Handle:
     @property
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def await_report(self, rid: str) -> ReportWaiter:
+        """Start waiting for the `report` answering request `rid`."""
+        waiter = self.awaited[rid] = ReportWaiter()
+        return waiter
+
+    def forget_report(self, rid: str) -> None:
+        self.awaited.pop(rid, None)
+
+    def deliver(self, report: protocol.Report) -> None:
+        """Hand a `report` to whoever asked for it (nobody, for an unasked one)."""
+        waiter = self.awaited.pop(report.id, None)
+        if waiter is not None:
+            waiter.report = report
+            waiter.came.set()
 
     def by_us(self, status: ExitStatus) -> bool:
         """Whether an exit followed memwarden's own request: its `shutdown` or a signal, and

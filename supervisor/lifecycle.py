@@ -211,7 +211,9 @@ class Lifecycle:
             return self._failed_start(now, w, g, f"could not be started ({message})", status)
         w.current = None
         w.status = status
-        return self._end(now, w, f"{message}; nothing of worker {w.name!r} is running")
+        return [Record(w.name, g.number, EventType.SPAWN_FAILED, message,
+                       {"exit_status": status}),
+                *self._end(now, w, f"{message}; nothing of worker {w.name!r} is running")]
 
     def ready(self, now: float, worker: str, generation: int, memory: int | None, *,
               how: str = "said ready") -> list[Action]:

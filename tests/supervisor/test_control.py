@@ -12,29 +12,50 @@ import sys
 
 from tests.conftest import needs_root, wait_until
 
-# Copies every channel line it receives into a file; says ready.
+# Copies every channel line it receives into a file; says ready (generation 2 and later
+# only after argv[2] seconds); answers the first `investigate` with a report and refuses
+# the next as rate-limited, as the Python client does.
 LISTENER = r"""
-import os, socket, sys
+import json, os, socket, sys, time
 s = socket.socket(fileno=int(os.environ["MEMWARDEN_FD"]))
+if os.environ["MEMWARDEN_GENERATION"] != "1":
+    time.sleep(float(sys.argv[2]))
 s.sendall(b'{"type":"ready"}\n')
+asked = 0
 with open(sys.argv[1] + "." + os.environ["MEMWARDEN_GENERATION"], "ab", buffering=0) as out:
+    buf = b""
     while True:
         data = s.recv(65536)
         if not data:
             break
         out.write(data)
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if msg["type"] != "investigate":
+                continue
+            asked += 1
+            if asked == 1:
+                report = {"type": "report", "id": msg["id"], "ms": 12.0, "objects": 1000,
+                          "rss": 52_000_000, "finding": "history grew by 5,000 entries",
+                          "arrays": [{"where": "obj-7.items", "type": "list", "len": 200000}]}
+            else:
+                report = {"type": "report", "id": msg["id"], "error": "rate limited",
+                          "retry_after_s": 12.0}
+            s.sendall(json.dumps(report).encode() + b"\n")
 """
 
 
 def ctl(path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "supervisor", *args, "--control", str(path)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=60)
 
 
-def test_control_commands(memwarden, tmp_path) -> None:
+def test_control_commands_say_what_happened(memwarden, tmp_path) -> None:
     sock, heard = tmp_path / "ctl.sock", tmp_path / "heard"
     m = memwarden("run", "--control", str(sock), "--snapshots", "",
-                  "--", sys.executable, "-c", LISTENER, str(heard))
+                  "--", sys.executable, "-c", LISTENER, str(heard), "3")
     wait_until(sock.exists, what="the control socket")
 
     def status() -> dict:
@@ -47,17 +68,28 @@ def test_control_commands(memwarden, tmp_path) -> None:
     assert worker["name"] == "worker" and worker["generation"] == 1 and worker["procs"] >= 1
     assert "worker" in ctl(sock, "status").stdout
 
-    assert ctl(sock, "set", "worker", "max_objects=5").returncode == 0
-    assert ctl(sock, "investigate", "worker").returncode == 0
-    got = wait_until(lambda: (p := tmp_path / "heard.1").exists() and p.read_text().count("\n") >= 2
-                     and p.read_text(), what="messages on the channel")
+    done = ctl(sock, "set", "worker", "max_objects=5")
+    assert done.returncode == 0 and "limits sent to generation 1 of 'worker': max_objects=5" \
+        in done.stdout
+    report = ctl(sock, "investigate", "worker")
+    assert report.returncode == 0, report.stdout
+    assert "history grew by 5,000 entries" in report.stdout
+    assert "200,000  list at obj-7.items" in report.stdout
+    refused = ctl(sock, "investigate", "worker")
+    assert refused.returncode == 1
+    assert "refused by generation 1 of 'worker': rate limited, next in 12s" in refused.stdout
+    got = (tmp_path / "heard.1").read_text()
     lines = [json.loads(line) for line in got.splitlines()]
     assert lines[0]["type"] == "limits" and lines[0]["limits"]["max_objects"] == 5
     assert lines[1]["type"] == "investigate"
 
     bad = ctl(sock, "replace", "nobody")
     assert bad.returncode == 1 and "no worker 'nobody' (workers: worker)" in bad.stdout
-    assert ctl(sock, "replace", "worker").returncode == 0
+    first = ctl(sock, "replace", "worker")
+    assert first.returncode == 0 and "generation 2 is starting" in first.stdout
+    again = ctl(sock, "replace", "worker")  # generation 2 takes 3 s to say ready
+    assert again.returncode == 1
+    assert "already replacing worker 'worker': generation 2 is starting" in again.stdout
     wait_until(lambda: any(w["generation"] == 2 and w["state"] == "ready"
                            for w in status()["workers"]), what="generation 2 ready")
     wait_until(lambda: [w["generation"] for w in status()["workers"]] == [2],
@@ -66,6 +98,20 @@ def test_control_commands(memwarden, tmp_path) -> None:
     assert ctl(sock, "stop").returncode == 0
     assert m.wait() == 128 + signal.SIGTERM
     assert not sock.exists()
+
+
+def test_set_and_investigate_refuse_a_worker_that_does_not_speak_the_channel(
+        memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "", "--ready-after", "0.1s",
+                  "--", "sleep", "600")
+    wait_until(sock.exists, what="the control socket")
+    for args in (("set", "worker", "max_objects=5"), ("investigate", "worker")):
+        r = ctl(sock, *args)
+        assert r.returncode == 1, r.stdout
+        assert "not sent: worker 'worker' (generation 1) does not speak the channel" in r.stdout
+    m.signal(signal.SIGTERM)
+    m.wait()
 
 
 def test_no_memwarden_there(tmp_path) -> None:

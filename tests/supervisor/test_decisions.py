@@ -5,14 +5,16 @@ every process of a tree its grace."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import alive, in_cgroup, wait_until
+from tests.conftest import ROOT, alive, in_cgroup, wait_until
 from tests.supervisor.test_replacement import config, events, grower, lifetimes
 
 MB = 1_000_000
@@ -182,3 +184,53 @@ def test_every_process_of_the_tree_gets_the_grace_from_its_own_term(memwarden, t
         assert pathlib.Path(f"{base}{what}").read_text() == "saved", what
     assert not any(alive(p) for p in pids)
     assert "still running" not in m.stderr()  # nobody needed a SIGKILL
+
+
+# An Automaton that leaves SIGTERM at its default (so only memwarden's order of things can
+# give it its save), adds an object every 5 ms, and once `run` has returned (the state
+# saved) writes "final <generation> <why it stopped> <its last id>" to argv[2].
+FINAL = r"""
+import os, sys
+from workers.automaton import Automaton
+gen = os.environ["MEMWARDEN_GENERATION"]
+class Steady(Automaton):
+    n = 0
+    def step(self):
+        self.add({"id": f"g{gen}-{self.n}", "pad": "x" * 100})
+        self.n += 1
+a = Steady(sys.argv[1], name="steady")
+a.run(interval_s=0.005, handle_sigterm=False)
+with open(sys.argv[2], "a") as f:
+    f.write(f"final {gen} {a.stop_reason} g{gen}-{a.n - 1}\n")
+"""
+
+
+@pytest.mark.timeout(300)
+def test_the_automatons_final_save_lands_on_every_retirement(memwarden, tmp_path) -> None:
+    state, finals, sock = tmp_path / "automaton.jsonl", tmp_path / "finals", tmp_path / "ctl"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "", "--grace", "5s",
+                  "--", sys.executable, "-c", FINAL, str(state), str(finals),
+                  env={"PYTHONPATH": str(ROOT)})
+    wait_until(sock.exists, what="the control socket")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisor", *args, "--control",
+                               str(sock)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    def finished() -> list[str]:
+        return finals.read_text().splitlines() if finals.exists() else []
+
+    for n in range(1, 21):
+        wait_until(lambda n=n: ctl("replace", "worker").returncode == 0, timeout=30,
+                   what=f"generation {n} ready to be replaced")
+        wait_until(lambda n=n: len(finished()) >= n, timeout=30,
+                   what=f"the final save of generation {n}")
+    m.signal(signal.SIGTERM)
+    assert m.wait(30) == 0
+    lines = finished()
+    assert [line.split()[1] for line in lines[:20]] == [str(n) for n in range(1, 21)]
+    assert all(line.split()[2] == "shutdown" for line in lines), lines
+    saved = {json.loads(line).get("id") for line in state.read_text().splitlines()
+             if line.startswith("{")}
+    missing = [line.split()[3] for line in lines if line.split()[3] not in saved]
+    assert not missing, f"last objects not in the state file: {missing}"

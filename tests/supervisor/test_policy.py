@@ -624,7 +624,7 @@ def test_a_command_that_cannot_start_ends_with_127_and_a_failed_replacement_does
     policy = make()
     assert summary(policy.spawn_failed(0.0, "worker", 1, status=127,
                                        message="cannot start 'x': No such file")) == [
-        ("finish", 127)]
+        ("record", 1, "spawn_failed"), ("finish", 127)]
     policy = make()
     play(policy, [
         (ready(0.0, 1), []),

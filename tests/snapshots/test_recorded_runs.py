@@ -84,7 +84,7 @@ def test_replay_with_the_recorded_configuration_fires_on_the_recorded_ticks(
 def test_a_run_memwarden_gave_up_on_says_so(tmp_path: pathlib.Path, memwarden) -> None:  # type: ignore[no-untyped-def]
     conf = tmp_path / "small.toml"
     conf.write_text('medium = "40MB"\nhigh = "80MB"\ncritical = "400MB"\ncooldown = "3s"\n'
-                    "baseline_generations = 2\n"
+                    "baseline_generations = 2\non_baseline_high = \"exit\"\n"
                     '[pressure]\ngrowth_medium = "10GB/s"\ngrowth_high = "20GB/s"\n')
     snaps = tmp_path / "snaps"
     # Every generation starts with 120 MB: above HIGH as soon as it runs.

@@ -73,6 +73,19 @@ class Set(_Request, tag="set"):
 Request = Status | Stop | Replace | Investigate | Set
 
 
+class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One process of a worker's tree, for the per-process breakdown."""
+
+    pid: int
+    name: str = ""
+    cmdline: str = ""
+    rss: int = 0
+    #: Proportional set size: its share of pages shared with others (None: not known).
+    pss: int | None = None
+    #: Its share of the worker's memory figure, 0 to 1 (None: not known).
+    share: float | None = None
+
+
 class WorkerStatus(msgspec.Struct, kw_only=True):
     name: str
     generation: int
@@ -85,6 +98,10 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     level: str | None = None
     growth: float | None = None
     generations: int = 0
+    #: The figure thresholds compare (cgroup working set, or the PSS-corrected tree).
+    memory: int | None = None
+    #: Processes of the tree, biggest first.
+    members: list[Member] = []
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -96,6 +113,8 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     ticks: int = 0
     late: int = 0
     missed: int = 0
+    #: How `memory` is measured: "cgroup", "pss" or "rss".
+    measure: str = "rss"
 
 
 _decoder = msgspec.json.Decoder(Request)

@@ -19,7 +19,7 @@ import msgspec
 from workers.protocol import LevelName
 
 #: "major.minor"; readers refuse an unknown major and accept any minor.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 FORMAT_MAJOR = 1
 
 
@@ -50,6 +50,8 @@ class Header(Record, tag="header", omit_defaults=False):
     thresholds: dict[str, int] = {}
     config: dict[str, Any] = {}
     file_index: int = 0
+    #: 1.1: how `sample.memory` is measured: "cgroup", "pss" or "rss" (1.0: the RSS sum).
+    measure: str = "rss"
 
 
 class Sample(Record, tag="sample"):
@@ -72,6 +74,11 @@ class Sample(Record, tag="sample"):
     limit: int | None = None
     stats: dict[str, float] = {}
     dropped: int = 0
+    #: 1.1: the figure the thresholds compare at the end of the period (`header.measure`);
+    #: the `rss` figures are the tree's plain RSS, scaled alike. None in 1.0 files.
+    memory: int | None = None
+    #: 1.1: the biggest processes of the tree, `{"pid", "name", "rss"}`.
+    members: list[dict[str, Any]] = []
 
 
 class EventType(enum.StrEnum):

@@ -52,6 +52,8 @@ class SampleView(Record, tag="sample", gc=False):
     rss_min: int
     rss_max: int
     rss_mean: float
+    rss: int = 0
+    memory: int | None = None  # format 1.1: the figure thresholds compare (`snapshots.memory`)
     level: str = "low"
     slope: float = 0.0
     limit: int | None = None

@@ -28,6 +28,7 @@ from supervisor import (
     introspect,
     linux,
     listeners,
+    measure,
     metrics,
     process,
     reaper,
@@ -45,7 +46,9 @@ from supervisor.recorder import Recorder
 from supervisor.sampler import Sampler
 from supervisor.specs import policy_settings, specs, worker_env, worker_settings
 from supervisor.stopping import KILL_WAIT_S, stop_generation
+from supervisor.trees import CgroupTree, ProcTree
 from supervisor.units import format_duration, format_size
+from supervisor.workercgroup import GenerationCgroup
 from workers import protocol
 from workers.protocol import Level
 
@@ -97,6 +100,8 @@ class Arbiter:
         configured = cfg.limit.resolve(None) if cfg.limit is not None else None
         self.limit = configured or (self.cgroup.limit() if self.cgroup else None)
         self.thresholds = Thresholds.from_config(cfg, self.limit)
+        self.measure = measure.choose(cfg.measure, self.cgroup, self.limit)
+        self._leftover: list[GenerationCgroup] = []  # cgroups not empty yet when retired
         self.sampler = Sampler(
             interval_s=cfg.interval,
             discover_interval_s=cfg.discover_interval,
@@ -106,6 +111,7 @@ class Arbiter:
             cgroup=self.cgroup,
             limit=self.limit,
             realtime=cfg.realtime,
+            measure=self.measure.how,
         )
         self._terminal = len(self.specs) == 1
         self._stop_signal = signal.SIGTERM  # what stops workers; SIGINT after a Ctrl-C
@@ -123,6 +129,7 @@ class Arbiter:
         # the threads and children we start, from the workers too.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         self._protect_self()
+        log.info("memory measured by %s: %s", self.measure.how, self.measure.why)
         for sig in process.SWALLOWED:
             signal.signal(sig, _swallow)
         self.sampler.start()
@@ -158,12 +165,13 @@ class Arbiter:
 
     async def _signal_loop(self, signals: anyio.abc.AsyncIterator[int]) -> None:
         async for signum in signals:
-            if signum == signal.SIGCHLD:
-                self._reap()
-            elif signum in STOPPING:
-                self.stop(f"received {signal_name(signum)}", signum)
-            else:
-                self._forward(signum)
+            with self._contained("signal %s", signal_name(signum)):
+                if signum == signal.SIGCHLD:
+                    self._reap()
+                elif signum in STOPPING:
+                    self.stop(f"received {signal_name(signum)}", signum)
+                else:
+                    self._forward(signum)
 
     def _protect_self(self) -> None:
         """Make memwarden the last process the kernel's OOM killer picks.
@@ -195,7 +203,7 @@ class Arbiter:
 
     def _forward(self, signum: int) -> None:
         for h in self.handles.values():
-            if h.alive and process.signal_group(h.child, signum, root_reaped=False):
+            if h.alive and process.signal_group(h.child, signum):
                 self.events.emit(EventType.SIGNAL,
                                  f"forwarded {signal_name(signum)} to process group {h.pid}",
                                  **_ids(h), signal=signal_name(signum))
@@ -226,6 +234,9 @@ class Arbiter:
             if self.recorder is not None:
                 with self._contained("writing samples"):
                     self.recorder.tick(self.live(), self.sampler)
+            if self._leftover:
+                with self._contained("removing cgroups of ended generations"):
+                    self._remove_leftovers()
 
     # -- carrying out the policy's actions -------------------------------------------------
 
@@ -253,6 +264,17 @@ class Arbiter:
     def _spawn(self, action: Spawn) -> None:
         spec = self.specs[action.worker]
         number = action.generation
+        now = time.monotonic()
+        cg = None
+        if self.measure.cgroups is not None:
+            try:
+                cg = self.measure.cgroups.create(spec.name, number)
+            except OSError as e:
+                self.execute(self.policy.spawn_failed(
+                    now, spec.name, number, status=126,
+                    message=f"cannot create the cgroup of generation {number} of "
+                    f"{spec.name!r}: {e.strerror or e}"))
+                return
         try:
             child = process.spawn(
                 spec.argv,
@@ -262,15 +284,20 @@ class Arbiter:
                 with_channel=True,
                 oom_score_adj=self.cfg.oom_score_adj,
                 take_terminal=self._terminal and number == 1,
+                launcher=cg.launcher() if cg is not None else None,
             )
         except process.SpawnError as e:
-            self.execute(self.policy.spawn_failed(time.monotonic(), spec.name, number,
+            if cg is not None:
+                cg.remove()
+            self.execute(self.policy.spawn_failed(now, spec.name, number,
                                                    status=e.exit_status, message=str(e)))
             return
-        h = Handle(spec.name, number, child, oom_kills_at_start=self._oom_kills())
+        tree = CgroupTree(child.pid, cg.procs) if cg is not None else ProcTree(child.pid,
+                                                                                child.start)
+        h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills())
         self.handles[h.key] = h
         self.by_pid[h.pid] = h
-        self.sampler.watch(h.key, h.pid)
+        self.sampler.watch(h.key, h.pid, tree, cg.memory if cg is not None else None)
         self.events.emit(action.kind, f"started {_argv(spec.argv)} ({action.reason}, profile "
                          f"{action.profile})", **_ids(h), profile=action.profile,
                          reason=action.reason)
@@ -310,7 +337,7 @@ class Arbiter:
                                       emit=self.events.emit, sig=sig)
         finally:
             if not h.alive:
-                self.handles.pop(h.key, None)
+                self._forget(h)
 
     def _finish(self, action: Finish) -> None:
         if self.exit_status is None:
@@ -325,7 +352,7 @@ class Arbiter:
         if h is None or not h.alive:
             return
         view = self.sampler.view(h.key)
-        rss = view.rss if view is not None else 0
+        rss = view.memory if view is not None else 0
         change = action.change
         sent = self.send(h, protocol.Pressure(
             level=action.level.label, rss=rss, limit=self.limit,
@@ -333,7 +360,7 @@ class Arbiter:
         how = ["channel"] if sent else []
         sig = self.specs[h.worker].medium_signal
         if sig is not None and action.level >= Level.MEDIUM and \
-                process.signal_group(h.child, sig, root_reaped=False):
+                process.signal_group(h.child, sig):
             how.append(sig.name)
         self.events.emit(EventType.NOTIFY, f"told of {action.level.label} pressure via "
                          f"{' and '.join(how) or 'nothing (no channel, no --medium-signal)'}",
@@ -352,7 +379,7 @@ class Arbiter:
 
     def _ready(self, h: Handle, how: str) -> None:
         view = self.sampler.view(h.key)
-        memory = view.rss if view is not None else None
+        memory = view.memory if view is not None else None
         actions = self.policy.ready(time.monotonic(), h.worker, h.number, memory, how=how)
         if actions:  # it was starting: from now on its growth counts
             self.sampler.growth_from(h.key)
@@ -421,7 +448,7 @@ class Arbiter:
             for h in self.live():
                 view = self.sampler.view(h.key)
                 if view is not None:
-                    candidates.append((h.worker, h.number, view.slope or 0.0, view.rss))
+                    candidates.append((h.worker, h.number, view.slope or 0.0, view.memory))
             self.execute(self.policy.container_level(now, change, candidates, headroom=headroom))
             return
         h = self.handles.get(change.key)
@@ -460,8 +487,9 @@ class Arbiter:
         if h.channel_scope is not None:
             h.channel_scope.cancel()
         by_us = h.by_us(status)
-        oom = status.signal == signal.SIGKILL and not by_us and \
-            self._oom_kills() > h.oom_kills_at_start
+        oom = status.signal == signal.SIGKILL and not by_us and (
+            h.cgroup.oom_kills() > 0 if h.cgroup is not None
+            else self._oom_kills() > h.oom_kills_at_start)
         role = self.policy.role(h.worker, h.number)
         retired = role == "retiring"
         self.events.emit(
@@ -473,33 +501,51 @@ class Arbiter:
             # Its main process is gone; what it left of its tree gets the same escalation.
             self._start_stop(h, self.specs[h.worker].grace, "its main process exited")
         elif h.stopped.is_set():
-            self.handles.pop(h.key, None)
+            self._forget(h)
         self.execute(self.policy.exited(
             time.monotonic(), h.worker, h.number,
             Exit(status.shell, status.ok, status.describe(oom_kill=oom, expected=by_us),
                  by_us=by_us)))
 
+    def _forget(self, h: Handle) -> None:
+        """The generation is reaped and its tree gone: drop its handle, remove its cgroup."""
+        self.handles.pop(h.key, None)
+        if h.cgroup is not None and not h.cgroup.remove():
+            self._leftover.append(h.cgroup)  # tried again by the housekeeping
+
+    def _remove_leftovers(self) -> None:
+        self._leftover = [cg for cg in self._leftover if not cg.remove()]
+
     def _kill_everything(self) -> None:
         for h in self.handles.values():
             h.signalled.add(signal.SIGKILL)
-            process.signal_pids(process.members(h.child, root_alive=h.alive), signal.SIGKILL)
+            process.signal_pids(h.tree.members(), signal.SIGKILL)
+            if h.cgroup is not None:
+                h.cgroup.kill()
         process.kill_all_descendants(signal.SIGKILL)
 
     async def _last_rites(self) -> None:
-        """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all."""
+        """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all; then
+        the generations' cgroups, with whatever they daemonised out of memwarden's sight."""
         self._reap()
-        if not reaper.has_children() and not process.kill_all_descendants(0):
-            return
-        for sig, wait in ((signal.SIGTERM, min(self.cfg.grace, 2.0)), (signal.SIGKILL, 5.0)):
-            if process.kill_all_descendants(sig) == 0 and not reaper.has_children():
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                self._reap()
-                if not reaper.has_children():
+        if reaper.has_children() or process.kill_all_descendants(0):
+            for sig, wait in ((signal.SIGTERM, min(self.cfg.grace, 2.0)), (signal.SIGKILL, 5.0)):
+                if process.kill_all_descendants(sig) == 0 and not reaper.has_children():
                     break
-                await anyio.sleep(0.01)
-        self._reap()
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline:
+                    self._reap()
+                    if not reaper.has_children():
+                        break
+                    await anyio.sleep(0.01)
+            self._reap()
+        for h in list(self.handles.values()):
+            if h.cgroup is not None:
+                h.cgroup.kill()
+                self._leftover.append(h.cgroup)
+        self._remove_leftovers()
+        if self.measure.cgroups is not None:
+            self.measure.cgroups.close()
 
     # -- small things ------------------------------------------------------------------------
 

@@ -131,6 +131,21 @@ class CgroupMemory(KeptOpen):
                 continue  # e.g. the v2 root cgroup, which has no memory.current
         return None
 
+    @property
+    def usage_fd(self) -> int:
+        """The kept-open usage file's descriptor (-1 once closed), for a ticker's own reads."""
+        return self._reader.fd
+
+    def swap(self) -> int:
+        """Bytes of this cgroup's memory swapped out (0 without swap accounting)."""
+        if self.version == 2:
+            text = _read(os.path.join(self.path, "memory.swap.current"))
+            return int(text) if text and text.strip().isdigit() else 0
+        text = _read(os.path.join(self.path, "memory.memsw.usage_in_bytes"))
+        if not text or not text.strip().isdigit():
+            return 0
+        return max(int(text) - max(self.usage(), 0), 0)
+
     def usage(self) -> int:
         """Return memory.current (v2) / memory.usage_in_bytes (v1) in bytes; -1 if unreadable."""
         data = self._reader.read()

@@ -19,6 +19,9 @@ log = logging.getLogger("memwarden")
 # (option, metavar, help) for every `run` option; defaults come from config.Config.
 RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("interval", "DURATION", "sampling interval"),
+    ("measure", "HOW", "what thresholds compare: cgroup (each generation in its own cgroup: "
+     "what the kernel charges it), pss (the tree's RSS corrected for shared pages), rss, or "
+     "auto (cgroup where memwarden may create one, else pss)"),
     ("discover-interval", "DURATION", "how often each worker's process tree is rediscovered"),
     ("ring", "DURATION", "length of the in-memory flight recorder per worker"),
     ("medium", "SIZE", "tree RSS from which the worker is told to trim (size or %% of limit)"),

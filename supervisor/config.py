@@ -122,6 +122,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     own_oom_score_adj: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = -1000
     subreaper: bool = True
     realtime: bool = False
+    measure: Literal["auto", "cgroup", "pss", "rss"] = "auto"
     dry_run: bool = False
     snapshots: str | None = "memwarden-snapshots"
     sample_period: Duration = Duration(1.0)
@@ -334,6 +335,7 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
 
 _ENUMS = {"restart": ("never", "on-failure", "always"),
           "on_baseline_high": ("continue", "exit"),
+          "measure": ("auto", "cgroup", "pss", "rss"),
           "log_level": ("debug", "info", "warning", "error")}
 
 

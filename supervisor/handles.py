@@ -14,6 +14,8 @@ import anyio
 
 from supervisor.exitstatus import ExitStatus
 from supervisor.process import Child
+from supervisor.trees import Tree
+from supervisor.workercgroup import GenerationCgroup
 from workers import protocol
 
 
@@ -35,6 +37,8 @@ class Handle:
     worker: str
     number: int
     child: Child
+    tree: Tree  # who belongs to it (`trees`): its cgroup's processes, or its /proc tree
+    cgroup: GenerationCgroup | None = None  # its own cgroup, in cgroup mode
     started: float = field(default_factory=time.monotonic)
     spoke: bool = False  # it sent at least one channel message: it is cooperative
     stats: protocol.Stats | None = None  # its last `stats` message

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from supervisor import control, metrics
+from supervisor import breakdown, control, metrics
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
 
 
-def status(arbiter: Arbiter) -> control.Reply:
+def status(arbiter: Arbiter,
+           members: dict[str, list[control.Member]] | None = None) -> control.Reply:
     """What `memwarden status` shows: every live generation, the container, the sampler.
 
     States and profiles come from the policy, which owns them; pids and figures from the
-    process handles and the sampler.
+    process handles and the sampler; `members` (by generation key) from
+    `breakdown.members`, when the caller looked them up.
     """
     workers = []
     policy = arbiter.policy
@@ -26,14 +28,30 @@ def status(arbiter: Arbiter) -> control.Reply:
         workers.append(control.WorkerStatus(
             name=gen.worker, generation=gen.number, pid=h.pid, state=gen.state.value,
             profile=gen.profile, uptime_s=h.uptime, generations=policy.started(gen.worker),
+            memory=view.memory if view else None,
             rss=view.rss if view else None, procs=view.procs if view else None,
-            level=view.level.label if view else None, growth=view.slope if view else None))
+            level=view.level.label if view else None, growth=view.slope if view else None,
+            members=(members or {}).get(h.key, [])))
     container = arbiter.sampler.container()
     stats = arbiter.sampler.stats
     return control.Reply(ok=True, workers=workers, limit=arbiter.limit,
                          container=container.working_set
                          if container and container.working_set >= 0 else None,
-                         ticks=stats.ticks, late=stats.late, missed=stats.missed)
+                         ticks=stats.ticks, late=stats.late, missed=stats.missed,
+                         measure=arbiter.measure.how)
+
+
+def trees(arbiter: Arbiter) -> list[tuple[str, tuple[int, ...], int]]:
+    """(key, pids, memory) of every live generation, taken on the event loop's thread."""
+    return [(h.key, view.pids, view.memory) for h in arbiter.live()
+            if (view := arbiter.sampler.view(h.key)) is not None]
+
+
+def members(found: list[tuple[str, tuple[int, ...], int]]) -> dict[str, list[control.Member]]:
+    """Each tree's processes, biggest first: reads /proc and smaps_rollup, so run it off the
+    event loop, on what `trees` took."""
+    return {key: breakdown.members(pids, memory=memory) for key, pids, memory in found}
+
 
 def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
     """The figures `--metrics` serves."""

@@ -35,7 +35,7 @@ class Change:
     key: str  # the worker key given to the sampler ("" for the container)
     level: Level
     previous: Level
-    metric: str  # "rss", "growth", "headroom", "exhaustion", "kernel", "reclaim", "psi", ...
+    metric: str  # "memory", "growth", "headroom", "exhaustion", "kernel", "reclaim", "psi", ...
     value: float  # the input's value on the confirming sample
     threshold: float  # the line crossed (for a fall: the line lowered by the margin)
     t_ns: int  # monotonic ns of the sample that confirmed the change
@@ -86,7 +86,7 @@ def quantity(metric: str, value: float) -> str:
     """A metric's value as people read it: sizes, rates, shares, seconds, counts."""
     if metric == "growth":
         return f"{format_size(value)}/s"
-    if metric in ("rss", "working_set"):
+    if metric in ("memory", "rss", "working_set"):
         return format_size(value)
     if metric == "headroom":
         return f"{value:.1%} of the limit"
@@ -253,7 +253,7 @@ class WorkerClassifier(_Classifier):
         common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
         # Public for the sampler's hot path: while `rss_band.lo <= rss < rss_band.hi`,
         # `observe_rss` would return None at once, so a caller may test that itself.
-        self.rss_band = _Input("rss", th.rss, **common)
+        self.rss_band = _Input("memory", th.rss, **common)
         self._growth = _Input("growth", th.growth, **common)
 
     def _combined(self) -> Level:

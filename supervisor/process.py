@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from supervisor import linux, procfs
 from workers import protocol
@@ -68,8 +68,6 @@ class Child:
     argv: list[str]
     channel: socket.socket | None
     popen: subprocess.Popen[bytes]
-    # Descendants seen so far, by pid with their start time: signalled only if still the same.
-    known: dict[int, int] = field(default_factory=dict)
 
     @property
     def pgid(self) -> int:
@@ -88,8 +86,12 @@ def spawn(
     with_channel: bool,
     oom_score_adj: int | None,
     take_terminal: bool,
+    launcher: list[str] | None = None,
 ) -> Child:
     """Start `argv` in a new process group; return the Child or raise SpawnError.
+
+    `launcher` is a command prefix that does its part and execs the rest under the same pid
+    (joining the generation's cgroup, `workercgroup.GenerationCgroup.launcher`).
 
     Must be called from the thread that lives as long as the supervisor (the main
     thread): PR_SET_PDEATHSIG fires when the forking *thread* exits.
@@ -123,12 +125,14 @@ def spawn(
             choom = ([_CHOOM, "-n", str(oom_score_adj), "--"]
                      if _CHOOM is not None and oom_score_adj is not None else [])
             popen = subprocess.Popen(
-                [_SETPRIV, "--pdeathsig", "KILL", "--", *choom, *argv], env=child_env, cwd=cwd,
-                pass_fds=pass_fds, process_group=0, close_fds=True)
+                [*(launcher or ()), _SETPRIV, "--pdeathsig", "KILL", "--", *choom, *argv],
+                env=child_env, cwd=cwd, pass_fds=pass_fds, process_group=0, close_fds=True)
         else:
+            if launcher:
+                _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
             popen = subprocess.Popen(
-                argv, env=child_env, cwd=cwd, pass_fds=pass_fds, process_group=0,
-                preexec_fn=child_setup, close_fds=True)
+                [*(launcher or ()), *argv], env=child_env, cwd=cwd, pass_fds=pass_fds,
+                process_group=0, preexec_fn=child_setup, close_fds=True)
     except FileNotFoundError as e:
         _close(ours, theirs)
         where = f" in {cwd}" if cwd and e.filename == cwd else ""
@@ -203,14 +207,11 @@ def take_back_terminal() -> None:
         give_terminal(os.getpgrp())
 
 
-def signal_group(child: Child, sig: int, *, root_reaped: bool) -> bool:
+def signal_group(child: Child, sig: int) -> bool:
     """Send `sig` to the child's process group; return False when nothing was there.
 
-    While the root is unreaped its pid (and so the group id) cannot be reused; after that
-    the group is signalled only while a member we know is still the same process.
+    Only while the child is unreaped: its pid, and so the group id, cannot be reused then.
     """
-    if root_reaped and not any(_same(pid, start) for pid, start in child.known.items()):
-        return False
     try:
         os.killpg(child.pgid, sig)
         return True
@@ -219,47 +220,6 @@ def signal_group(child: Child, sig: int, *, root_reaped: bool) -> bool:
     except PermissionError as e:  # a member changed credentials; signal the others one by one
         log.debug("killpg %s: %s", child.pgid, e)
         return False
-
-
-def refresh_tree(child: Child) -> list[int]:
-    """Record the child's current descendants (pid, start time); return their pids."""
-    pids = procfs.descendants(child.pid)
-    for pid in pids:
-        if pid not in child.known:
-            start = procfs.start_time(pid)
-            if start is not None:
-                child.known[pid] = start
-    return pids
-
-
-def members(child: Child, *, root_alive: bool) -> list[tuple[int, int]]:
-    """Every process of the child's tree as (pid, start time): the root while unreaped, its
-    descendants, and members seen before that left it (re-parented when their parent
-    exited) with their own descendants. One /proc scan; found members join `child.known`.
-    """
-    table = procfs.process_table()
-    roots = [child.pid] if root_alive and child.pid in table else []
-    roots += [pid for pid, start in child.known.items()
-              if table.get(pid, (0, None))[1] == start]
-    children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
-    found = dict.fromkeys(roots)
-    for root in roots:
-        found.update(dict.fromkeys(procfs.subtree(root, children)))
-    out = []
-    for pid in found:
-        start = table[pid][1]
-        if pid != child.pid:
-            child.known[pid] = start
-        out.append((pid, start))
-    return out
-
-
-def signal_tree(child: Child, sig: int, *, root_reaped: bool) -> int:
-    """Signal the group and every known descendant that left it; return how many were signalled."""
-    if not root_reaped:
-        refresh_tree(child)
-    sent = int(signal_group(child, sig, root_reaped=root_reaped))
-    return sent + signal_pids(child.known.items(), sig)
 
 
 def in_group(pid: int, pgid: int) -> bool:

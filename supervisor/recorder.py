@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from snapshots.burst import encode_burst
 from snapshots.schema import Sample
+from supervisor import breakdown
 from supervisor.events import Sink
 from supervisor.handles import Handle
-from supervisor.sampler import Sampler
+from supervisor.sampler import Sampler, WorkerView
 
 BURST_BEFORE_S = 2.0
 BURST_AFTER_S = 1.0
@@ -66,11 +67,16 @@ class Recorder:
             if summary is None:
                 continue
             last, low, high, mean, count = summary
+            # The ring holds the figure thresholds compare; the rss figures are the tree's
+            # plain RSS, the period's lowest, mean and highest scaled alike (the analysis
+            # scales them back by memory / rss).
+            ratio = view.rss / last if last > 0 and view.rss > 0 else 1.0
             stats = gen.stats
             self.sink.submit(Sample(
                 t=time.time(), worker=gen.worker, generation=gen.number, pid=gen.pid,
-                rss=last, rss_min=low, rss_max=high, rss_mean=mean, ticks=count, late=late,
-                missed=missed,
+                memory=last, rss=int(last * ratio), rss_min=int(low * ratio),
+                rss_max=int(high * ratio), rss_mean=mean * ratio, ticks=count, late=late,
+                missed=missed, members=self._members(view),
                 procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
                 container=container.working_set
                 if container is not None and container.working_set >= 0 else None,
@@ -83,11 +89,25 @@ class Recorder:
         for key in [k for k in self._since_ns if not any(g.key == k for g in live)]:
             del self._since_ns[key]
 
+    def _members(self, view: WorkerView) -> list[dict[str, object]]:
+        """The few biggest processes of a tree of more than one."""
+        if view.procs <= 1:
+            return []
+        return [{"pid": m.pid, "name": m.name, "rss": m.rss}
+                for m in breakdown.members(view.pids, memory=None, full=False,
+                                           limit=breakdown.SAMPLE_MEMBERS)]
+
     def burst_later(self, gen: Handle, cause: str, sampler: Sampler) -> None:
-        """Record the ring around now: 2 s before, and 1 s after unless the worker is gone."""
+        """Record the ring around now: 2 s before, and 1 s after unless the worker is gone.
+
+        When the worker is gone its pending burst is written at once too: its ring goes
+        with it, and that burst may hold the crossing that had it replaced."""
         pending = _PendingBurst(time.monotonic() + BURST_AFTER_S, gen, cause,
                                 time.monotonic_ns())
         if not gen.alive:
+            earlier = self._bursts.pop(gen.key, None)
+            if earlier is not None:
+                self._write_burst(earlier, sampler)
             self._write_burst(pending, sampler)
         elif gen.key not in self._bursts:  # one burst at a time per worker covers flapping
             self._bursts[gen.key] = pending

@@ -45,6 +45,7 @@ class _SampleView(Record, tag="sample", gc=False):
     generation: int
     rss: int = 0
     rss_max: int = 0
+    memory: int | None = None  # format 1.1: the figure thresholds compare
     slope: float = 0.0
     limit: int | None = None
 

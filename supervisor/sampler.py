@@ -1,12 +1,15 @@
-"""The millisecond sampler: every worker's tree RSS each tick, level changes out.
+"""The millisecond sampler: every worker's memory each tick, level changes out.
 
-Two threads. The *ticker* wakes on absolute deadlines (no drift), reads one kept-open
-statm per process of every watched tree, appends each worker's sum to its ring and feeds
+Two threads. The *ticker* wakes on absolute deadlines (no drift), reads each watched
+generation's memory (`probe.Probe`: one cgroup usage file, or one kept-open statm per
+process of its tree scaled by its PSS share), appends it to the generation's ring and feeds
 the classifiers; it does nothing else, so that it stays on time. The *discoverer* runs at
-the slower discovery cadence: it rediscovers each tree (new children, PID reuse), reads
-the container's slower cgroup files and computes growth slopes, and hands its results to
-the ticker through a queue that the ticker drains at the top of a tick. Classifier state
-is only ever touched by the ticker, so it needs no lock.
+the slower discovery cadence: it follows each tree (`trees`: new children, orphans, PID
+reuse), refreshes the slow figures (PSS shares within their CPU budget, the inactive file
+cache and swap of each cgroup, the tree's plain RSS), reads the container's slower cgroup
+files and computes growth slopes, and hands its results to the ticker through a queue
+that the ticker drains at the top of a tick. Classifier state is only ever touched by the
+ticker, so it needs no lock.
 
 Why not one thread: a /proc scan or a slope takes hundreds of microseconds and gives the
 GIL away at every file open; done inside the tick it would make ticks late. The ticker's
@@ -17,6 +20,7 @@ interval to get it back whenever the event loop is busy.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -26,17 +30,21 @@ from dataclasses import dataclass
 
 from supervisor import procfs
 from supervisor.cgroup import CgroupMemory, host_psi_some_avg10
-from supervisor.pressure import Change, ContainerClassifier, Thresholds, WorkerClassifier
+from supervisor.pressure import Change, ContainerClassifier, Thresholds
+from supervisor.probe import Probe
+from supervisor.pss import SCALE_ONE, SCALE_SHIFT, Rollups
 from supervisor.ring import Ring
 from supervisor.slope import resistant_slope, sustained_slope
 from supervisor.timing import (
     OFFSET_0,
+    KeptOpen,
     ReadBuffer,
     c_pread,
     lower_switch_interval,
     lower_timer_slack,
     raise_to_realtime,
 )
+from supervisor.trees import ProcTree, Tree
 from workers.protocol import Level
 
 log = logging.getLogger(__name__)
@@ -55,12 +63,17 @@ class SamplerStats:
 
 @dataclass(frozen=True, slots=True)
 class WorkerView:
-    """A consistent-enough look at one worker for the event loop (copied values, live ring)."""
+    """A consistent-enough look at one worker for the event loop (copied values, live ring).
+
+    `memory` is the figure thresholds compare (the ring holds it); `rss` the tree's plain
+    RSS sum at the last discovery.
+    """
 
     key: str
     ring: Ring
     level: Level
     procs: int
+    memory: int
     rss: int
     slope: float | None  # bytes/s over the growth window; None until the window is full
     pids: tuple[int, ...]
@@ -78,43 +91,6 @@ class ContainerView:
     slope: float | None
 
 
-class _Probe:
-    """One watched worker. `readers` and `fds` are swapped whole, never mutated; a reader is
-    closed only after the ticker stopped using the tuple that held its descriptor."""
-
-    __slots__ = ("band", "classifier", "closed", "fds", "key", "readers", "ring", "root", "rss",
-                 "since_ns", "slope", "trend_since", "trend_t", "trend_v")
-
-    def __init__(self, key: str, root: procfs.StatmReader, ring: Ring, th: Thresholds,
-                 trend_points: int) -> None:
-        self.key = key
-        self.root = root.pid
-        self.readers: tuple[procfs.StatmReader, ...] = ()
-        self.fds: tuple[int, ...] = ()
-        self.set_readers((root,))
-        self.ring = ring
-        self.classifier = WorkerClassifier(key, th)
-        # The classifier's RSS input, whose band [lo, hi) is where `observe_rss` returns at
-        # once; the ticker tests it inline and calls `observe_rss` only outside it. The
-        # input object lives as long as the classifier; its band moves in place.
-        self.band = self.classifier.rss_band
-        self.rss = 0
-        self.slope: float | None = None
-        # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
-        # a start-up ramp is loading, not leaking. Written by the event loop, read by the
-        # discoverer, which restarts the trend when it sees a new value in `trend_since`.
-        self.since_ns: int | None = None
-        self.trend_since: int | None = None
-        self.closed = False
-        # The ring decimated to one sample per discovery: what the growth slope reads.
-        self.trend_t: deque[int] = deque(maxlen=trend_points)
-        self.trend_v: deque[int] = deque(maxlen=trend_points)
-
-    def set_readers(self, readers: tuple[procfs.StatmReader, ...]) -> None:
-        self.readers = readers
-        self.fds = tuple(r.fd for r in readers)
-
-
 class Sampler:
     """Samples watched process trees on a dedicated thread; reports level changes only."""
 
@@ -129,8 +105,12 @@ class Sampler:
         cgroup: CgroupMemory | None = None,
         limit: int | None = None,
         realtime: bool = False,
+        measure: str = "rss",
     ) -> None:
         """Prepare (nothing runs until `start`). Raise ValueError for non-positive intervals.
+
+        `measure` is "cgroup" (each watch comes with its generation's cgroup), "pss" (statm
+        RSS scaled by each process's PSS share) or "rss" (statm RSS as it is).
 
         `on_change` runs on the sampler thread for every level change (workers and the
         container): it must be cheap and thread-safe. `limit` (bytes) enables the
@@ -148,14 +128,18 @@ class Sampler:
         self.cgroup = cgroup
         self.limit = limit
         self.realtime = realtime
+        if measure not in ("cgroup", "pss", "rss"):
+            raise ValueError(f"measure must be cgroup, pss or rss, got {measure!r}")
+        self.measure = measure
+        self.rollups = Rollups() if measure == "pss" else None
         self.stats = SamplerStats()
         window_s = thresholds.growth_window_ns / 1e9
         self._trend_points = max(int(window_s / discover_interval_s) + 2, 8)
-        self._probes: tuple[_Probe, ...] = ()
-        self._by_key: dict[str, _Probe] = {}
+        self._probes: tuple[Probe, ...] = ()
+        self._by_key: dict[str, Probe] = {}
         self._lock = threading.Lock()  # serialises watch/unwatch against each other only
         self._pending: deque[Callable[[int], None]] = deque()  # run by the ticker
-        self._retired: deque[procfs.StatmReader] = deque()  # closed by the ticker
+        self._retired: deque[KeptOpen] = deque()  # closed by the ticker
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by watch() and stop(): discover now
         self._table = procfs.ProcessTable()
@@ -164,7 +148,7 @@ class Sampler:
         self._quiet_key: tuple[int | None, tuple[tuple[procfs.StatmReader, ...], ...]] = (
             None, ())
         self._buf = ReadBuffer(procfs.StatmReader.BYTES)
-        self._seen: tuple[int, tuple[_Probe, ...]] | None = None
+        self._seen: tuple[int, tuple[Probe, ...]] | None = None
         self._threads: list[threading.Thread] = []
         self._previous_switch: float | None = None
         self._container: ContainerClassifier | None = None
@@ -222,14 +206,22 @@ class Sampler:
             sys.setswitchinterval(self._previous_switch)
             self._previous_switch = None
 
-    def watch(self, key: str, pid: int) -> None:
-        """Sample the tree rooted at `pid` under `key` (replacing any earlier watch of `key`).
+    def watch(self, key: str, pid: int, tree: Tree | None = None,
+              cgroup: CgroupMemory | None = None) -> None:
+        """Sample the generation rooted at `pid` under `key` (replacing any earlier watch of
+        `key`). `tree` says who belongs to it (default: a `trees.ProcTree` of `pid`);
+        `cgroup`, in cgroup mode, is its own cgroup, whose usage is then the figure.
 
-        Raise ProcessLookupError when `pid` is already gone. Descendants join at the next
+        Raise ProcessLookupError when `pid` is already gone. Other members join at the next
         discovery, within one discovery interval.
         """
+        if self.measure == "cgroup" and cgroup is None:
+            raise ValueError("in cgroup mode each watch needs the generation's cgroup")
         root = procfs.StatmReader(pid)
-        probe = _Probe(key, root, Ring(self.capacity), self.thresholds, self._trend_points)
+        if tree is None:
+            tree = ProcTree(pid, root.start)
+        probe = Probe(key, tree, root, Ring(self.capacity), self.thresholds,
+                      self._trend_points, cgroup if self.measure == "cgroup" else None)
         with self._lock:
             old = self._by_key.get(key)
             by_key = dict(self._by_key)
@@ -263,15 +255,16 @@ class Sampler:
         probe = self._by_key.get(key)
         if probe is None:
             return None
-        readers = probe.readers
+        members = probe.members
         return WorkerView(
             key=key,
             ring=probe.ring,
             level=probe.classifier.level,
-            procs=len(readers),
+            procs=len(members),
+            memory=probe.memory,
             rss=probe.rss,
             slope=probe.slope,
-            pids=tuple(r.pid for r in readers),
+            pids=tuple(pid for pid, _ in members),
         )
 
     def container(self) -> ContainerView | None:
@@ -286,13 +279,16 @@ class Sampler:
             slope=self._container_slope,
         )
 
-    def _retire(self, probe: _Probe) -> None:
+    def _retire(self, probe: Probe) -> None:
         # The ticker may be reading these descriptors right now, and a descriptor closed
         # under it could be reused by another open: every reader is closed by the ticker,
         # at the top of a tick, after it stopped using the tuple that held it.
         def retire(_now: int) -> None:
             probe.closed = True
             self._retired.extend(probe.readers)
+            if probe.cgroup is not None:
+                probe.usage_fd = -1
+                self._retired.append(probe.cgroup)  # its kept-open usage file
 
         self._pending.append(retire)
 
@@ -340,7 +336,7 @@ class Sampler:
         retired = self._retired
         while retired:
             retired.popleft().close()
-        page = procfs.PAGE_SIZE
+        page, shift = procfs.PAGE_SIZE, SCALE_SHIFT
         on_change = self.on_change
         # One shared buffer for every read of the tick: each is parsed before the next.
         pread, address, size, buffer = c_pread, self._buf.address, self._buf.size, self._buf.buffer
@@ -352,23 +348,31 @@ class Sampler:
         # binding `ring.append` once per probe (one more cold object per worker, slower);
         # parsing by index/slice (300 ns) or `value` (183 ns) against `raw.split` (178 ns).
         for probe in self._probes:
-            total = 0
-            lost = False
-            for fd in probe.fds:
-                if pread(fd, address, size, offset) > 0:
-                    # "size resident shared ...": the resident pages are the second number.
-                    total += int(buffer.raw.split(None, 2)[1])
-                else:  # gone (ESRCH) or nothing to read
-                    lost = True
-            if lost:
-                self._drop_lost(probe)
-            rss = total * page
-            probe.rss = rss
-            probe.ring.append(now, rss)
+            usage_fd = probe.usage_fd
+            if usage_fd >= 0:  # cgroup mode: the kernel's figure for the whole generation
+                if pread(usage_fd, address, size, offset) <= 0:
+                    continue  # its cgroup is gone: the generation has ended
+                memory = int(buffer.raw.split(None, 1)[0]) + probe.offset
+                if memory < 0:
+                    memory = 0
+            else:
+                total = 0
+                lost = False
+                for fd, scale in probe.sources:
+                    if pread(fd, address, size, offset) > 0:
+                        # "size resident shared ...": the resident pages, second number.
+                        total += int(buffer.raw.split(None, 2)[1]) * scale
+                    else:  # gone (ESRCH) or nothing to read
+                        lost = True
+                if lost:
+                    self._drop_lost(probe)
+                memory = ((total * page) >> shift) + probe.offset
+            probe.memory = memory
+            probe.ring.append(now, memory)
             band = probe.band
-            if band.lo <= rss < band.hi:  # `observe_rss`'s own fast path: nothing can change
+            if band.lo <= memory < band.hi:  # `observe_rss`'s own fast path: no change
                 continue
-            change = probe.classifier.observe_rss(now, rss)
+            change = probe.classifier.observe_rss(now, memory)
             if change is not None:
                 self._report(on_change, change)
         container = self._container
@@ -391,15 +395,17 @@ class Sampler:
                     if change is not None:
                         self._report(on_change, change)
 
-    def _drop_lost(self, probe: _Probe) -> None:
+    def _drop_lost(self, probe: Probe) -> None:
         # A process of the tree is gone: drop its reader (rare; allocating here is fine).
-        keep = []
+        scale_of = {fd: scale for fd, scale in probe.sources}
+        keep, scales = [], []
         for reader in probe.readers:
             if reader.rss_pages() < 0:
                 self._retired.append(reader)
             else:
                 keep.append(reader)
-        probe.set_readers(tuple(keep))
+                scales.append(scale_of.get(reader.fd, SCALE_ONE))
+        probe.set_readers(tuple(keep), tuple(scales))
 
     @staticmethod
     def _report(on_change: Callable[[Change], None], change: Change) -> None:
@@ -427,24 +433,12 @@ class Sampler:
         probes = self._probes
         now = time.monotonic_ns()
         if probes:
-            # Quiet round: no process was created since the previous round (the last pid is
-            # unchanged) and no watched process was lost (each probe still has the readers
-            # it had then). Then no tree can have gained a member, and none lost one other
-            # than by a death the ticker already dropped; a lost member's children, which
-            # the kernel re-parents (possibly out of the tree), show as a changed reader
-            # tuple. Deaths elsewhere cannot move a process into or out of a watched tree.
-            last_pid = self._last_pid.read()
-            readers = tuple(probe.readers for probe in probes)
-            quiet = (last_pid is not None and last_pid == self._quiet_key[0]
-                     and readers == self._quiet_key[1])
-            self._quiet_key = (last_pid, readers)
-            table = self._table.scan(quiet=quiet)
-            seen = (self._table.generation, probes)
-            if seen != self._seen:  # a process came or went, or the watches changed
-                self._seen = seen
-                children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
-                for probe in probes:
-                    self._rediscover(probe, table, children)
+            if self.measure == "cgroup":
+                for probe in probes:  # the kernel keeps the list: one small read each
+                    self._follow(probe, probe.tree.members())
+            else:
+                self._follow_proc(probes)
+            self._refresh(probes)
             slopes = [(probe, slope) for probe in probes
                       if (slope := self._growth(probe, now)) is not None]
             if slopes:
@@ -452,29 +446,71 @@ class Sampler:
         if self._container is not None and self.cgroup is not None:
             self._sense_container(now)
 
-    def _rediscover(self, probe: _Probe, table: dict[int, tuple[int, int]],
-                    children: dict[int, list[int]]) -> None:
-        if probe.closed:
-            return
+    def _follow_proc(self, probes: tuple[Probe, ...]) -> None:
+        # Quiet round: no process was created since the previous round (the last pid is
+        # unchanged) and no watched process was lost (each probe still has the readers it
+        # had then). Then no tree can have gained a member, and none lost one other than
+        # by a death the ticker already dropped; a lost member's children, which the
+        # kernel re-parents, show as a changed reader tuple. Deaths elsewhere cannot move
+        # a process into or out of a watched tree.
+        last_pid = self._last_pid.read()
+        readers = tuple(probe.readers for probe in probes)
+        quiet = (last_pid is not None and last_pid == self._quiet_key[0]
+                 and readers == self._quiet_key[1])
+        self._quiet_key = (last_pid, readers)
+        table = self._table.scan(quiet=quiet)
+        seen = (self._table.generation, probes)
+        if seen == self._seen:
+            return  # no process came or went, and the watches are the same
+        self._seen = seen
+        children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
+        self._adopt_orphans(probes, table)
+        for probe in probes:
+            self._follow(probe, probe.tree.members(table, children))
+
+    def _adopt_orphans(self, probes: tuple[Probe, ...], table: dict[int, tuple[int, int]]) -> None:
+        """Give processes re-parented to memwarden that no tree knows to the generation they
+        left: the one whose process group they are in, else the only worker's newest."""
+        me = os.getpid()
+        owned = {pid for probe in probes if isinstance(probe.tree, ProcTree)
+                 for pid in probe.tree.known} | {probe.root for probe in probes}
+        for pid, (ppid, start) in table.items():
+            if ppid != me or pid in owned:
+                continue
+            trees = [p.tree for p in probes if isinstance(p.tree, ProcTree)]
+            owner = next((t for t in trees if t.claims(pid)), None)
+            if owner is None and not _leads_a_group(pid):
+                # A group leader re-parented here is a worker being started (or a daemon
+                # that kept the session it made): never somebody else's helper.
+                workers = {p.key.rpartition("#")[0] for p in probes}
+                if len(workers) == 1 and trees:
+                    newest = max(probes, key=lambda p: int(p.key.rpartition("#")[2]))
+                    owner = newest.tree if isinstance(newest.tree, ProcTree) else None
+            if owner is not None:
+                owner.adopt((pid, start))
+
+    def _follow(self, probe: Probe, members: list[tuple[int, int]]) -> None:
+        """Give the probe a reader for each member (the ticker swaps them in)."""
+        if probe.closed or not members:
+            return  # the root is gone: the lifecycle will unwatch it
         current = {(r.pid, r.start): r for r in probe.readers}
-        wanted = [probe.root, *procfs.subtree(probe.root, children)]
-        keys = [(pid, table[pid][1]) for pid in wanted if pid in table]
-        if all(k in current for k in keys) and len(keys) == len(current):
+        if len(members) == len(current) and all(m in current for m in members):
             return
         readers = []
-        for pid, start in keys:
+        for pid, start in members:
             reader = current.get((pid, start))
             if reader is None:
                 try:
                     reader = procfs.StatmReader(pid)
                 except ProcessLookupError:
                     continue
-                if reader.start != start:  # the pid was reused between the scan and now
+                if reader.start != start:  # the pid was reused between the list and now
                     reader.close()
                     continue
             readers.append(reader)
-        if not readers:
-            return  # the root is gone; the lifecycle will unwatch it
+        rollups = self.rollups
+        scale_of = {(r.pid, r.start): rollups.scale((r.pid, r.start)) if rollups else SCALE_ONE
+                    for r in readers}
         seen = probe.readers
         fresh = [r for r in readers if r not in seen]
 
@@ -486,12 +522,37 @@ class Sampler:
                 return
             current = probe.readers
             final = tuple(r for r in readers if r in current or r in fresh)
-            probe.set_readers(final)
+            probe.set_readers(final, tuple(scale_of[(r.pid, r.start)] for r in final))
             self._retired.extend(r for r in current if r not in final)
 
         self._pending.append(swap)
 
-    def _growth(self, probe: _Probe, now: int) -> float | None:
+    def _refresh(self, probes: tuple[Probe, ...]) -> None:
+        """The slow figures: each tree's plain RSS, each cgroup's swap and inactive file cache,
+        the PSS shares (within their CPU budget)."""
+        for probe in probes:
+            if probe.closed:
+                continue
+            probe.rss = probe.tree_rss()
+            if probe.cgroup is not None:
+                # What the kernel can drop at once is not held; swapped-out memory is.
+                probe.offset = probe.cgroup.swap() - probe.cgroup.inactive_file()
+        rollups = self.rollups
+        if rollups is None or not rollups.refresh(m for p in probes for m in p.members):
+            return
+        for probe in probes:
+            scale_of = {m: rollups.scale(m) for m in probe.members}
+            probe.offset = sum(rollups.swap(m) for m in probe.members)
+
+            def rescale(_now: int, probe: Probe = probe, scale_of: dict = scale_of) -> None:
+                if not probe.closed:
+                    readers = probe.readers
+                    probe.set_readers(readers, tuple(
+                        scale_of.get((r.pid, r.start), SCALE_ONE) for r in readers))
+
+            self._pending.append(rescale)
+
+    def _growth(self, probe: Probe, now: int) -> float | None:
         """Record the probe's newest sample in its trend; once a whole window has been seen
         since the worker became ready, set its slope and return its sustained growth."""
         # Why one point per discovery rather than a decimated read of the whole window: it
@@ -515,7 +576,7 @@ class Sampler:
         probe.slope = resistant_slope(ts, values)
         return sustained_slope(ts, values)
 
-    def _observe_growth(self, tick_ns: int, slopes: list[tuple[_Probe, float]]) -> None:
+    def _observe_growth(self, tick_ns: int, slopes: list[tuple[Probe, float]]) -> None:
         for probe, slope in slopes:
             if not probe.closed:
                 change = probe.classifier.observe_growth(tick_ns, slope)
@@ -553,6 +614,13 @@ class Sampler:
                     self._report(self.on_change, change)
 
         self._pending.append(observe)
+
+
+def _leads_a_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return True  # gone: nothing to adopt
 
 
 __all__ = ["ContainerView", "Sampler", "SamplerStats", "WorkerView"]

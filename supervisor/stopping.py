@@ -63,7 +63,7 @@ async def _escalate(h: Handle, grace: float, emit: Emit, sig: int) -> None:
     deadlines: dict[tuple[int, int], float] = {}
     killed_at: float | None = None
     while True:
-        members = process.members(h.child, root_alive=h.alive)
+        members = h.tree.members()
         if not members and not h.alive:
             return
         now = time.monotonic()
@@ -72,7 +72,7 @@ async def _escalate(h: Handle, grace: float, emit: Emit, sig: int) -> None:
             # The group first (it also reaches members forked since the scan), then each
             # member that left the group by pid and start time. Never twice: a second TERM
             # can land while a worker's handler is already exiting and kill it by the signal.
-            grouped = h.alive and process.signal_group(h.child, sig, root_reaped=False)
+            grouped = h.alive and process.signal_group(h.child, sig)
             process.signal_pids([m for m in fresh
                                  if not (grouped and process.in_group(m[0], h.child.pgid))],
                                 sig)
@@ -87,7 +87,10 @@ async def _escalate(h: Handle, grace: float, emit: Emit, sig: int) -> None:
                      f"SIGKILL to {_count(overdue)} ({_pids(overdue)})",
                      worker=h.worker, generation=h.number, pid=h.pid)
             h.signalled.add(signal.SIGKILL)
-            process.signal_pids(overdue, signal.SIGKILL)
+            if h.cgroup is not None and len(overdue) == len(members):
+                h.cgroup.kill()  # the whole cgroup at once, forks under way included
+            else:
+                process.signal_pids(overdue, signal.SIGKILL)
         if killed_at is not None and now - killed_at > KILL_WAIT_S:
             log.error("[%s gen %d] %s still not gone %gs after SIGKILL (uninterruptible "
                       "sleep?)", h.worker, h.number, _pids(members), KILL_WAIT_S)

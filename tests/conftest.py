@@ -195,18 +195,26 @@ def memory_cgroup() -> Iterator[pathlib.Path]:
     try:
         yield child
     finally:
-        deadline = time.monotonic() + 10
-        while True:  # the kernel refuses while a task is still being torn down
-            for pid in (child / "cgroup.procs").read_text().split():
+        remove_cgroup(child)
+
+
+def remove_cgroup(top: pathlib.Path) -> None:
+    """Kill every task below `top` (memwarden's own cgroups included), then remove it all."""
+    deadline = time.monotonic() + 10
+    while True:  # the kernel refuses while a task is still being torn down
+        dirs = [pathlib.Path(d) for d, _, _ in os.walk(top, topdown=False)]
+        for d in dirs:
+            for pid in (d / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        try:
+            for d in dirs:
+                d.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def in_cgroup(directory: pathlib.Path) -> list[str]:

@@ -44,7 +44,7 @@ def test_replay_shows_when_new_thresholds_would_fire(tmp_path: pathlib.Path) -> 
     # Sample i is 100 + i MB over the period ending at i: each line is crossed at the end of
     # a period, and confirmed within it; no burst: approximate.
     assert [f.t - 1.7e9 for f in w.replayed] == pytest.approx([20, 50, 150], abs=0.003)
-    assert [f.metric for f in w.replayed] == ["rss"] * 3
+    assert [f.metric for f in w.replayed] == ["memory"] * 3
     assert all(f.approximate for f in w.replayed)
     assert [f.level for f in w.recorded] == ["high"]
 

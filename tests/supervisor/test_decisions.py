@@ -68,7 +68,7 @@ def test_a_one_off_step_is_not_replaced(memwarden, tmp_path) -> None:
     assert not events(snaps, "spawn")
     levels = events(snaps, "level", worker="worker")
     # 80 MB is above MEDIUM (50 MB): that is a size, told to the worker, not growth.
-    assert levels and all(e["metric"] == "rss" for e in levels), levels
+    assert levels and all(e["metric"] == "memory" for e in levels), levels
     assert max(e["level"] for e in levels) == "medium"
 
 
@@ -142,7 +142,7 @@ def test_an_oom_kill_under_restart_never_ends_memwarden_with_137(
         assert "out of memory" in err, f"run {i}:\n{err[-3000:]}"
         assert "exiting with status 137" in err
         assert len(events(snaps, "start")) == 1, f"run {i}: restarted\n{err[-3000:]}"
-    assert "oom_kill 0" not in (memory_cgroup / "memory.oom_control").read_text()
+        assert any(e["oom_kill"] for e in events(snaps, "exit")), f"run {i}:\n{err[-3000:]}"
 
 
 # The worker starts a child in its process group and one in a session of its own; each

@@ -97,8 +97,8 @@ def test_rss_table(samples, expected):
 
 def test_change_carries_metric_value_and_threshold():
     up, down = rss_run(ramp(0, [60, 61, 62]) + ramp(1000, [40] * 31, step_ms=1000))
-    assert (up.key, up.metric, up.value, up.threshold) == ("w", "rss", 62 * MB, 50 * MB)
-    assert (down.metric, down.value) == ("rss", 40 * MB)
+    assert (up.key, up.metric, up.value, up.threshold) == ("w", "memory", 62 * MB, 50 * MB)
+    assert (down.metric, down.value) == ("memory", 40 * MB)
     assert down.threshold == pytest.approx(50 * MB * 0.95)
 
 

@@ -111,7 +111,7 @@ def test_level_changes_of_a_growing_process_reach_on_change(spawn_tree, make_sam
     wait_until(lambda: any(c.level == Level.HIGH for c in changes), what="HIGH")
     medium, high = changes[:2]
     assert (medium.key, medium.previous, medium.level, medium.metric) == (
-        "w", Level.LOW, Level.MEDIUM, "rss")
+        "w", Level.LOW, Level.MEDIUM, "memory")
     assert (high.previous, high.level, high.threshold) == (Level.MEDIUM, Level.HIGH, 80 * MB)
     # Detection takes exactly the confirmation count of ticks, measured on the ring itself.
     times, values = s.view("w").ring.window(high.first_ns, high.t_ns)

@@ -337,7 +337,11 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
     from supervisor.recorder import Recorder
 
     events = EventLog()
-    arbiter = Arbiter(cfg, events)
+    try:
+        arbiter = Arbiter(cfg, events)  # a --measure that is not possible here says so
+    except config.ConfigError as e:
+        _say(str(e))
+        return 2
     arbiter.sockets = sockets
     writer = _open_writer(cfg, arbiter)
     if writer is not None:
@@ -373,6 +377,7 @@ def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untype
         started=time.time(), limit=limit, interval_s=float(cfg.interval),
         sample_period_s=float(cfg.sample_period), thresholds=thresholds,
         config=msgspec.to_builtins(cfg, enc_hook=config.enc_hook),
+        measure=getattr(getattr(arbiter, "measure", None), "how", "rss"),
     )
     writer = SnapshotWriter(cfg.snapshots, header)
     try:

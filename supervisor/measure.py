@@ -4,9 +4,9 @@
   is what the kernel charges it, minus the inactive file cache it could drop at once, plus
   its swap: the working set, as kubelet computes it. One read per tick, whatever the size
   of the tree, and everything the generation forks or daemonises is counted.
-* `pss`: the tree's RSS, each process's scaled by its PSS/RSS share (`pss`), plus its
-  swapped-out share: right for shared memory (a browser, a prefork server), at the cost of
-  one statm read per process per tick.
+* `pss`: the tree's RSS, each process's scaled by its proportional share of anonymous and
+  shared memory (`pss`), plus its swapped-out share: right for shared memory (a browser, a
+  prefork server), at the cost of one statm read per process per tick.
 * `rss`: the plain RSS sum, which counts shared pages once per process that maps them.
 
 `auto` takes cgroup where memwarden may create cgroups, else pss.
@@ -50,7 +50,7 @@ def choose(asked: str, container: CgroupMemory | None, limit: int | None) -> Mea
     if asked in ("auto", "pss"):
         if os.path.exists("/proc/self/smaps_rollup"):
             return Measure("pss", why + "the tree's RSS corrected for shared pages by each "
-                           "process's PSS share")
+                           "process's proportional share of its anonymous and shared memory")
         if asked == "pss":
             raise ConfigError("--measure pss: this kernel has no /proc/PID/smaps_rollup "
                               "(Linux 4.14 or later)")

@@ -7,6 +7,13 @@ tables to do it: measured here at 0.4-2 ms per headless Chromium process, agains
 for the statm read of every tick. So each process's PSS/RSS ratio is read at a slow rate,
 within a budget of CPU time, and the ticker scales each process's statm RSS by it; the
 swapped-out share is added beside, so that a leak moving out to swap does not look flat.
+
+What counts is the proportional share of anonymous and shared memory (`Pss_Anon` and
+`Pss_Shmem`), not of file-backed mappings: a program's text and the files it maps are page
+cache the kernel can drop, shared with every process that maps them and charged to
+whichever cgroup read them first. Measured on headless Chromium with four tabs: full PSS
+482 MB, anonymous and shared 244 MB, the working set of a cgroup holding just that tree
+264 MB. Kernels older than 5.14 lack the split; there the full PSS is used.
 """
 
 from __future__ import annotations
@@ -27,24 +34,23 @@ Member = tuple[int, int]  # (pid, start time)
 
 
 def read_rollup(pid: int) -> tuple[int, int, int] | None:
-    """(rss, pss, swap_pss) in bytes from /proc/PID/smaps_rollup; None when gone or unreadable."""
+    """(rss, held, swap) in bytes from /proc/PID/smaps_rollup: the resident set, the
+    proportional share of it that is anonymous or shared memory (the whole PSS where the
+    kernel does not split it), the proportional share swapped out; None when gone."""
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    rss = pss = swap = -1
+    kb: dict[bytes, int] = {}
     for line in data.splitlines():
         name, _, rest = line.partition(b":")
-        if name == b"Rss":
-            rss = int(rest.split()[0]) * 1024
-        elif name == b"Pss":
-            pss = int(rest.split()[0]) * 1024
-        elif name == b"SwapPss":
-            swap = int(rest.split()[0]) * 1024
-    if rss < 0 or pss < 0:
+        if name in (b"Rss", b"Pss", b"Pss_Anon", b"Pss_Shmem", b"SwapPss"):
+            kb[name] = int(rest.split()[0])
+    if b"Rss" not in kb or b"Pss" not in kb:
         return None
-    return rss, pss, max(swap, 0)
+    held = (kb[b"Pss_Anon"] + kb.get(b"Pss_Shmem", 0) if b"Pss_Anon" in kb else kb[b"Pss"])
+    return kb[b"Rss"] * 1024, held * 1024, kb.get(b"SwapPss", 0) * 1024
 
 
 class Rollups:
@@ -87,8 +93,8 @@ class Rollups:
             self.spent_s += cost
             if figures is None:
                 continue
-            rss, pss, swap = figures
-            scale = SCALE_ONE if rss <= 0 else min((pss << SCALE_SHIFT) // rss, SCALE_ONE)
+            rss, held, swap = figures
+            scale = SCALE_ONE if rss <= 0 else min((held << SCALE_SHIFT) // rss, SCALE_ONE)
             old = self._read.get(member)
             self._read[member] = (now, scale, swap)
             changed = changed or old is None or old[1:] != (scale, swap)

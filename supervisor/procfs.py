@@ -7,6 +7,7 @@ never parse /proc themselves.
 from __future__ import annotations
 
 import os
+import resource
 
 from supervisor.timing import GilRead, KeptOpen
 
@@ -60,9 +61,12 @@ class ProcessTable:
     second, and the GIL hand-offs it caused were the main source of late sampler ticks.
     """
 
-    def __init__(self, verify_every: int = 10, max_open: int = 4096) -> None:
+    def __init__(self, verify_every: int = 10, max_open: int | None = None) -> None:
         self.verify_every = max(verify_every, 1)
-        self.max_open = max_open
+        # Kept-open stats must never eat the descriptors memwarden needs for its workers,
+        # channels and clients: on a host of thousands of processes a fixed 4096 would
+        # reach a soft limit of 1024. A quarter of the limit, at most 4096.
+        self.max_open = max_open if max_open is not None else _quarter_of_nofile()
         self.generation = 0  # bumped whenever a scan finds the table changed
         self._open: dict[int, tuple[GilRead, int]] = {}
         self._table: dict[int, tuple[int, int]] = {}
@@ -147,6 +151,11 @@ class ProcessTable:
         for pid in list(self._open):
             self._forget(pid)
         self._names = []
+
+
+def _quarter_of_nofile() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 4096 if soft == resource.RLIM_INFINITY else max(min(soft // 4, 4096), 16)
 
 
 class LastPid(KeptOpen):

@@ -46,7 +46,10 @@ class ProcTree:
     def members(self, table: dict[int, tuple[int, int]] | None = None,
                 children: dict[int, list[int]] | None = None) -> list[Member]:
         if table is None:
-            table = procfs.process_table()
+            try:
+                table = procfs.process_table()
+            except OSError:  # no descriptor left to list /proc: keep what is known
+                return sorted(self.known.items(), key=lambda m: m[0] != self.root)
         if children is None:
             children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
         alive = [pid for pid, start in self.known.items()

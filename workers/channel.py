@@ -16,7 +16,7 @@ from collections.abc import Callable
 import msgspec
 
 from workers._log import get_logger
-from workers.protocol import MAX_LINE, FromWorker, LineSplitter, ToWorker
+from workers.protocol import DECODE_ERRORS, MAX_LINE, FromWorker, LineSplitter, ToWorker
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ def decode(line: bytes, drops: Drops | None = None) -> ToWorker | None:
         return None
     try:
         return _decoder.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
+    except DECODE_ERRORS as e:
         # ValidationError is a DecodeError: an unknown type or a bad field lands here too.
         # Invalid UTF-8 and deep nesting raise the other two.
         if drops is not None:

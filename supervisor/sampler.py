@@ -39,7 +39,7 @@ from supervisor.timing import (
 )
 from workers.protocol import Level
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.sampler")
 
 
 @dataclass(slots=True)

@@ -308,24 +308,32 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
     if command:
         given["command"] = command
-    sockets = None
     try:
         cfg, origin = config.load_with_origin(given, file=getattr(args, "config", None))
         if not cfg.command and not cfg.worker:
             raise config.ConfigError(
                 "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
                 "(or [[worker]] entries in --config)")
+    except (config.ConfigError, ValueError) as e:
+        _say(str(e))  # before the log's format is known: one plain line
+        return 2
+    from supervisor.events import setup_logging
+    from workers.protocol import escape
+
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
         from supervisor import listeners, specs, validate
         specs.specs(cfg)  # resolves signal names and per-worker values
         warnings = validate.against_limit(cfg, origin, _edge_limit(cfg))
         sockets = listeners.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
-        _say(str(e))
+        if cfg.log_format == "json":
+            log.error("%s", escape(str(e), 1000))
+        else:
+            _say(str(e))
         return 2
     for warning in warnings:
-        _say(warning)
-    from supervisor.events import setup_logging
-    setup_logging(cfg.log_level, cfg.log_format)
+        log.warning("%s", escape(warning, 1000))
     return _supervise(cfg, sockets)
 
 

@@ -125,7 +125,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dry_run: bool = False
     snapshots: str | None = "memwarden-snapshots"
     snapshot_file_size: Size = _size("64MiB")
-    snapshot_files: PositiveInt = 8
+    snapshot_files: int = 8
     snapshot_max_age: Duration = Duration(7 * 86400.0)
     sample_period: Duration = Duration(1.0)
     metrics: str | None = None

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from supervisor import __version__, config
+from supervisor import __version__
 
-log = logging.getLogger("memwarden.cli")
+if TYPE_CHECKING:
+    import logging
+
+    from supervisor import config
+
+# `config` and `logging` are imported where they are used: `memwarden status --check` is a
+# probe, and costs less without them (scripts/bench_probe.py).
+
+
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("memwarden.cli")
 
 # (option, metavar, help) for every `run` option; defaults come from config.Config.
 RUN_OPTIONS: list[tuple[str, str | None, str]] = [
@@ -68,6 +80,8 @@ CONTROL_COMMANDS = ("status", "top", "investigate", "set", "replace", "stop")
 
 
 def _default(name: str) -> str:
+    from supervisor import config
+
     attr = name.replace("-", "_")
     defaults = config.Config()
     value = getattr(getattr(defaults, config.NESTED[attr]) if attr in config.NESTED
@@ -103,8 +117,11 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
-    """The whole parser; `analyze_arguments=False` skips importing the analysis code for `run`."""
+def build_parser(*, analyze_arguments: bool = True,
+                 run_arguments: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; `analyze_arguments=False` skips importing the analysis code for `run`
+    and the control commands, `run_arguments=False` the options of `run` (and so the
+    configuration's code) for the control commands."""
     parser = argparse.ArgumentParser(
         prog="memwarden",
         description="Memory-pressure-aware process supervisor.",
@@ -124,7 +141,7 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                      help="TOML configuration file (default: $MEMWARDEN_CONFIG or none)")
-    for name, metavar, text in RUN_OPTIONS:
+    for name, metavar, text in RUN_OPTIONS if run_arguments else ():
         default = "" if "default:" in text else f" (default: {_default(name)})"
         run.add_argument(f"--{name}", metavar=metavar, default=argparse.SUPPRESS,
                          help=text + default)
@@ -270,8 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
     # `run` and the control commands skip the analysis code: `status --check` is a probe.
-    parser = build_parser(analyze_arguments=argv[:1] not in (["run"], *(
-        [c] for c in CONTROL_COMMANDS)))
+    control = argv[:1] in ([c] for c in CONTROL_COMMANDS)
+    parser = build_parser(analyze_arguments=not control and argv[:1] != ["run"],
+                          run_arguments=not control)
     args = parser.parse_args(argv)
     if args.action == "run":
         return _run(args, command)
@@ -305,6 +323,8 @@ def _quiet_stdout() -> None:
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
+    from supervisor import config
+
     given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
     if command:
         given["command"] = command
@@ -328,12 +348,12 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         sockets = listeners.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
         if cfg.log_format == "json":
-            log.error("%s", escape(str(e), 1000))
+            _log().error("%s", escape(str(e), 1000))
         else:
             _say(str(e))
         return 2
     for warning in warnings:
-        log.warning("%s", escape(warning, 1000))
+        _log().warning("%s", escape(warning, 1000))
     return _supervise(cfg, sockets)
 
 
@@ -381,7 +401,7 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
         if writer is not None:
             writer.close()
             if writer.dropped:
-                log.warning("%d snapshot records were dropped (disk full or slow)",
+                _log().warning("%d snapshot records were dropped (disk full or slow)",
                             writer.dropped)
 
 
@@ -391,6 +411,7 @@ def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untype
         return None
     from snapshots.schema import Header
     from snapshots.writer import STDOUT, SnapshotWriter
+    from supervisor import config
 
     limit = getattr(arbiter, "limit", None)
     thresholds = {
@@ -410,8 +431,8 @@ def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untype
     try:
         writer.start()
     except OSError as e:
-        log.warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
+        _log().warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
         return None
     if cfg.snapshots == STDOUT:
-        log.info("snapshots to standard output (read them back with memwarden analyze -)")
+        _log().info("snapshots to standard output (read them back with memwarden analyze -)")
     return writer

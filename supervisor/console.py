@@ -14,7 +14,7 @@ costs little inside the very cgroup it watches. Its exit statuses:
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -91,7 +91,7 @@ def top(ask: Callable[[], control.Reply], interval: float, count: int | None,
             lines = [f"memwarden top  {time.strftime('%H:%M:%S')}  every {interval:g}s",
                      *render(ask())]
             if screen:
-                width = shutil.get_terminal_size().columns
+                width = _columns(out)
                 # Home, then each line cut to the width and cleared to its end, then the rest
                 # of the screen cleared: the old frame is overwritten, never blanked first.
                 out.write("\x1b[H" + "".join(f"{line[:width]}\x1b[K\r\n" for line in lines)
@@ -107,6 +107,15 @@ def top(ask: Callable[[], control.Reply], interval: float, count: int | None,
         if screen:
             out.write("\x1b[?25h\x1b[?1049l")
             out.flush()
+
+
+def _columns(out: TextIO) -> int:
+    """The terminal's width (os, not shutil: shutil would cost a probe the bz2 and lzma
+    modules)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
 
 
 __all__ = ["EXIT_NOT_LIVE", "EXIT_NOT_READY", "EXIT_NO_ANSWER", "EXIT_OK", "MEMBERS_SHOWN",

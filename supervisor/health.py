@@ -95,9 +95,5 @@ class Health:
                            + (f"; ending: {ending}" if ending else ""))
         return Verdict(True)
 
-    def both(self) -> tuple[Verdict, Verdict]:
-        """(live, ready)."""
-        return self.live(), self.ready()
-
 
 __all__ = ["MIN_STALE_S", "Health", "Verdict"]

@@ -12,6 +12,7 @@ import argparse
 import logging
 import re
 import sys
+import tempfile
 
 import msgspec
 
@@ -23,7 +24,7 @@ from snapshots.series import LEVELS
 from snapshots.verdict import Gate
 from workers.protocol import escape
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.snapshots.cli")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 FAIL_ON = ("suspected", "likely", "confirmed", "medium", "high", "critical")
@@ -55,7 +56,9 @@ def percent(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `memwarden analyze` to `parser`."""
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="snapshot files, directories or glob patterns (.jsonl, .jsonl.gz)")
+                        help="snapshot files, directories or glob patterns (.jsonl, .jsonl.gz); "
+                        "'-' reads a log stream from standard input (kubectl logs POD | "
+                        "memwarden analyze -)")
     parser.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="report format (default: text)")
     parser.add_argument("-o", "--output", metavar="FILE",
@@ -103,11 +106,33 @@ def write_output(data: bytes, path: str | None, who: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse `args.paths`, print or write the report; return the exit status."""
+    if "-" not in args.paths:
+        return _run(args, args.paths)
+    if sys.stdin.isatty():
+        print("memwarden analyze: '-' reads snapshot records from standard input, which is a "
+              "terminal; pipe them in: kubectl logs POD | memwarden analyze -", file=sys.stderr)
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="memwarden-analyze-") as spooled:
+        try:
+            found = reader.spool(sys.stdin.buffer, spooled)
+        except OSError as e:
+            print(f"memwarden analyze: cannot read standard input: {e.strerror or e}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if not found:
+            print("memwarden analyze: no snapshot records on standard input (lines with "
+                  "{\"kind\":\"header\"...}, as --snapshots - writes them)", file=sys.stderr)
+            return EXIT_USAGE
+        paths = [p for path in args.paths for p in (found if path == "-" else [path])]
+        return _run(args, paths)
+
+
+def _run(args: argparse.Namespace, paths: list[str]) -> int:
     options = Options(window_s=args.window,
                       gate=Gate(horizon_s=args.horizon, share_per_h=args.share_per_hour),
                       margin=args.margin)
     try:
-        result = analyze(args.paths, options)
+        result = analyze(paths, options)
     except reader.SnapshotError as e:
         print(f"memwarden analyze: {e}", file=sys.stderr)
         return EXIT_USAGE

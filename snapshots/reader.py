@@ -26,14 +26,14 @@ import stat
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
 from snapshots.schema import FORMAT_MAJOR, FORMAT_VERSION, Burst, Event, Header, Record, Sample
 from workers.protocol import DECODE_ERRORS, escape
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.snapshots.reader")
 
 #: Bytes decoded at a time; large enough that per-chunk overhead vanishes, small enough
 #: that memory stays bounded whatever the size of the file.
@@ -147,6 +147,45 @@ def expand(paths: Iterable[str]) -> list[str]:
     if not unique:
         raise SnapshotError(f"no snapshot files (*.jsonl, *.jsonl.gz) in {', '.join(paths)}")
     return unique
+
+
+#: Where a record begins in a line of a log stream: the writer encodes the tag first.
+RECORD_START = b'{"kind":"'
+_HEADER_START = b'{"kind":"header"'
+
+
+def spool(stream: BinaryIO, directory: str) -> list[str]:
+    """Copy the snapshot records in a log stream (`memwarden analyze -`) into files under
+    `directory`, a new file at each header (a new run of memwarden); return their paths.
+
+    A log pipeline mixes the records with the worker's own output and may prefix each line
+    (`kubectl logs --timestamps`, a CRI log file's `<time> stdout F `): a record is taken
+    from its first `{"kind":"` on, and other lines are skipped. A line longer than
+    `MAX_LINE` is skipped. Records before the first header go to a file of their own,
+    which the reader reads without one. Raises OSError from reading or writing.
+    """
+    paths: list[str] = []
+    out: BinaryIO | None = None
+    try:
+        while line := stream.readline(MAX_LINE + 1):
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass
+                continue
+            start = line.find(RECORD_START)
+            if start < 0:
+                continue
+            record = line[start:].rstrip(b"\r\n") + b"\n"
+            if out is None or record.startswith(_HEADER_START):
+                if out is not None:
+                    out.close()
+                paths.append(os.path.join(directory, f"stdin-{len(paths):04d}.jsonl"))
+                out = open(paths[-1], "wb")  # noqa: SIM115 (closed at the next header)
+            out.write(record)
+    finally:
+        if out is not None:
+            out.close()
+    return paths
 
 
 def _open(path: str) -> tuple[Any, bool]:
@@ -502,4 +541,5 @@ __all__ = [
     "last_time",
     "read_header",
     "sources",
+    "spool",
 ]

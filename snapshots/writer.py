@@ -7,6 +7,12 @@ counted, announced in an Event of type "dropped" once writing works again, and l
 burst of failures: a disk that is nearly full (small writes pass, large ones fail) is said
 at most once per `_QUIET_S`, not at every retry. A directory removed while memwarden runs
 is created again, and a file removed from under the writer is replaced by the next one.
+
+`STDOUT` (`--snapshots -`) writes to standard output instead, for a log pipeline: one
+record per write, so that a line of up to 4 KiB (PIPE_BUF; samples and events are a few
+hundred bytes) never interleaves with the worker's own output on the same pipe; no
+rotation or retention (the pipeline has its own); and no bursts, whose lines of tens of
+KiB the container runtimes split at 16 KiB.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import time
 
 import msgspec
 
-from snapshots.schema import Event, Header, Record
+from snapshots.schema import Burst, Event, Header, Record
 
-log = logging.getLogger("memwarden.snapshots")
+log = logging.getLogger("memwarden.snapshots.writer")
 
 #: Bytes collected before a write even when the flush interval has not passed.
 _WRITE_CHUNK = 256 * 1024
@@ -35,6 +41,8 @@ _RETRY_S = 1.0
 #: line is logged only when its failure was).
 _QUIET_S = 60.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
+#: The directory that means standard output.
+STDOUT = "-"
 
 
 def file_prefix(host: str) -> str:
@@ -48,6 +56,7 @@ class SnapshotWriter:
     Names sort in writing order. Every file begins with `header` (its `file_index` and `t`
     filled in). A file is closed once it reaches `max_bytes`; after each rotation only the
     `keep` newest files of this host are kept and any older than `max_age_s` are removed.
+    `directory` `STDOUT` writes to standard output instead (see the module's doc).
     `submit` never blocks and never raises; `written` and `dropped` count records.
     """
 
@@ -69,7 +78,9 @@ class SnapshotWriter:
             )
         self.directory = directory
         self.header = header
-        self.max_bytes = max_bytes
+        self.stream = directory == STDOUT
+        # One file for ever: a pipeline rotates what it keeps.
+        self.max_bytes = 2**62 if self.stream else max_bytes
         self.keep = keep
         self.max_age_s = max_age_s
         self.flush_interval_s = flush_interval_s
@@ -103,7 +114,8 @@ class SnapshotWriter:
 
     def start(self) -> None:
         """Start the writer thread (the first file is opened there)."""
-        os.makedirs(self.directory, exist_ok=True)
+        if not self.stream:
+            os.makedirs(self.directory, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="memwarden-snapshots", daemon=True)
         self._thread.start()
 
@@ -114,6 +126,8 @@ class SnapshotWriter:
         never blocks, never raises.
         """
         queue = self._queue
+        if self.stream and type(record) is Burst:
+            return True  # left out by design, not dropped (see the module's doc)
         if self._failing or len(queue) >= self.queue_limit or self._stop:
             self._count_drop(1)
             return False
@@ -162,7 +176,8 @@ class SnapshotWriter:
                     self._open_next()
                 # Write when the chunk is full or the file reaches its size: files end
                 # within one record of `max_bytes`.
-                limit = min(_WRITE_CHUNK, max(self.max_bytes - self._size, 1))
+                limit = 1 if self.stream else min(_WRITE_CHUNK,
+                                                  max(self.max_bytes - self._size, 1))
                 while queue and len(buffer) < limit:
                     record = queue.popleft()
                     mark = len(buffer)
@@ -271,12 +286,17 @@ class SnapshotWriter:
 
     def _removed(self) -> bool:
         """True when the open file has no name any more (it, or its directory, was removed)."""
+        if self.stream:
+            return False
         try:
             return os.fstat(self._fd).st_nlink == 0
         except OSError:
             return True
 
     def _open_next(self) -> None:
+        if self.stream:
+            self._open_stream()
+            return
         path = os.path.join(self.directory, f"{self._stem}{self._index:04d}.jsonl")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
@@ -302,6 +322,23 @@ class SnapshotWriter:
                 os.unlink(path)
             return
         self._prune()
+
+    def _open_stream(self) -> None:
+        """Standard output, duplicated: closing the writer leaves it open for the rest."""
+        try:
+            fd = os.dup(1)
+        except OSError as e:
+            self._fail(e)
+            return
+        os.set_inheritable(fd, False)
+        self._fd, self._size = fd, 0
+        self._index += 1
+        self.files.append(STDOUT)
+        header = msgspec.structs.replace(self.header, t=time.time(), file_index=0)
+        if not self._write(self._encoder.encode(header) + b"\n"):
+            self._close_file()
+            self.files.pop()
+            self._index -= 1
 
     def _close_file(self) -> None:
         if self._fd >= 0:
@@ -336,4 +373,4 @@ class SnapshotWriter:
                     os.unlink(os.path.join(self.directory, name))
 
 
-__all__ = ["SnapshotWriter", "file_prefix"]
+__all__ = ["STDOUT", "SnapshotWriter", "file_prefix"]

@@ -25,11 +25,10 @@ from snapshots.schema import Event, EventType
 from supervisor import (
     channel,
     control,
-    introspect,
+    endpoint,
     linux,
     listeners,
     measure,
-    metrics,
     process,
     reaper,
     requests,
@@ -40,6 +39,7 @@ from supervisor.config import Config
 from supervisor.events import EventLog
 from supervisor.exitstatus import ExitStatus, signal_name
 from supervisor.handles import Handle
+from supervisor.health import Health
 from supervisor.policy import Policy
 from supervisor.pressure import Change, Thresholds, explain
 from supervisor.recorder import Recorder
@@ -52,7 +52,7 @@ from supervisor.workercgroup import GenerationCgroup
 from workers import protocol
 from workers.protocol import Level
 
-log = logging.getLogger("memwarden")
+log = logging.getLogger("memwarden.arbiter")
 
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 #: Signals not forwarded, besides the stopping ones, CHLD and job control (`process.SWALLOWED`):
@@ -113,6 +113,7 @@ class Arbiter:
             realtime=cfg.realtime,
             measure=self.measure.how,
         )
+        self.health = Health(self.sampler, self.policy, cfg.interval)
         self._terminal = len(self.specs) == 1
         self._stop_signal = signal.SIGTERM  # what stops workers; SIGINT after a Ctrl-C
 
@@ -143,8 +144,7 @@ class Arbiter:
                     control_sock, metrics_sock = (self.sockets if self.sockets is not None
                                                   else listeners.open_sockets(self.cfg))
                     if metrics_sock is not None:
-                        await tg.start(metrics.serve, metrics_sock,
-                                       lambda: introspect.gauges(self))
+                        await tg.start(endpoint.serve, metrics_sock, self)
                     if control_sock is not None:
                         tg.start_soon(control.serve, control_sock,
                                       lambda r: requests.answer(self, r))

@@ -14,7 +14,7 @@ import os
 
 from supervisor.timing import GilRead, KeptOpen
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.cgroup")
 
 #: v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything this
 #: large is no limit on any machine that exists.

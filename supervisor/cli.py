@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from supervisor import __version__, config
+from supervisor import __version__
 
-log = logging.getLogger("memwarden")
+if TYPE_CHECKING:
+    import logging
+
+    from supervisor import config
+
+# `config` and `logging` are imported where they are used: `memwarden status --check` is a
+# probe, and costs less without them (scripts/bench_probe.py).
+
+
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("memwarden.cli")
 
 # (option, metavar, help) for every `run` option; defaults come from config.Config.
 RUN_OPTIONS: list[tuple[str, str | None, str]] = [
@@ -52,17 +64,27 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("oom-score-adj", "N", "oom_score_adj for workers, so the kernel picks them, not memwarden"),
     ("own-oom-score-adj", "N", "memwarden's own oom_score_adj; -1000: the kernel never picks "
      "it (needs CAP_SYS_RESOURCE; left as it is otherwise)"),
-    ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none)"),
+    ("snapshots", "DIR", "directory for JSONL snapshots ('' to write none, '-' for standard "
+     "output)"),
+    ("snapshot-file-size", "SIZE", "size at which a snapshot file is closed and the next begun"),
+    ("snapshot-files", "N", "snapshot files of this host kept in the directory"),
+    ("snapshot-max-age", "DURATION", "snapshot files older than this are removed"),
     ("sample-period", "DURATION", "period of the per-worker summary records"),
     ("metrics", "HOST:PORT", "serve Prometheus metrics on this address (:PORT: this machine "
      "only)"),
     ("control", "PATH", "control socket for memwarden status/replace/stop ('' for none; "
      "default: memwarden-UID/control.sock in $XDG_RUNTIME_DIR or /tmp)"),
     ("log-level", "LEVEL", "debug, info, warning or error"),
+    ("log-format", "FORMAT", "text (lines for people) or json (one object per line, for a "
+     "log pipeline)"),
 ]
+#: The commands that talk to a running memwarden over its control socket.
+CONTROL_COMMANDS = ("status", "top", "investigate", "set", "replace", "stop")
 
 
 def _default(name: str) -> str:
+    from supervisor import config
+
     attr = name.replace("-", "_")
     defaults = config.Config()
     value = getattr(getattr(defaults, config.NESTED[attr]) if attr in config.NESTED
@@ -79,17 +101,30 @@ def _default(name: str) -> str:
 
 
 def _refresh(text: str) -> float:
+    """`memwarden top --interval`: a duration like every other option's, 100ms to 1h."""
+    from supervisor.units import DURATION_FORM, parse_duration
+
     try:
-        value = float(text)
+        value = parse_duration(text)
     except ValueError:
         value = -1.0
-    if not 0.1 <= value <= 3600:  # also false for nan
-        raise argparse.ArgumentTypeError(f"expected seconds from 0.1 to 3600, got {text!r}")
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected {DURATION_FORM}, from 100ms to 1h, got "
+                                         f"{text!r}")
     return value
 
 
-def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
-    """The whole parser; `analyze_arguments=False` skips importing the analysis code for `run`."""
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of refreshes from 1, got {text!r}")
+    return int(text)
+
+
+def build_parser(*, analyze_arguments: bool = True,
+                 run_arguments: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; `analyze_arguments=False` skips importing the analysis code for `run`
+    and the control commands, `run_arguments=False` the options of `run` (and so the
+    configuration's code) for the control commands."""
     parser = argparse.ArgumentParser(
         prog="memwarden",
         description="Memory-pressure-aware process supervisor.",
@@ -109,7 +144,7 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                      help="TOML configuration file (default: $MEMWARDEN_CONFIG or none)")
-    for name, metavar, text in RUN_OPTIONS:
+    for name, metavar, text in RUN_OPTIONS if run_arguments else ():
         default = "" if "default:" in text else f" (default: {_default(name)})"
         run.add_argument(f"--{name}", metavar=metavar, default=argparse.SUPPRESS,
                          help=text + default)
@@ -131,6 +166,11 @@ def build_parser(*, analyze_arguments: bool = True) -> argparse.ArgumentParser:
         "worker and generation: growth, leak verdict, time to the limit, replacements.",
     )
     _control_parsers(sub)
+    sub.add_parser(
+        "completion", help="print a shell completion script",
+        description="Print a completion script for bash or zsh, generated from these options: "
+        "memwarden completion bash > /etc/bash_completion.d/memwarden",
+    ).add_argument("shell", choices=("bash", "zsh"))
     if not analyze_arguments:
         return parser
     from snapshots import cli as snapshots_cli
@@ -149,11 +189,17 @@ def _control_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        "(default: $MEMWARDEN_CONTROL or the default path)")
         return p
 
-    add("status", "show the supervised workers").add_argument(
-        "--json", action="store_true", help="print the answer as JSON")
-    add("top", "show the workers, refreshed").add_argument(
-        "--interval", type=_refresh, default=1.0, metavar="SECONDS",
-        help="refresh period (0.1 to 3600)")
+    status = add("status", "show the supervised workers")
+    status.add_argument("--json", action="store_true", help="print the answer as JSON")
+    status.add_argument(
+        "--check", nargs="?", const="ready", choices=("ready", "live"), default=None,
+        help="exit 0 when memwarden is ready (every worker has a ready generation) or, with "
+        "'live', when its sampler ticks; 1: no memwarden answers, 3: not ready, 4: not live")
+    top = add("top", "show the workers, refreshed")
+    top.add_argument("--interval", type=_refresh, default=1.0, metavar="DURATION",
+                     help="refresh period, 100ms to 1h (default: 1s)")
+    top.add_argument("--count", type=_count, default=None, metavar="N",
+                     help="refresh N times, then exit (default: until interrupted)")
     add("investigate", "ask a worker for a leak report").add_argument("worker")
     p = add("set", "change a worker's limits live, e.g. max_objects=500")
     p.add_argument("worker")
@@ -164,8 +210,7 @@ def _control_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervisor import control
-    from supervisor.units import format_size
+    from supervisor import console, control
 
     path = args.control or os.environ.get("MEMWARDEN_CONTROL") or control.default_path()
     action = args.action
@@ -183,39 +228,29 @@ def _control(args: argparse.Namespace) -> int:
         request = control.Replace(args.worker)
     else:
         request = control.Investigate(args.worker)
-    while True:
-        try:
-            reply = control.ask(path, request)
-        except control.NotOurs as e:
-            print(f"memwarden {action}: refusing {path}: {e.strerror}", file=sys.stderr)
-            return 1
-        except OSError as e:
-            print(f"memwarden {action}: no memwarden answers at {path} ({e.strerror or e}); "
-                  "is it running, with --control pointing there?", file=sys.stderr)
-            return 1
-        if action == "status" and args.json:
-            print(msgspec.json.encode(reply).decode())
-            return 0
-        if action not in ("status", "top"):
-            print(reply.message)
-            return 0 if reply.ok else 1
+    try:
         if action == "top":
-            print("\x1b[H\x1b[2J", end="")
-        limit = format_size(reply.limit) if reply.limit else "none"
-        used = format_size(reply.container) if reply.container is not None else "-"
-        print(f"limit {limit}  container {used}  ticks {reply.ticks}  late {reply.late}  "
-              f"missed {reply.missed}")
-        print(f"{'worker':16} {'gen':>4} {'pid':>7} {'state':9} {'profile':8} {'rss':>11} "
-              f"{'procs':>5} {'level':8} {'growth':>11} {'uptime':>8}")
-        for w in reply.workers:
-            growth = f"{w.growth / 1e6:+.2f}MB/s" if w.growth is not None else "-"
-            rss = format_size(w.rss) if w.rss is not None else "-"
-            print(f"{w.name:16} {w.generation:>4} {w.pid:>7} {w.state:9} {w.profile:8} "
-                  f"{rss:>11} {w.procs or 0:>5} {w.level or '-':8} {growth:>11} "
-                  f"{w.uptime_s:>7.0f}s")
-        if action == "status":
-            return 0
-        time.sleep(args.interval)
+            return console.top(lambda: control.ask(path, request), args.interval, args.count)
+        reply = control.ask(path, request)
+    except control.NotOurs as e:
+        print(f"memwarden {action}: refusing {path}: {e.strerror}", file=sys.stderr)
+        return console.EXIT_NO_ANSWER
+    except OSError as e:
+        print(f"memwarden {action}: no memwarden answers at {path} ({e.strerror or e}); "
+              "is it running, with --control pointing there?", file=sys.stderr)
+        return console.EXIT_NO_ANSWER
+    if action == "status" and args.check:
+        status, line = console.check(reply, args.check)
+        print(line)
+        return status
+    if action == "status" and args.json:
+        print(msgspec.json.encode(reply).decode())
+        return 0
+    if action != "status":
+        print(reply.message)
+        return 0 if reply.ok else 1
+    print("\n".join(console.render(reply)))
+    return 0
 
 
 def _limits(items: list[str]) -> tuple[dict[str, int | float], str | None]:
@@ -254,11 +289,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
-    parser = build_parser(analyze_arguments=argv[:1] != ["run"])
+    # `run` and the control commands skip the analysis code: `status --check` is a probe.
+    control = argv[:1] in ([c] for c in CONTROL_COMMANDS)
+    parser = build_parser(analyze_arguments=not control and argv[:1] != ["run"],
+                          run_arguments=not control)
     args = parser.parse_args(argv)
     if args.action == "run":
         return _run(args, command)
-    if args.action in ("status", "top", "investigate", "set", "replace", "stop"):
+    if args.action == "completion":
+        from supervisor import completion
+        print(completion.SHELLS[args.shell](parser), end="")
+        return 0
+    if args.action in CONTROL_COMMANDS:
         try:
             return _control(args)
         except KeyboardInterrupt:  # the way out of `memwarden top`
@@ -284,27 +326,37 @@ def _quiet_stdout() -> None:
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
+    from supervisor import config
+
     given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
     if command:
         given["command"] = command
-    sockets = None
     try:
         cfg, origin = config.load_with_origin(given, file=getattr(args, "config", None))
         if not cfg.command and not cfg.worker:
             raise config.ConfigError(
                 "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
                 "(or [[worker]] entries in --config)")
+    except (config.ConfigError, ValueError) as e:
+        _say(str(e))  # before the log's format is known: one plain line
+        return 2
+    from supervisor.events import setup_logging
+    from workers.protocol import escape
+
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
         from supervisor import listeners, specs, validate
         specs.specs(cfg)  # resolves signal names and per-worker values
         warnings = validate.against_limit(cfg, origin, _edge_limit(cfg))
         sockets = listeners.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
-        _say(str(e))
+        if cfg.log_format == "json":
+            _log().error("%s", escape(str(e), 1000))
+        else:
+            _say(str(e))
         return 2
     for warning in warnings:
-        _say(warning)
-    from supervisor.events import setup_logging
-    setup_logging(cfg.log_level)
+        _log().warning("%s", escape(warning, 1000))
     return _supervise(cfg, sockets)
 
 
@@ -332,10 +384,12 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
                                                    socket.socket | None] | None) -> int:
     import anyio
 
+    from supervisor import sdnotify
     from supervisor.arbiter import Arbiter
     from supervisor.events import EventLog
     from supervisor.recorder import Recorder
 
+    notifier = sdnotify.Notifier.from_environ()  # before any worker could inherit it
     events = EventLog()
     try:
         arbiter = Arbiter(cfg, events)  # a --measure that is not possible here says so
@@ -349,12 +403,12 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
         arbiter.recorder = Recorder(writer, period_s=cfg.sample_period,
                                     interval_s=cfg.interval, limit=arbiter.limit)
     try:
-        return anyio.run(arbiter.run)
+        return anyio.run(sdnotify.supervise, arbiter, notifier)
     finally:
         if writer is not None:
             writer.close()
             if writer.dropped:
-                log.warning("%d snapshot records were dropped (disk full or slow)",
+                _log().warning("%d snapshot records were dropped (disk full or slow)",
                             writer.dropped)
 
 
@@ -363,7 +417,8 @@ def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untype
     if not cfg.snapshots:
         return None
     from snapshots.schema import Header
-    from snapshots.writer import SnapshotWriter
+    from snapshots.writer import STDOUT, SnapshotWriter
+    from supervisor import config
 
     limit = getattr(arbiter, "limit", None)
     thresholds = {
@@ -379,10 +434,13 @@ def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untype
         config=msgspec.to_builtins(cfg, enc_hook=config.enc_hook),
         measure=getattr(getattr(arbiter, "measure", None), "how", "rss"),
     )
-    writer = SnapshotWriter(cfg.snapshots, header)
+    writer = SnapshotWriter(cfg.snapshots, header, max_bytes=cfg.snapshot_file_size.bytes or 0,
+                            keep=cfg.snapshot_files, max_age_s=float(cfg.snapshot_max_age))
     try:
         writer.start()
     except OSError as e:
-        log.warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
+        _log().warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
         return None
+    if cfg.snapshots == STDOUT:
+        _log().info("snapshots to standard output (read them back with memwarden analyze -)")
     return writer

@@ -125,10 +125,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     measure: Literal["auto", "cgroup", "pss", "rss"] = "auto"
     dry_run: bool = False
     snapshots: str | None = "memwarden-snapshots"
+    snapshot_file_size: Size = _size("64MiB")
+    snapshot_files: int = 8
+    snapshot_max_age: Duration = Duration(7 * 86400.0)
     sample_period: Duration = Duration(1.0)
     metrics: str | None = None
     control: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     pressure: Pressure = msgspec.field(default_factory=Pressure)
     profiles: Profiles = msgspec.field(default_factory=Profiles)
     worker: list[WorkerConfig] = []
@@ -327,16 +331,18 @@ def _explain(message: str, origin: Mapping[str, str]) -> str:
                 "(see `memwarden run --help`)")
     name = label(path, origin).removesuffix(" (default)")
     if what.startswith("Invalid enum value"):
-        allowed = _ENUMS.get(path.split(".")[-1].split("[")[0])
+        allowed = CHOICES.get(path.split(".")[-1].split("[")[0])
         if allowed:
             what = f"expected one of {', '.join(allowed)}, got {what.split(' ', 3)[-1]}"
     return f"{name}: {_lower_first(what)}"
 
 
-_ENUMS = {"restart": ("never", "on-failure", "always"),
-          "on_baseline_high": ("continue", "exit"),
-          "measure": ("auto", "cgroup", "pss", "rss"),
-          "log_level": ("debug", "info", "warning", "error")}
+#: The values of the settings that take one of a few words (also what shell completion offers).
+CHOICES = {"restart": ("never", "on-failure", "always"),
+           "on_baseline_high": ("continue", "exit"),
+           "measure": ("auto", "cgroup", "pss", "rss"),
+           "log_level": ("debug", "info", "warning", "error"),
+           "log_format": ("text", "json")}
 
 
 def _lower_first(text: str) -> str:
@@ -344,6 +350,7 @@ def _lower_first(text: str) -> str:
 
 
 __all__ = [
+    "CHOICES",
     "Config",
     "ConfigError",
     "Duration",

@@ -14,23 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import socket
 import stat
 import struct
-import tempfile
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import anyio
-import anyio.abc
 import msgspec
 
-from supervisor import listeners
-from supervisor.dropped import DropLog
 from workers import protocol
 
-log = logging.getLogger("memwarden.control")
+if TYPE_CHECKING:
+    import logging
+
+    import anyio.abc
+
+# The server's side (anyio, the listeners) is imported where it is used: the client's side
+# is what `memwarden status --check` runs as a probe, inside the cgroup it watches.
+
+
+def _log() -> logging.Logger:
+    import logging  # the server's side only: the client (a probe) does without it
+
+    return logging.getLogger("memwarden.control")
+
 
 MAX_REQUEST = 64 * 1024
 #: A status of 256 workers is about 60 KiB.
@@ -98,6 +106,8 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     level: str | None = None
     growth: float | None = None
     generations: int = 0
+    #: "current", "pending" (a replacement starting) or "retiring".
+    role: str = ""
     #: The figure thresholds compare (cgroup working set, or the PSS-corrected tree).
     memory: int | None = None
     #: Processes of the tree, biggest first.
@@ -110,11 +120,25 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     workers: list[WorkerStatus] = []
     limit: int | None = None
     container: int | None = None
+    #: The container's own pressure level (None: no limit known).
+    container_level: str | None = None
     ticks: int = 0
     late: int = 0
     missed: int = 0
     #: How `memory` is measured: "cgroup", "pss" or "rss".
     measure: str = "rss"
+    #: The sampler ticks (None: not said, by a memwarden that predates the field).
+    live: bool | None = None
+    #: Every worker has a ready generation.
+    ready: bool | None = None
+    #: Why not live or not ready, for people ("" when both hold).
+    health: str = ""
+    #: Generations started so far per worker, including workers with none running.
+    started: dict[str, int] = {}
+    #: Snapshot records written and dropped (None: no snapshots).
+    snapshots_written: int | None = None
+    snapshots_dropped: int | None = None
+    interval_s: float | None = None
 
 
 _decoder = msgspec.json.Decoder(Request)
@@ -128,7 +152,9 @@ class NotOurs(OSError):
 
 def default_path() -> str:
     """Where the socket lives unless `--control` says otherwise (see the module's doc)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    # $TMPDIR, then /tmp, as `tempfile.gettempdir` would find them on Linux; tempfile itself
+    # costs a probe 1.1 MB of RSS (it imports random and hashlib).
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
     return os.path.join(base, f"memwarden-{os.geteuid()}", "control.sock")
 
 
@@ -165,6 +191,8 @@ def decode_request(line: bytes) -> tuple[Request | None, str | None]:
 
 def _claim(path: str) -> bool:
     """True if `path` is free (or a stale socket, removed); False if a live server has it."""
+    from supervisor import listeners
+
     if not os.path.lexists(path):
         return True
     if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -189,6 +217,8 @@ def open_socket(path: str | None, what: str = "--control") -> socket.socket | No
     default place. Raise ListenError (one line) for an unsafe directory, a path given
     explicitly that another memwarden answers at, or one that cannot be bound.
     """
+    from supervisor import listeners
+
     explicit = path is not None
     path = path if path is not None else default_path()
     try:
@@ -197,7 +227,7 @@ def open_socket(path: str | None, what: str = "--control") -> socket.socket | No
         if not _claim(path):
             if explicit:
                 raise listeners.ListenError(f"{what} {path}: another memwarden answers there")
-            log.warning("control socket %s belongs to another memwarden; running without one "
+            _log().warning("control socket %s belongs to another memwarden; running without one "
                         "(give --control PATH for one of our own)", path)
             return None
     except OSError as e:
@@ -215,6 +245,11 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Awaitable[Reply
     Nothing a client sends raises out of here: a bad request is answered `ok: false`,
     counted and logged at most once per interval; a client of another user is refused.
     """
+    import anyio.abc
+
+    from supervisor import listeners
+    from supervisor.dropped import DropLog
+
     path = sock.getsockname()
     dropped = DropLog("control socket")
 
@@ -241,7 +276,7 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Awaitable[Reply
             try:
                 reply = await answer(request)
             except Exception:  # a fault in answering must not end supervision
-                log.exception("internal error while answering %s; supervision goes on",
+                _log().exception("internal error while answering %s; supervision goes on",
                               type(request).__name__)
                 reply = Reply(ok=False, message="internal error; see memwarden's log")
         await stream.send(msgspec.json.encode(reply) + b"\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger("memwarden.input")
+log = logging.getLogger("memwarden.dropped")
 
 #: Seconds between two log lines about one source.
 INTERVAL_S = 10.0

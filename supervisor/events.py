@@ -1,15 +1,27 @@
-"""Events: each lifecycle or policy event is one typed record, one log line, one snapshot line."""
+"""Events and memwarden's log: each event is one typed record, one log line, one snapshot line.
+
+Every logger of memwarden is `memwarden.<module>` (`memwarden.arbiter`,
+`memwarden.snapshots.writer`), so that one handler sees all of them. The log goes to
+standard error in one of two forms (`--log-format`): `text`, a line a person reads
+(`memwarden: [crawler gen 2 pid 812] ready ...`, `memwarden: warning: ...`), or `json`,
+one object per line for a log pipeline (Loki, Fluent Bit, Vector) with `time`, `level`,
+`logger`, `message` and, for an event, `event`, `worker`, `generation` and `pid`.
+"""
 
 from __future__ import annotations
 
+import datetime
 import logging
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+import msgspec
 
 from snapshots.schema import Event, Record
 
-log = logging.getLogger("memwarden")
+log = logging.getLogger("memwarden.events")
 
 _LOG_LEVEL = {
     "exit": logging.INFO,
@@ -40,8 +52,9 @@ class EventLog:
     def emit(self, type: str, message: str, **fields: Any) -> Event:
         """Record that `type` happened; `message` is the whole human sentence."""
         event = Event(t=time.time(), type=type, message=message, **fields)
-        who = _who(event)
-        log.log(_LOG_LEVEL.get(type, logging.INFO), "%s%s", who, message)
+        log.log(_LOG_LEVEL.get(type, logging.INFO), "%s", message, extra={
+            "event": event.type, "worker": event.worker or None,
+            "generation": event.generation or None, "pid": event.pid or None})
         if self.sink is not None:
             self.sink.submit(event)
         for listener in self.listeners:
@@ -49,21 +62,70 @@ class EventLog:
         return event
 
 
-def _who(event: Event) -> str:
-    if not event.worker:
+LogFormat = Literal["text", "json"]
+
+
+class TextFormatter(logging.Formatter):
+    """`memwarden: [worker gen N pid P] message`; warnings and errors say so after the
+    prefix, so that they stand apart from the worker's own output on the same terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else (
+            "warning: " if record.levelno < logging.ERROR else "error: ")
+        text = f"memwarden: {level}{_who(record)}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class LogLine(msgspec.Struct, omit_defaults=True):
+    """One line of the JSON log (`--log-format json`)."""
+
+    time: str
+    level: str
+    logger: str
+    message: str
+    event: str | None = None
+    worker: str | None = None
+    generation: int | None = None
+    pid: int | None = None
+    exception: str | None = None
+
+
+class JsonFormatter(logging.Formatter):
+    """One msgspec-encoded `LogLine` per record; a message spanning lines stays one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        line = LogLine(
+            time=stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            level=record.levelname.lower(), logger=record.name, message=record.getMessage(),
+            event=getattr(record, "event", None), worker=getattr(record, "worker", None),
+            generation=getattr(record, "generation", None), pid=getattr(record, "pid", None),
+            exception=self.formatException(record.exc_info) if record.exc_info else None)
+        return self._encoder.encode(line).decode()
+
+
+def _who(record: logging.LogRecord) -> str:
+    worker = getattr(record, "worker", None)
+    if not worker:
         return ""
-    parts = [event.worker]
-    if event.generation:
-        parts.append(f"gen {event.generation}")
-    if event.pid:
-        parts.append(f"pid {event.pid}")
+    parts = [worker]
+    if generation := getattr(record, "generation", None):
+        parts.append(f"gen {generation}")
+    if pid := getattr(record, "pid", None):
+        parts.append(f"pid {pid}")
     return f"[{' '.join(parts)}] "
 
 
-def setup_logging(level: str) -> None:
-    """One line per event on stderr, prefixed so it stands apart from the worker's output."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("memwarden: %(message)s"))
+def setup_logging(level: str, form: LogFormat = "text") -> None:
+    """Send every `memwarden.*` logger to standard error, at `level`, in `form`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
     root = logging.getLogger("memwarden")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

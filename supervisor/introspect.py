@@ -1,10 +1,11 @@
-"""Read-only views of a running supervisor: `memwarden status` and the `--metrics` figures."""
+"""Read-only views of a running supervisor: `memwarden status`, which `--metrics`,
+`status --check` and `top` also read, so that they cannot disagree."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from supervisor import breakdown, control, metrics
+from supervisor import breakdown, control
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
@@ -12,11 +13,12 @@ if TYPE_CHECKING:
 
 def status(arbiter: Arbiter,
            members: dict[str, list[control.Member]] | None = None) -> control.Reply:
-    """What `memwarden status` shows: every live generation, the container, the sampler.
+    """What `memwarden status` shows: every live generation, the container, the sampler,
+    whether memwarden is live and ready.
 
-    States and profiles come from the policy, which owns them; pids and figures from the
-    process handles and the sampler; `members` (by generation key) from
-    `breakdown.members`, when the caller looked them up.
+    States, roles and profiles come from the policy, which owns them; pids and figures from
+    the process handles and the sampler; `members` (by generation key) from `members`,
+    when the caller looked them up.
     """
     workers = []
     policy = arbiter.policy
@@ -28,16 +30,26 @@ def status(arbiter: Arbiter,
         workers.append(control.WorkerStatus(
             name=gen.worker, generation=gen.number, pid=h.pid, state=gen.state.value,
             profile=gen.profile, uptime_s=h.uptime, generations=policy.started(gen.worker),
+            role=policy.role(gen.worker, gen.number) or "",
             memory=view.memory if view else None,
             rss=view.rss if view else None, procs=view.procs if view else None,
             level=view.level.label if view else None, growth=view.slope if view else None,
             members=(members or {}).get(h.key, [])))
     container = arbiter.sampler.container()
     stats = arbiter.sampler.stats
+    live, ready = arbiter.health.live(), arbiter.health.ready()
+    sink = arbiter.events.sink
     return control.Reply(ok=True, workers=workers, limit=arbiter.limit,
                          container=container.working_set
                          if container and container.working_set >= 0 else None,
+                         container_level=container.level.label if container else None,
                          ticks=stats.ticks, late=stats.late, missed=stats.missed,
+                         live=live.ok, ready=ready.ok,
+                         health="; ".join(v.why for v in (live, ready) if not v.ok),
+                         started={name: policy.started(name) for name in policy.workers()},
+                         snapshots_written=getattr(sink, "written", None),
+                         snapshots_dropped=getattr(sink, "dropped", None),
+                         interval_s=float(arbiter.cfg.interval),
                          measure=arbiter.measure.how)
 
 
@@ -47,45 +59,10 @@ def trees(arbiter: Arbiter) -> list[tuple[str, tuple[int, ...], int]]:
             if (view := arbiter.sampler.view(h.key)) is not None]
 
 
-def members(found: list[tuple[str, tuple[int, ...], int]]) -> dict[str, list[control.Member]]:
-    """Each tree's processes, biggest first: reads /proc and smaps_rollup, so run it off the
-    event loop, on what `trees` took."""
-    return {key: breakdown.members(pids, memory=memory) for key, pids, memory in found}
-
-
-def gauges(arbiter: Arbiter) -> list[metrics.Gauge]:
-    """The figures `--metrics` serves."""
-    out: list[metrics.Gauge] = []
-    for h in arbiter.live():
-        view = arbiter.sampler.view(h.key)
-        labels = {"worker": h.worker, "generation": str(h.number)}
-        if view is not None:
-            out += [
-                ("memwarden_worker_rss_bytes", "RSS of the worker's process tree",
-                 labels, view.rss),
-                ("memwarden_worker_level", "pressure level (0 low .. 3 critical)",
-                 labels, int(view.level)),
-                ("memwarden_worker_processes", "processes in the worker's tree",
-                 labels, view.procs),
-                ("memwarden_worker_growth_bytes_per_second", "robust growth rate",
-                 labels, view.slope or 0.0),
-            ]
-    for name in arbiter.policy.workers():
-        out.append(("memwarden_worker_generations", "generations started so far",
-                    {"worker": name}, arbiter.policy.started(name)))
-    stats = arbiter.sampler.stats
-    out += [("memwarden_sampler_ticks", "sampling ticks so far", {}, stats.ticks),
-            ("memwarden_sampler_late_ticks", "ticks that ran late", {}, stats.late),
-            ("memwarden_sampler_missed_ticks", "deadlines skipped: ticks not taken", {},
-             stats.missed)]
-    container = arbiter.sampler.container()
-    if container is not None and container.working_set >= 0:
-        out.append(("memwarden_container_working_set_bytes",
-                    "cgroup usage minus inactive file cache", {}, container.working_set))
-    if arbiter.limit is not None:
-        out.append(("memwarden_limit_bytes", "memory limit in force", {}, arbiter.limit))
-    sink = arbiter.events.sink
-    if sink is not None:
-        out.append(("memwarden_snapshot_records_dropped", "snapshot records dropped",
-                    {}, getattr(sink, "dropped", 0)))
-    return out
+def members(found: list[tuple[str, tuple[int, ...], int]], *,
+            full: bool = True) -> dict[str, list[control.Member]]:
+    """Each tree's processes, biggest first, on what `trees` took. With `full` each one's PSS
+    too: a read of smaps_rollup each (~1 ms for a browser process), so run it off the event
+    loop; without, a statm read each, cheap enough for a scrape."""
+    return {key: breakdown.members(pids, memory=memory, full=full)
+            for key, pids, memory in found}

@@ -13,6 +13,7 @@ actions and reports back what the world did.
   that dies or never says ready before it takes over is a failed start, counted against
   the same budget. A worker whose budget is spent, or that will not restart, ends;
   memwarden exits once every worker has ended, with the first non-zero status among them.
+  A generation that ends a requested stop as asked (`STOPPED_AS_ASKED`) counts as 0.
 * A first generation, or a restart, that never says ready is supervised as ready after
   the ready timeout: nothing else of the worker is alive to keep.
 """
@@ -20,6 +21,7 @@ actions and reports back what the world did.
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +33,12 @@ from supervisor.restarts import Restart, RestartTracker
 from supervisor.states import GenerationState, transition
 from supervisor.units import format_duration, format_size
 from workers.protocol import Level
+
+#: Exits that end a stop asked of memwarden (TERM, INT, `memwarden stop`) as asked: by
+#: itself with 0, or by the signal memwarden sent. They count as status 0, so that a
+#: requested stop exits 0, as systemd and an orchestrator expect of a service that stopped
+#: cleanly; a worker killed after its grace, or that failed, keeps its status.
+STOPPED_AS_ASKED = frozenset({0, 128 + signal.SIGTERM, 128 + signal.SIGINT})
 
 #: The shortest MEDIUM reminder period when it follows a cooldown of 0: one a second.
 MIN_RENOTIFY_S = 1.0
@@ -275,7 +283,8 @@ class Lifecycle:
             w.current = None
             w.status = exit.status
             if w.ending:
-                pass
+                if self._stopping and exit.by_us and exit.status in STOPPED_AS_ASKED:
+                    w.status = 0  # it stopped as memwarden was asked to stop it
             elif was is RETIRING and exit.by_us:
                 if w.plan is not None and w.plan.due is None:  # break before make
                     acts += self._spawn(now, w, w.plan, after=g.number)

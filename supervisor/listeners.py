@@ -86,11 +86,11 @@ def _why(e: OSError) -> str:
 def open_sockets(cfg: Config) -> tuple[socket.socket | None, socket.socket | None]:
     """Bind the control socket and the metrics address `cfg` asks for, in that order:
     (control, metrics), None for one not wanted. Raise ListenError or ValueError (one line)."""
-    from supervisor import control, metrics
+    from supervisor import control, endpoint
 
     control_sock = None if cfg.control == "" else control.open_socket(cfg.control)
     try:
-        metrics_sock = metrics.open_socket(cfg.metrics) if cfg.metrics else None
+        metrics_sock = endpoint.open_socket(cfg.metrics) if cfg.metrics else None
     except ValueError:
         if control_sock is not None:
             _close_unix(control_sock)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from supervisor import linux, procfs
 from workers import protocol
 
-log = logging.getLogger("memwarden")
+log = logging.getLogger("memwarden.process")
 
 #: Signals the supervisor does not act on. It catches them with a no-op handler rather than
 #: SIG_IGN, because an ignored disposition would survive exec into the worker.

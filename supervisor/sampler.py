@@ -47,7 +47,7 @@ from supervisor.timing import (
 from supervisor.trees import ProcTree, Tree
 from workers.protocol import Level
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.sampler")
 
 
 @dataclass(slots=True)

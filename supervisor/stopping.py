@@ -27,7 +27,7 @@ from supervisor.exitstatus import signal_name
 from supervisor.handles import Handle
 from supervisor.units import format_duration
 
-log = logging.getLogger("memwarden")
+log = logging.getLogger("memwarden.stopping")
 
 #: How often the tree is looked at while it stops (one /proc scan each time).
 POLL_S = 0.05

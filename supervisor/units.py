@@ -13,13 +13,13 @@ _SIZE_UNITS = {
 }
 _DURATION_UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0,
-    "m": 60.0, "min": 60.0, "h": 3600.0,
+    "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0,
 }
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Zµ%]*)\s*$")
 
 SIZE_FORM = ("a size with its unit such as 200MB, 1.5GiB, 524288000B, 80% (of the limit) "
              "or off")
-DURATION_FORM = "a duration such as 1ms, 250us, 5s or 2min"
+DURATION_FORM = "a duration such as 1ms, 250us, 5s, 2min, 12h or 7d"
 RATE_FORM = "a rate such as 5MB/s or 300MB/min"
 #: The largest size, duration and rate accepted anywhere: beyond them a value is a typo,
 #: and a bigger one would overflow the integers and timers it ends up in.
@@ -169,4 +169,8 @@ def format_duration(seconds: float) -> str:
         return f"{seconds * 1e3:.3g}ms"
     if seconds < 120:
         return f"{seconds:.3g}s"
-    return f"{seconds / 60:.3g}min"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g}min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.3g}h"
+    return f"{seconds / 86400:.3g}d"

@@ -48,6 +48,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "dwell_medium": (0.0, 86400.0),
     "dwell_high": (0.0, 86400.0),
     "dwell_critical": (0.0, 86400.0),
+    "snapshot_max_age": (60.0, 30 * 86400.0),
 }
 #: Workers (replicas included) one memwarden supervises at most.
 MAX_WORKERS = 256
@@ -56,7 +57,11 @@ INTEGERS: dict[str, tuple[int, int]] = {
     "baseline_generations": (1, 1000),
     "confirm": (1, 10000),
     "replicas": (1, MAX_WORKERS),
+    "snapshot_files": (1, 10000),
 }
+#: The size of one snapshot file, smallest and largest: below it rotation would outrun
+#: the writer (a burst record alone is tens of KiB), above it one file is past handling.
+SNAPSHOT_FILE_SIZE = (64 * 1024, 64 * 2**30)
 #: Samples one worker's ring holds at most (16 bytes each), and all rings together.
 MAX_RING_SAMPLES = 1_000_000
 MAX_RING_BYTES = 256 * 2**20
@@ -279,10 +284,15 @@ def _no_nul(text: str) -> bool:
 
 
 def _check_paths(cfg: Config, fail) -> None:  # type: ignore[no-untyped-def]
-    from supervisor import metrics
+    from supervisor import endpoint
 
     if cfg.snapshots and not _no_nul(cfg.snapshots):
         raise fail("snapshots", "expected a directory path, got one with a NUL byte")
+    lo, hi = SNAPSHOT_FILE_SIZE
+    size = cfg.snapshot_file_size
+    if size.bytes is None or not lo <= size.bytes <= hi:
+        raise fail("snapshot_file_size", f"expected a size from {Size(bytes=lo)} to "
+                   f"{Size(bytes=hi)} such as 64MiB, got {size}")
     if cfg.control:
         if not _no_nul(cfg.control):
             raise fail("control", "expected a socket path, got one with a NUL byte")
@@ -291,7 +301,7 @@ def _check_paths(cfg: Config, fail) -> None:  # type: ignore[no-untyped-def]
                        f"of a Unix socket address), got {len(os.fsencode(cfg.control))}")
     if cfg.metrics:
         try:
-            metrics.parse_address(cfg.metrics)
+            endpoint.parse_address(cfg.metrics)
         except ValueError as e:
             raise fail("metrics", str(e)) from None
 

@@ -224,7 +224,9 @@ def test_percentages_need_a_known_limit_and_thresholds_fit_under_it() -> None:
     "args",
     [["--interval", "0"], ["--ring", "0"], ["--ready-timeout", "0"], ["--high", "80"],
      ["--interval", "10000000h"], ["--medium-signal", "KILL"], ["--metrics", "10.255.255.1:9"],
-     ["--metrics", "no-port"], ["--medium", "300MB", "--high", "200MB"]],
+     ["--metrics", "no-port"], ["--medium", "300MB", "--high", "200MB"],
+     ["--snapshot-file-size", "10kB"], ["--snapshot-file-size", "50%"],
+     ["--snapshot-files", "0"], ["--snapshot-max-age", "10s"], ["--log-format", "yaml"]],
 )
 def test_the_command_line_exits_2_with_one_line(args) -> None:
     r = _memwarden("run", "--snapshots", "", *args, "--", "true")
@@ -253,3 +255,47 @@ def test_a_default_threshold_above_the_limit_is_a_warning(tmp_path) -> None:
                    sys.executable, "-c", "pass")
     assert r.returncode == 0, r.stderr
     assert "critical (default): 500MB is above the memory limit (300MB)" in r.stderr
+
+
+def test_snapshot_retention_comes_from_every_source(tmp_path) -> None:
+    defaults = config.load({"command": ["x"]}, environ={})
+    assert (defaults.snapshot_file_size.bytes, defaults.snapshot_files,
+            float(defaults.snapshot_max_age)) == (64 * 2**20, 8, 7 * 86400.0)
+    toml = tmp_path / "m.toml"
+    toml.write_text('snapshot_file_size = "16MiB"\nsnapshot_files = 3\n'
+                    'snapshot_max_age = "2d"\n')
+    cfg = config.load({"command": ["x"]}, environ={}, file=str(toml))
+    assert (cfg.snapshot_file_size.bytes, cfg.snapshot_files, float(cfg.snapshot_max_age)) == (
+        16 * 2**20, 3, 2 * 86400.0)
+    cfg = config.load({"command": ["x"], "snapshot_files": "5"}, file=str(toml), environ={
+        "MEMWARDEN_SNAPSHOT_FILE_SIZE": "1GiB", "MEMWARDEN_SNAPSHOT_MAX_AGE": "12h",
+        "MEMWARDEN_SNAPSHOT_FILES": "4"})
+    assert (cfg.snapshot_file_size.bytes, cfg.snapshot_files, float(cfg.snapshot_max_age)) == (
+        2**30, 5, 12 * 3600.0)
+    for environ, text in (
+            ({"MEMWARDEN_SNAPSHOT_FILES": "0"}, "MEMWARDEN_SNAPSHOT_FILES: expected an "
+             "integer from 1 to 10000, got 0"),
+            ({"MEMWARDEN_SNAPSHOT_MAX_AGE": "31d"}, "MEMWARDEN_SNAPSHOT_MAX_AGE: expected a "
+             "duration such as"),
+            ({"MEMWARDEN_SNAPSHOT_FILE_SIZE": "100TB"}, "MEMWARDEN_SNAPSHOT_FILE_SIZE: "
+             "expected a size from 64KiB to 64GiB such as 64MiB, got 100000GB")):
+        with pytest.raises(config.ConfigError) as e:
+            config.load({"command": ["x"]}, environ=environ)
+        assert str(e.value).startswith(text), str(e.value)
+    toml.write_text('snapshot_files = 100000\n')
+    with pytest.raises(config.ConfigError, match=r"^snapshot_files \(in .*m.toml\): expected an "
+                       "integer from 1 to 10000"):
+        config.load({"command": ["x"]}, environ={}, file=str(toml))
+
+
+def test_the_snapshot_writer_gets_the_retention_settings(tmp_path) -> None:
+    from supervisor import cli
+
+    cfg = config.load({"command": ["x"], "snapshots": str(tmp_path / "s"),
+                       "snapshot_file_size": "1MiB", "snapshot_files": "2",
+                       "snapshot_max_age": "1h"}, environ={})
+    writer = cli._open_writer(cfg, None)
+    try:
+        assert (writer.max_bytes, writer.keep, writer.max_age_s) == (2**20, 2, 3600.0)
+    finally:
+        writer.close()

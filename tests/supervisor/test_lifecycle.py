@@ -67,13 +67,35 @@ def test_int_stops_gracefully(memwarden, tmp_path) -> None:
     assert "SIGINT" in log.read_text()
 
 
-def test_default_term_gives_143(memwarden, tmp_path) -> None:
+def test_a_requested_stop_exits_0_when_the_worker_dies_of_the_term(memwarden, tmp_path) -> None:
+    # A worker at TERM's default dies of it: it stopped as asked, so memwarden exits 0, as
+    # systemd (which would mark the unit failed on 143) and an orchestrator expect.
     ready = tmp_path / "ready"
     m = memwarden("run", *FAST, "--", *python(
         f"import time; open({str(ready)!r}, 'w').close(); time.sleep(600)"))
     wait_until(ready.exists, what="worker start")
     m.signal(signal.SIGTERM)
+    assert m.wait() == 0
+    assert "exiting with status 0" in m.stderr()
+
+
+def test_a_term_memwarden_did_not_send_passes_through(memwarden, tmp_path) -> None:
+    pidfile = tmp_path / "pid"
+    m = memwarden("run", *FAST, "--", *python(
+        f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"))
+    worker = int(wait_until(lambda: pidfile.exists() and pidfile.read_text(), what="worker pid"))
+    os.kill(worker, signal.SIGTERM)  # not a stop of memwarden: the worker died by itself
     assert m.wait() == 128 + signal.SIGTERM
+
+
+def test_a_worker_failing_its_stop_keeps_its_status(memwarden, tmp_path) -> None:
+    ready = tmp_path / "ready"
+    m = memwarden("run", *FAST, "--", *python(
+        "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(5)); "
+        f"open({str(ready)!r}, 'w').close(); time.sleep(600)"))
+    wait_until(ready.exists, what="worker start")
+    m.signal(signal.SIGTERM)
+    assert m.wait() == 5
 
 
 def test_worker_ignoring_term_is_killed_after_grace(memwarden, tmp_path) -> None:
@@ -235,7 +257,7 @@ def test_stop_signals_neither_stop_nor_confuse_memwarden(memwarden, tmp_path) ->
     wait_until(lambda: _state(worker) in ("S", "R"), what="worker continued")
     assert "exited" not in m.stderr()
     m.signal(signal.SIGTERM)
-    assert m.wait() == 128 + signal.SIGTERM
+    assert m.wait() == 0
 
 
 def _state(pid: int) -> str:

@@ -464,6 +464,33 @@ def test_profiles_escalate_and_never_relax() -> None:
     assert policy.profile_of("worker", 3) == "critical"
 
 
+@pytest.mark.parametrize(("exit", "status"), [
+    (BY_US, 0),  # died of the TERM memwarden sent: stopped as asked
+    (Exit(130, ok=False, description="killed by SIGINT", by_us=True), 0),
+    (Exit(0, ok=True, description="exited with status 0", by_us=True), 0),
+    (Exit(5, ok=False, description="exited with status 5", by_us=True), 5),  # failed its stop
+    (Exit(137, ok=False, description="killed by SIGKILL", by_us=True), 137),  # past its grace
+    (KILLED, 137),  # the OOM killer during the stop
+])
+def test_a_requested_stop_exits_0_when_the_worker_stopped_as_asked(exit: Exit,
+                                                                    status: int) -> None:
+    policy = make()
+    play(policy, [(ready(0.5, 1), []), (stop(1.0), [("retire", 1, 10.0)]),
+                  (exited(2.0, 1, exit), [("finish", status)])])
+
+
+def test_a_worker_that_ended_by_itself_keeps_its_status_through_a_stop() -> None:
+    policy = Policy(SETTINGS, [WorkerSettings("a"), WorkerSettings("b")])
+    policy.start(0.0)
+    play(policy, [
+        (ready(0.5, 1, worker="a"), []), (ready(0.5, 1, worker="b"), []),
+        (exited(1.0, 1, Exit(3, ok=False, description="exited with status 3"), worker="a"),
+         []),
+        (stop(2.0), [("retire", 1, 10.0)]),
+        (exited(3.0, 1, worker="b"), [("finish", 3)]),
+    ])
+
+
 def test_dry_run_acts_on_nothing_but_starts_and_stops() -> None:
     policy = make(dry_run=True)
     steps = play(policy, [
@@ -476,7 +503,7 @@ def test_dry_run_acts_on_nothing_but_starts_and_stops() -> None:
          [("record", 1, DRY_RUN), ("record", 1, DRY_RUN), ("record", 2, DRY_RUN)]),
         (tick(26.0), []),
         (stop(27.0), [("retire", 1, 10.0)]),
-        (exited(28.0, 1), [("finish", 143)]),
+        (exited(28.0, 1), [("finish", 0)]),
     ])
     assert steps[1][0].message.startswith("would notify generation 1 of 'worker' of medium")
     assert steps[2][1].message.startswith(

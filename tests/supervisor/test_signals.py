@@ -91,7 +91,7 @@ def _forwards_every_signal(tmp_path, *, pid1: bool) -> None:
         assert alive(memwarden)
     finally:
         status = stop(proc, memwarden)
-    assert status == 128 + signal.SIGTERM
+    assert status == 0  # stopped as asked
 
 
 def _survives_a_storm(tmp_path, *, pid1: bool) -> None:
@@ -112,7 +112,7 @@ def _survives_a_storm(tmp_path, *, pid1: bool) -> None:
         assert alive(memwarden) and proc.poll() is None
     finally:
         status = stop(proc, memwarden)
-    assert status == 128 + signal.SIGTERM  # the worker's status: it ran to the end
+    assert status == 0  # it ran to the end, then stopped as asked
 
 
 def test_every_catchable_signal_is_forwarded_as_a_child(tmp_path) -> None:

@@ -384,7 +384,7 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
                                                    socket.socket | None] | None) -> int:
     import anyio
 
-    from supervisor import sdnotify
+    from supervisor import config, sdnotify
     from supervisor.arbiter import Arbiter
     from supervisor.events import EventLog
     from supervisor.recorder import Recorder

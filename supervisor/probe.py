@@ -8,9 +8,11 @@ rss mode). To that it adds `offset`, the discoverer's correction: in cgroup mode
 minus the inactive file cache at the last `memory.stat` reading (what the kernel can drop
 at once is not held), in pss mode the members' swapped-out share.
 
-Tuples the ticker reads (`readers`, `sources`) are replaced whole, never mutated, and only
-on the ticker's own thread (through the sampler's queue of pending work): a descriptor is
-closed only after no tuple the ticker may still hold refers to it.
+What the ticker reads (`usage_fd`, `sources`, `offset`) changes only on the ticker's own
+thread (through the sampler's queue of pending work), and tuples are replaced whole, never
+mutated: a descriptor is closed only after no tuple the ticker may still hold refers to it.
+The compiled ticker copies these into a table of its own, which it brings up to date after
+running that work (`supervisor/_ticker.c`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from supervisor.trees import Tree
 class Probe:
     """One generation: its tree, its sources, its ring and classifier, its figures."""
 
-    __slots__ = ("band", "cgroup", "classifier", "closed", "key", "members", "memory", "offset",
-                 "readers", "ring", "root", "rss", "since_ns", "slope", "sources", "tree",
-                 "trend_since", "trend_t", "trend_v", "usage_fd")
+    __slots__ = ("band", "cgroup", "classifier", "closed", "key", "members", "offset", "readers",
+                 "ring", "root", "rss", "since_ns", "slope", "sources", "tree", "trend_since",
+                 "trend_t", "trend_v", "usage_fd")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -51,7 +53,6 @@ class Probe:
         # at once; the ticker tests it inline and calls `observe_rss` only outside it. The
         # input object lives as long as the classifier; its band moves in place.
         self.band = self.classifier.rss_band
-        self.memory = 0  # the figure thresholds compare, as of the last tick
         self.rss = 0  # the tree's plain RSS sum, as of the last discovery
         self.slope: float | None = None
         # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
@@ -63,6 +64,12 @@ class Probe:
         # The ring decimated to one sample per discovery: what the growth slope reads.
         self.trend_t: deque[int] = deque(maxlen=trend_points)
         self.trend_v: deque[int] = deque(maxlen=trend_points)
+
+    @property
+    def memory(self) -> int:
+        """The figure thresholds compare, as of the last tick (its ring's newest; 0 before)."""
+        newest = self.ring.newest()
+        return 0 if newest is None else newest[1]
 
     def set_readers(self, readers: tuple[procfs.StatmReader, ...],
                     scales: tuple[int, ...]) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("memwarden.timing")
 
 _PR_SET_TIMERSLACK = 29
 

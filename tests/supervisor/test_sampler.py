@@ -1,4 +1,5 @@
-"""The sampler against real processes: trees, exits mid-sampling, level changes delivered."""
+"""The sampler against real processes: trees, exits mid-sampling, level changes delivered.
+Every test runs with each ticker (the compiled one and the Python one: the `ticker` fixture)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def thresholds(limit: int | None = None, **values: object) -> Thresholds:
 
 
 @pytest.fixture
-def make_sampler() -> Iterator[Callable[..., tuple[Sampler, list[Change]]]]:
+def make_sampler(ticker: str) -> Iterator[Callable[..., tuple[Sampler, list[Change]]]]:
     """Build and start samplers that record their changes; stop them at teardown."""
     samplers: list[Sampler] = []
 
     def make(th: Thresholds | None = None, **kwargs: object) -> tuple[Sampler, list[Change]]:
         changes: list[Change] = []
-        options = {"interval_s": 0.001, "discover_interval_s": 0.05, "ring_seconds": 10.0}
+        options = {"interval_s": 0.001, "discover_interval_s": 0.05, "ring_seconds": 10.0,
+                   "ticker": ticker}
         options.update(kwargs)
         s = Sampler(thresholds=th or thresholds(), on_change=changes.append, **options)
         samplers.append(s)
@@ -69,7 +71,7 @@ def test_grandchildren_are_counted(spawn_tree, make_sampler):
 
 
 def test_a_process_exiting_is_dropped_without_error(spawn_tree, make_sampler, caplog):
-    caplog.set_level(logging.WARNING, logger="supervisor")
+    caplog.set_level(logging.WARNING, logger="memwarden")
     s, _ = make_sampler()
     p = spawn_tree(mb=10, kids=2)
     s.watch("tree", p.pid)
@@ -209,10 +211,10 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_no_descriptor_outlives_its_watch(spawn_tree):
+def test_no_descriptor_outlives_its_watch(spawn_tree, ticker):
     before = open_fds()
     s = Sampler(interval_s=0.001, discover_interval_s=0.02, ring_seconds=1.0,
-                thresholds=thresholds(), on_change=lambda c: None)
+                thresholds=thresholds(), on_change=lambda c: None, ticker=ticker)
     try:
         s.start()
         p = spawn_tree(mb=1, kids=2)

@@ -49,6 +49,7 @@ from typing import TypeVar
 
 import msgspec
 
+from supervisor import procfs
 from supervisor.config import Config
 from supervisor.pressure import Thresholds
 from supervisor.procfs import PAGE_SIZE
@@ -433,23 +434,9 @@ def process_cpu_s(pid: int) -> float:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (a /proc scan)."""
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != b"Z":
-                parents.setdefault(int(fields[1]), []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Every process below `pid` (a /proc scan)."""
+    table = procfs.process_table()
+    return procfs.subtree(pid, procfs.children_map({p: ppid for p, (ppid, _) in table.items()}))
 
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:

@@ -252,12 +252,13 @@ class WorkerClassifier(_Classifier):
         self.level = Level.LOW
         common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
         # Public for the sampler's hot path: while `rss_band.lo <= rss < rss_band.hi`,
-        # `observe_rss` would return None at once, so a caller may test that itself.
+        # `observe_rss` would return None at once, so a caller may test that itself; the
+        # same holds for `growth_band` and `observe_growth`.
         self.rss_band = _Input("memory", th.rss, **common)
-        self._growth = _Input("growth", th.growth, **common)
+        self.growth_band = _Input("growth", th.growth, **common)
 
     def _combined(self) -> Level:
-        return max(self.rss_band.level, self._growth.level)
+        return max(self.rss_band.level, self.growth_band.level)
 
     def observe_rss(self, t_ns: int, rss: int) -> Change | None:
         """Take the tree's RSS in bytes; return a Change when the worker's level moves."""
@@ -268,7 +269,7 @@ class WorkerClassifier(_Classifier):
 
     def observe_growth(self, t_ns: int, bytes_per_s: float) -> Change | None:
         """Take the robust slope of the RSS (bytes/s, over a full growth window)."""
-        g = self._growth
+        g = self.growth_band
         return self._after(g, t_ns) if g.feed(t_ns, bytes_per_s) else None
 
 

@@ -8,9 +8,11 @@ rss mode). To that it adds `offset`, the discoverer's correction: in cgroup mode
 minus the inactive file cache at the last `memory.stat` reading (what the kernel can drop
 at once is not held), in pss mode the members' swapped-out share.
 
-Tuples the ticker reads (`readers`, `sources`) are replaced whole, never mutated, and only
-on the ticker's own thread (through the sampler's queue of pending work): a descriptor is
-closed only after no tuple the ticker may still hold refers to it.
+What the ticker reads (`usage_fd`, `sources`, `offset`) changes only on the ticker's own
+thread (through the sampler's queue of pending work), and tuples are replaced whole, never
+mutated: a descriptor is closed only after no tuple the ticker may still hold refers to it.
+The compiled ticker copies these into a table of its own, which it brings up to date after
+running that work (`supervisor/_ticker.c`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from supervisor.trees import Tree
 class Probe:
     """One generation: its tree, its sources, its ring and classifier, its figures."""
 
-    __slots__ = ("band", "cgroup", "classifier", "closed", "key", "members", "memory", "offset",
-                 "readers", "ring", "root", "rss", "since_ns", "slope", "sources", "tree",
-                 "trend_since", "trend_t", "trend_v", "usage_fd")
+    __slots__ = ("band", "cgroup", "classifier", "closed", "key", "lost", "members", "offset",
+                 "readers", "ring", "root", "rss", "since_ns", "slope", "sources", "stat_ns",
+                 "stat_usage", "tree", "trend_since", "trend_t", "trend_v", "usage_fd")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -45,14 +47,18 @@ class Probe:
         self.members: tuple[tuple[int, int], ...] = ()  # (pid, start) as last discovered
         self.set_readers((root,) if root is not None else (), (SCALE_ONE,))
         self.offset = 0
+        # cgroup mode: when the offset was last read, and the usage then (the discoverer
+        # reads memory.stat again when usage has moved, or the reading grows old).
+        self.stat_ns: int | None = None
+        self.stat_usage = 0
         self.ring = ring
         self.classifier = WorkerClassifier(key, th)
         # The classifier's memory input, whose band [lo, hi) is where `observe_rss` returns
         # at once; the ticker tests it inline and calls `observe_rss` only outside it. The
         # input object lives as long as the classifier; its band moves in place.
         self.band = self.classifier.rss_band
-        self.memory = 0  # the figure thresholds compare, as of the last tick
         self.rss = 0  # the tree's plain RSS sum, as of the last discovery
+        self.lost = False  # a member was gone at the last discovery (its reader failed)
         self.slope: float | None = None
         # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
         # a start-up ramp is loading, not leaking. Written by the event loop, read by the
@@ -64,6 +70,12 @@ class Probe:
         self.trend_t: deque[int] = deque(maxlen=trend_points)
         self.trend_v: deque[int] = deque(maxlen=trend_points)
 
+    @property
+    def memory(self) -> int:
+        """The figure thresholds compare, as of the last tick (its ring's newest; 0 before)."""
+        newest = self.ring.newest()
+        return 0 if newest is None else newest[1]
+
     def set_readers(self, readers: tuple[procfs.StatmReader, ...],
                     scales: tuple[int, ...]) -> None:
         """Replace the members' readers and their scales (on the ticker's thread only)."""
@@ -73,12 +85,17 @@ class Probe:
             self.sources = tuple(zip((r.fd for r in readers), scales, strict=True))
 
     def tree_rss(self) -> int:
-        """The plain sum of the members' RSS, read now (bytes); for the discoverer."""
+        """The plain sum of the members' RSS, read now (bytes); for the discoverer, which
+        learns from `lost` whether a member is gone."""
         pages = 0
+        lost = False
         for reader in self.readers:
             got = reader.rss_pages()
             if got > 0:
                 pages += got
+            elif got < 0:
+                lost = True
+        self.lost = lost
         return pages * procfs.PAGE_SIZE
 
 

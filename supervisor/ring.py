@@ -1,8 +1,15 @@
 """A fixed-memory ring of (monotonic ns, RSS bytes) samples for one worker.
 
 One preallocated `array('q')` holding each sample's time and RSS side by side (slot i at
-2i and 2i + 1); `append` writes in place and never allocates, so the supervisor's memory
-does not grow with run time. Readers copy out what they ask for.
+2i and 2i + 1), then the ring's state: head, count and appends (`HEAD`, `COUNT`, `APPENDS`,
+counted from the end). `append` writes in place and never allocates, so the supervisor's
+memory does not grow with run time. Readers copy out what they ask for.
+
+The state lives in the array rather than in attributes because the compiled ticker
+(`supervisor/_ticker.c`) appends to the same array from C, without the GIL: both sides
+update one storage, in the same order (the sample, head, count, then appends, each of the
+last three a single aligned 8-byte store, released in C), so the readers below work the
+same whichever side appends.
 
 Why one interleaved array rather than a column each: the sampler appends to every worker's
 ring once a tick, after a sleep that left the caches cold. Two columns cost two more cache
@@ -19,36 +26,45 @@ from __future__ import annotations
 
 from array import array
 
+#: Where the ring's state sits in its array, counted from the end (the compiled ticker
+#: reads the same layout): the slot the next sample goes to, the samples held, and the
+#: appends ever made (for readers on other threads).
+HEAD, COUNT, APPENDS = -3, -2, -1
+STATE = 3
+
 
 class Ring:
     """The most recent `capacity` samples; times must be appended in non-decreasing order."""
 
-    __slots__ = ("_appends", "_count", "_data", "_head", "capacity")
+    __slots__ = ("_data", "capacity")
 
     def __init__(self, capacity: int) -> None:
         """Preallocate the samples; raise ValueError when `capacity` < 1."""
         if capacity < 1:
             raise ValueError(f"ring capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self._data = array("q", bytes(16 * capacity))  # t0, rss0, t1, rss1, ...
-        self._head = 0  # where the next sample goes
-        self._count = 0
-        self._appends = 0  # ever, for readers on other threads
+        # t0, rss0, t1, rss1, ..., head, count, appends
+        self._data = array("q", bytes(8 * (2 * capacity + STATE)))
+
+    @property
+    def storage(self) -> array[int]:
+        """The array samples and state live in, for the compiled ticker's appends."""
+        return self._data
 
     def append(self, t_ns: int, rss: int) -> None:
         """Store one sample, overwriting the oldest when full."""
-        h = self._head
         data = self._data
+        h = data[HEAD]
         data[2 * h] = t_ns
         data[2 * h + 1] = rss
         h += 1
-        self._head = 0 if h == self.capacity else h
-        if self._count < self.capacity:
-            self._count += 1
-        self._appends += 1
+        data[HEAD] = 0 if h == self.capacity else h
+        if data[COUNT] < self.capacity:
+            data[COUNT] += 1
+        data[APPENDS] += 1
 
     def __len__(self) -> int:
-        return self._count
+        return self._data[COUNT]
 
     def _slice(self, start: int, n: int, appends: int, count: int,
                head: int) -> tuple[list[int], list[int]]:
@@ -64,17 +80,18 @@ class Ring:
             rss = data[2 * first + 1 : 2 * end : 2].tolist()
         else:
             end -= cap
-            ts = data[2 * first :: 2].tolist() + data[: 2 * end : 2].tolist()
-            rss = data[2 * first + 1 :: 2].tolist() + data[1 : 2 * end : 2].tolist()
-        overwritten = count + (self._appends - appends) - cap - start
+            ts = data[2 * first : 2 * cap : 2].tolist() + data[: 2 * end : 2].tolist()
+            rss = data[2 * first + 1 : 2 * cap : 2].tolist() + data[1 : 2 * end : 2].tolist()
+        overwritten = count + (data[APPENDS] - appends) - cap - start
         if overwritten > 0:
             del ts[:overwritten], rss[:overwritten]
         return ts, rss
 
     def _state(self) -> tuple[int, int, int]:
         # Appends first: a sample appended after this read only makes the check stricter.
-        appends = self._appends
-        return appends, self._count, self._head
+        data = self._data
+        appends = data[APPENDS]
+        return appends, data[COUNT], data[HEAD]
 
     def _first_at_or_after(self, t_ns: int, count: int, head: int) -> int:
         # Binary search over the logical order; a slot overwritten during the search can
@@ -114,10 +131,11 @@ class Ring:
         appends, count, head = self._state()
         if not count:
             return None
-        i = 2 * (head - 1)  # -2 (head 0) is the last slot's time, as wanted
-        sample = self._data[i], self._data[i + 1]
+        data = self._data
+        i = 2 * ((head or self.capacity) - 1)
+        sample = data[i], data[i + 1]
         # Torn only if the ring wrapped all the way round meanwhile.
-        return sample if self._appends - appends < self.capacity else self.newest()
+        return sample if data[APPENDS] - appends < self.capacity else self.newest()
 
 
-__all__ = ["Ring"]
+__all__ = ["APPENDS", "COUNT", "HEAD", "STATE", "Ring"]

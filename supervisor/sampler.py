@@ -15,6 +15,15 @@ Why not one thread: a /proc scan or a slope takes hundreds of microseconds and g
 GIL away at every file open; done inside the tick it would make ticks late. The ticker's
 reads keep the GIL (`timing.c_pread`): a read that let it go could wait a whole switch
 interval to get it back whenever the event loop is busy.
+
+Two tickers do the same work. The compiled one (`supervisor/_ticker.c`, built by `pip
+install` where a C compiler exists) holds no GIL while it sleeps and reads, and calls back
+into Python only for Python work: the queue, a value outside its classifier's quiet band,
+a lost process, the container near a headroom line (`_drain`, `_observe`, `_drop_lost`,
+`_container_tick` below, which the Python ticker calls too). The Python ticker is the
+fallback. `MEMWARDEN_TICKER=python|c` forces one. Both share the ring storage and the
+control cells (`PENDING` ... `INACTIVE`): counters, the flag that says work is queued,
+the stop flag and the container's usage.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ import os
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor import procfs
 from supervisor.cgroup import CgroupMemory, host_psi_some_avg10
+from supervisor.config import ConfigError
 from supervisor.pressure import Change, ContainerClassifier, Thresholds
 from supervisor.probe import Probe
 from supervisor.pss import SCALE_ONE, SCALE_SHIFT, Rollups
@@ -45,20 +56,86 @@ from supervisor.timing import (
     raise_to_realtime,
 )
 from supervisor.trees import ProcTree, Tree
+from supervisor.units import format_duration
 from workers.protocol import Level
 
 log = logging.getLogger("memwarden.sampler")
 
+#: Every this many discovery rounds, each cgroup's member list is read even when nothing
+#: suggests it changed (a process moved into it by hand): at most 1 s late by default.
+VERIFY_EVERY = 10
+#: cgroup mode: a generation's memory.stat and swap (its offset) are read again when its
+#: usage moved by OFFSET_STEP or OFFSET_SHARE of it since the last reading, and at the
+#: latest after OFFSET_STALE_NS. What the offset misses in between moves usage too (new
+#: cache, reclaim, swapping out), except pages turning active or inactive in place.
+OFFSET_STEP = 1 << 20
+OFFSET_SHARE = 0.01
+OFFSET_STALE_NS = 1_000_000_000
 
-@dataclass(slots=True)
+#: The control cells both tickers share (an array('q'), in this order; `_ticker.c` keeps
+#: the same): work queued, stop, the tick counters, the container's usage and the inactive
+#: file cache at the last memory.stat reading.
+PENDING, STOP, TICKS, LATE, MISSED, MAX_LATE_NS, USAGE, INACTIVE = range(8)
+#: What a build of `_ticker.c` must declare to be used: a stale build is not.
+LAYOUT = ("control:pending,stop,ticks,late,missed,max_late_ns,usage,inactive;"
+          "ring:samples,head,count,appends;1")
+
+try:
+    from supervisor import _ticker
+except ImportError:  # built without a C compiler: the Python ticker runs
+    _ticker = None  # type: ignore[assignment]
+#: Whether the compiled ticker can run here (built, and from this version of the source).
+BUILT = _ticker is not None and getattr(_ticker, "LAYOUT", None) == LAYOUT
+
+
+def choose_ticker(asked: str | None = None) -> tuple[str, str]:
+    """Return ("c" or "python", why, for the log): `asked`, else $MEMWARDEN_TICKER, else the
+    compiled ticker where it is built. Raise ConfigError for another name, or for "c" where
+    the compiled ticker is not built (or was built from another version of the source)."""
+    source = "asked"
+    if asked is None and (asked := os.environ.get("MEMWARDEN_TICKER") or None) is not None:
+        source = "MEMWARDEN_TICKER"
+    if asked is None:
+        if BUILT:
+            return "c", "supervisor._ticker"
+        return "python", ("supervisor._ticker is not built here: no C compiler at install"
+                          if _ticker is None else "supervisor._ticker is a stale build")
+    if asked not in ("c", "python"):
+        raise ConfigError(f"{source}={asked}: expected python or c")
+    if asked == "c" and not BUILT:
+        raise ConfigError(f"{source}=c: the compiled ticker (supervisor._ticker) is not built "
+                          "here, or is stale; reinstall memwarden where a C compiler and the "
+                          "Python headers exist, or use python")
+    return asked, f"{source}={asked}"
+
+
 class SamplerStats:
-    """Counters of the sampler; each written by one of its threads only, read by anyone."""
+    """Counters of the sampler, read by anyone. The ticker's live in the control cells that
+    either ticker writes (see `PENDING` ...); `discoveries` is the discoverer's own."""
 
-    ticks: int = 0
-    late: int = 0  # ticks that started more than a tenth of the interval after their deadline
-    missed: int = 0  # deadlines skipped because a tick started a whole interval late or more
-    max_late_ns: int = 0
-    discoveries: int = 0
+    __slots__ = ("_cells", "discoveries")
+
+    def __init__(self, cells: array[int]) -> None:
+        self._cells = cells
+        self.discoveries = 0
+
+    @property
+    def ticks(self) -> int:
+        return self._cells[TICKS]
+
+    @property
+    def late(self) -> int:
+        """Ticks that started more than a tenth of the interval after their deadline."""
+        return self._cells[LATE]
+
+    @property
+    def missed(self) -> int:
+        """Deadlines skipped because a tick started a whole interval late or more."""
+        return self._cells[MISSED]
+
+    @property
+    def max_late_ns(self) -> int:
+        return self._cells[MAX_LATE_NS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +183,14 @@ class Sampler:
         limit: int | None = None,
         realtime: bool = False,
         measure: str = "rss",
+        ticker: str | None = None,
     ) -> None:
-        """Prepare (nothing runs until `start`). Raise ValueError for non-positive intervals.
+        """Prepare (nothing runs until `start`). Raise ValueError for non-positive intervals,
+        ConfigError for a ticker that cannot run (see `choose_ticker`).
 
         `measure` is "cgroup" (each watch comes with its generation's cgroup), "pss" (statm
-        RSS scaled by each process's PSS share) or "rss" (statm RSS as it is).
+        RSS scaled by each process's PSS share) or "rss" (statm RSS as it is). `ticker` is
+        "c" or "python" (default: `choose_ticker`); `self.ticker` says which one runs.
 
         `on_change` runs on the sampler thread for every level change (workers and the
         container): it must be cheap and thread-safe. `limit` (bytes) enables the
@@ -132,13 +212,16 @@ class Sampler:
             raise ValueError(f"measure must be cgroup, pss or rss, got {measure!r}")
         self.measure = measure
         self.rollups = Rollups() if measure == "pss" else None
-        self.stats = SamplerStats()
+        self.ticker, self._ticker_why = choose_ticker(ticker)
+        self._control = array("q", bytes(8 * 8))
+        self._control[USAGE] = -1
+        self.stats = SamplerStats(self._control)
         window_s = thresholds.growth_window_ns / 1e9
         self._trend_points = max(int(window_s / discover_interval_s) + 2, 8)
         self._probes: tuple[Probe, ...] = ()
         self._by_key: dict[str, Probe] = {}
         self._lock = threading.Lock()  # serialises watch/unwatch against each other only
-        self._pending: deque[Callable[[int], None]] = deque()  # run by the ticker
+        self._pending: deque[Callable[[int], None]] = deque()  # run by the ticker (`_queue`)
         self._retired: deque[KeptOpen] = deque()  # closed by the ticker
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by watch() and stop(): discover now
@@ -149,14 +232,15 @@ class Sampler:
             None, ())
         self._buf = ReadBuffer(procfs.StatmReader.BYTES)
         self._seen: tuple[int, tuple[Probe, ...]] | None = None
+        self._cgroup_seen: tuple[int | None, tuple[Probe, ...]] = (None, ())
+        self._rounds = 0
+        self._growth_queued = False  # growth observations queued and not yet run
         self._threads: list[threading.Thread] = []
         self._previous_switch: float | None = None
         self._container: ContainerClassifier | None = None
         self._container_ring: Ring | None = None
         self._container_since = 0
-        self._usage = -1
         self._working_set = -1
-        self._inactive = 0  # inactive file cache at the last memory.stat reading
         self._container_slope: float | None = None
         if limit is not None and limit > 0:
             self._container = ContainerClassifier(thresholds, limit)
@@ -175,7 +259,11 @@ class Sampler:
             raise RuntimeError("sampler already started")
         self._previous_switch = lower_switch_interval(self.interval_ns / 1e9 / 10)
         self._container_since = time.monotonic_ns()
-        for name, target in (("memwarden-sampler", self._tick_loop),
+        log.info("sampling every %s with the %s ticker (%s)",
+                 format_duration(self.interval_ns / 1e9),
+                 "compiled" if self.ticker == "c" else "Python", self._ticker_why)
+        ticker = self._tick_loop_c if self.ticker == "c" else self._tick_loop
+        for name, target in (("memwarden-sampler", ticker),
                              ("memwarden-discover", self._discover_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -183,6 +271,7 @@ class Sampler:
 
     def stop(self) -> None:
         """Stop both threads, wait for them, and close every descriptor. Safe to call twice."""
+        self._control[STOP] = 1
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
@@ -228,6 +317,7 @@ class Sampler:
             by_key[key] = probe
             self._by_key = by_key
             self._probes = tuple(by_key.values())
+        self._control[PENDING] = 1  # the compiled ticker takes the new probes in
         if old is not None:
             self._retire(old)
         self._wake_discoverer()
@@ -273,7 +363,7 @@ class Sampler:
             return None
         return ContainerView(
             working_set=self._working_set,
-            usage=self._usage,
+            usage=self._control[USAGE],
             limit=self._container.limit,
             level=self._container.level,
             slope=self._container_slope,
@@ -290,12 +380,31 @@ class Sampler:
                 probe.usage_fd = -1
                 self._retired.append(probe.cgroup)  # its kept-open usage file
 
-        self._pending.append(retire)
+        self._queue(retire)
+
+    def _queue(self, work: Callable[[int], None]) -> None:
+        """Have the ticker run `work(tick_ns)` at the top of its next tick (any thread)."""
+        self._pending.append(work)
+        self._control[PENDING] = 1  # after the append: a drain clears it before it runs
 
     def _wake_discoverer(self) -> None:
         self._wake.set()
 
     # -- the ticker ------------------------------------------------------------------------
+
+    def _tick_loop_c(self) -> None:
+        lower_timer_slack(1)
+        if self.realtime:
+            raise_to_realtime()
+        container, cgroup = self._container, self.cgroup
+        watched = container is not None and cgroup is not None
+        try:
+            _ticker.run(self, self._control, self.interval_ns, procfs.PAGE_SIZE,
+                        cgroup.usage_fd if watched else -1,
+                        container.stat_gate if watched else 0)
+        except Exception:  # a bug in the compiled ticker's set-up must not end sampling
+            log.exception("the compiled sampler ticker failed; the Python ticker takes over")
+            self._tick_loop()
 
     def _tick_loop(self) -> None:
         lower_timer_slack(1)
@@ -303,7 +412,7 @@ class Sampler:
             raise_to_realtime()
         interval = self.interval_ns
         tolerance = interval // 10
-        stats = self.stats
+        control = self._control
         monotonic_ns = time.monotonic_ns
         sleep = time.sleep
         stopping = self._stop.is_set
@@ -316,28 +425,23 @@ class Sampler:
             late = now - deadline
             if late >= interval:
                 skipped = late // interval
-                stats.missed += skipped
+                control[MISSED] += skipped
                 deadline += skipped * interval
             if late > tolerance:
-                stats.late += 1
-            if late > stats.max_late_ns:
-                stats.max_late_ns = late
+                control[LATE] += 1
+            if late > control[MAX_LATE_NS]:
+                control[MAX_LATE_NS] = late
             try:
                 self._tick(now)
-            except Exception:  # a bug must not end sampling; it is logged, off the hot path
-                log.exception("sampler tick failed; sampling goes on")
-            stats.ticks += 1
+            except Exception as e:  # a bug must not end sampling; it is logged, off the hot path
+                self._tick_failed(e)
+            control[TICKS] += 1
             deadline += interval
 
     def _tick(self, now: int) -> None:
-        pending = self._pending
-        while pending:
-            pending.popleft()(now)
-        retired = self._retired
-        while retired:
-            retired.popleft().close()
+        if self._pending or self._retired:
+            self._drain(now)
         page, shift = procfs.PAGE_SIZE, SCALE_SHIFT
-        on_change = self.on_change
         # One shared buffer for every read of the tick: each is parsed before the next.
         pread, address, size, buffer = c_pread, self._buf.address, self._buf.size, self._buf.buffer
         offset = OFFSET_0
@@ -367,36 +471,59 @@ class Sampler:
                 if lost:
                     self._drop_lost(probe)
                 memory = ((total * page) >> shift) + probe.offset
-            probe.memory = memory
             probe.ring.append(now, memory)
             band = probe.band
             if band.lo <= memory < band.hi:  # `observe_rss`'s own fast path: no change
                 continue
-            change = probe.classifier.observe_rss(now, memory)
-            if change is not None:
-                self._report(on_change, change)
-        container = self._container
-        if container is not None and self.cgroup is not None:
+            self._observe(probe, now, memory)
+        if self._container is not None and self.cgroup is not None:
             usage = self.cgroup.usage()
-            self._usage = usage
-            # memory.stat is ~40 lines of text, too dear for every tick. The working set
-            # never exceeds usage, and usage minus the inactive cache of the last reading
-            # errs high when new cache arrives: read it afresh only while that estimate
-            # is near a headroom line (a file writer at the limit triggers it only when
-            # its new cache outgrows the last reading).
-            if usage - self._inactive >= container.stat_gate:
-                inactive = self.cgroup.inactive_file()  # before usage: see working_set()
-                usage = self.cgroup.usage()
-                if usage >= 0:
-                    self._inactive = inactive
-                    ws = max(usage - inactive, 0)
-                    self._working_set = ws
-                    change = container.observe(now, ws, self._container_slope or 0.0)
-                    if change is not None:
-                        self._report(on_change, change)
+            control = self._control
+            control[USAGE] = usage
+            if usage - control[INACTIVE] >= self._container.stat_gate:
+                self._container_tick(now)
+
+    # What the compiled ticker calls back, with the GIL; the Python ticker calls them too.
+
+    def _drain(self, now: int) -> None:
+        """Run the work queued by the other threads, then close the descriptors retired."""
+        pending = self._pending
+        while pending:
+            pending.popleft()(now)
+        retired = self._retired
+        while retired:
+            retired.popleft().close()
+
+    def _observe(self, probe: Probe, now: int, memory: int) -> None:
+        """A value outside the probe's quiet band: the classifier's slow path."""
+        change = probe.classifier.observe_rss(now, memory)
+        if change is not None:
+            self._report(self.on_change, change)
+
+    def _container_tick(self, now: int) -> None:
+        """The container's working set, read afresh because its usage is near a headroom line.
+
+        memory.stat is ~40 lines of text, too dear for every tick. The working set never
+        exceeds usage, and usage minus the inactive cache of the last reading errs high when
+        new cache arrives: the ticker calls this only while that estimate reaches the
+        classifier's `stat_gate` (a file writer at the limit triggers it only when its new
+        cache outgrows the last reading).
+        """
+        cgroup, container = self.cgroup, self._container
+        assert cgroup is not None and container is not None
+        inactive = cgroup.inactive_file()  # before usage: see CgroupMemory.working_set()
+        usage = cgroup.usage()
+        if usage >= 0:
+            self._control[INACTIVE] = inactive
+            ws = max(usage - inactive, 0)
+            self._working_set = ws
+            change = container.observe(now, ws, self._container_slope or 0.0)
+            if change is not None:
+                self._report(self.on_change, change)
 
     def _drop_lost(self, probe: Probe) -> None:
-        # A process of the tree is gone: drop its reader (rare; allocating here is fine).
+        """A process of the tree is gone: drop its reader (rare; allocating here is fine).
+        Its descriptor is closed at the next drain, once no ticker reads it any more."""
         scale_of = {fd: scale for fd, scale in probe.sources}
         keep, scales = [], []
         for reader in probe.readers:
@@ -406,6 +533,11 @@ class Sampler:
                 keep.append(reader)
                 scales.append(scale_of.get(reader.fd, SCALE_ONE))
         probe.set_readers(tuple(keep), tuple(scales))
+        self._control[PENDING] = 1
+
+    @staticmethod
+    def _tick_failed(error: BaseException) -> None:
+        log.error("sampler tick failed; sampling goes on", exc_info=error)
 
     @staticmethod
     def _report(on_change: Callable[[Change], None], change: Change) -> None:
@@ -434,15 +566,22 @@ class Sampler:
         now = time.monotonic_ns()
         if probes:
             if self.measure == "cgroup":
-                for probe in probes:  # the kernel keeps the list: one small read each
-                    self._follow(probe, probe.tree.members())
+                self._follow_cgroups(probes)
             else:
                 self._follow_proc(probes)
-            self._refresh(probes)
+            self._refresh(probes, now)
             slopes = [(probe, slope) for probe in probes
                       if (slope := self._growth(probe, now)) is not None]
-            if slopes:
-                self._pending.append(lambda tick_ns: self._observe_growth(tick_ns, slopes))
+            # A slope inside its classifier's quiet growth band changes nothing. That band
+            # moves only when growth is observed, which only this queue does: while nothing
+            # of it is outstanding, the band read here is the ticker's. Skipping spares the
+            # compiled ticker a GIL hand-off per round for every worker that does not grow.
+            if slopes and (self._growth_queued or any(
+                    not band.lo <= slope < band.hi
+                    for probe, slope in slopes
+                    if (band := probe.classifier.growth_band))):
+                self._growth_queued = True
+                self._queue(lambda tick_ns: self._observe_growth(tick_ns, slopes))
         if self._container is not None and self.cgroup is not None:
             self._sense_container(now)
 
@@ -467,6 +606,23 @@ class Sampler:
         self._adopt_orphans(probes, table)
         for probe in probes:
             self._follow(probe, probe.tree.members(table, children))
+
+    def _follow_cgroups(self, probes: tuple[Probe, ...]) -> None:
+        # The kernel keeps each generation's list (one small read of cgroup.procs each),
+        # but at the discovery rate those reads were a fifth of the discoverer's cost per
+        # worker. A cgroup gains a member by a fork, which moves the last pid, or by a
+        # write to its cgroup.procs (a process moved in: caught by the verification round
+        # within VERIFY_EVERY rounds); it loses one by a death, which the tree's RSS read
+        # of the round before saw (`Probe.lost`). Otherwise, and with the same watches as
+        # the round before, its list is unchanged.
+        last_pid = self._last_pid.read()
+        self._rounds += 1
+        quiet = (last_pid is not None and (last_pid, probes) == self._cgroup_seen
+                 and self._rounds % VERIFY_EVERY != 0)
+        self._cgroup_seen = (last_pid, probes)
+        for probe in probes:
+            if not (quiet and not probe.lost):
+                self._follow(probe, probe.tree.members())
 
     def _adopt_orphans(self, probes: tuple[Probe, ...], table: dict[int, tuple[int, int]]) -> None:
         """Give processes re-parented to memwarden that no tree knows to the generation they
@@ -525,32 +681,54 @@ class Sampler:
             probe.set_readers(final, tuple(scale_of[(r.pid, r.start)] for r in final))
             self._retired.extend(r for r in current if r not in final)
 
-        self._pending.append(swap)
+        self._queue(swap)
 
-    def _refresh(self, probes: tuple[Probe, ...]) -> None:
-        """The slow figures: each tree's plain RSS, each cgroup's swap and inactive file cache,
-        the PSS shares (within their CPU budget)."""
+    def _refresh(self, probes: tuple[Probe, ...], now: int) -> None:
+        """The slow figures: each tree's plain RSS, each cgroup's swap and inactive file cache
+        (when its usage moved, or the last reading is old: see OFFSET_STEP), the PSS shares
+        (within their CPU budget). What the ticker reads changes on the ticker."""
+        offsets: list[tuple[Probe, int]] = []
         for probe in probes:
             if probe.closed:
                 continue
-            probe.rss = probe.tree_rss()
-            if probe.cgroup is not None:
-                # What the kernel can drop at once is not held; swapped-out memory is.
-                probe.offset = probe.cgroup.swap() - probe.cgroup.inactive_file()
+            # In rss mode the ticker's own figure is that sum: no reads needed.
+            probe.rss = probe.memory if self.measure == "rss" else probe.tree_rss()
+            cgroup = probe.cgroup
+            if cgroup is None:
+                continue
+            # memory.stat is ~40 lines to parse: read per worker at the discovery rate it
+            # made most of the discoverer's cost (about 80 of 150 us per worker per round).
+            usage, last = cgroup.usage(), probe.stat_usage
+            if (probe.stat_ns is not None and now - probe.stat_ns < OFFSET_STALE_NS
+                    and abs(usage - last) < max(OFFSET_STEP, OFFSET_SHARE * last)):
+                continue
+            probe.stat_ns, probe.stat_usage = now, usage
+            # What the kernel can drop at once is not held; swapped-out memory is.
+            offset = cgroup.swap() - cgroup.inactive_file()
+            if offset != probe.offset:
+                offsets.append((probe, offset))
+        scales: list[tuple[Probe, dict[tuple[int, int], int]]] = []
         rollups = self.rollups
-        if rollups is None or not rollups.refresh(m for p in probes for m in p.members):
-            return
-        for probe in probes:
-            scale_of = {m: rollups.scale(m) for m in probe.members}
-            probe.offset = sum(rollups.swap(m) for m in probe.members)
+        if rollups is not None and rollups.refresh(m for p in probes for m in p.members):
+            for probe in probes:
+                scales.append((probe, {m: rollups.scale(m) for m in probe.members}))
+                offset = sum(rollups.swap(m) for m in probe.members)
+                if offset != probe.offset:
+                    offsets.append((probe, offset))
+        if not offsets and not scales:
+            return  # nothing changed: the compiled ticker need not take the GIL for it
 
-            def rescale(_now: int, probe: Probe = probe, scale_of: dict = scale_of) -> None:
-                if not probe.closed:
-                    readers = probe.readers
-                    probe.set_readers(readers, tuple(
-                        scale_of.get((r.pid, r.start), SCALE_ONE) for r in readers))
+        def settle(_now: int) -> None:
+            # On the ticker, like every change to what it reads.
+            for probe, offset in offsets:
+                probe.offset = offset
+            for probe, scale_of in scales:
+                readers = probe.readers
+                new = tuple(scale_of.get((r.pid, r.start), SCALE_ONE) for r in readers)
+                if not probe.closed and new != tuple(scale for _, scale in probe.sources):
+                    probe.set_readers(readers, new)
 
-            self._pending.append(rescale)
+        self._queue(settle)
 
     def _growth(self, probe: Probe, now: int) -> float | None:
         """Record the probe's newest sample in its trend; once a whole window has been seen
@@ -577,6 +755,7 @@ class Sampler:
         return sustained_slope(ts, values)
 
     def _observe_growth(self, tick_ns: int, slopes: list[tuple[Probe, float]]) -> None:
+        self._growth_queued = False
         for probe, slope in slopes:
             if not probe.closed:
                 change = probe.classifier.observe_growth(tick_ns, slope)
@@ -605,15 +784,15 @@ class Sampler:
         def observe(tick_ns: int) -> None:
             if self._stop.is_set():
                 return
-            self._usage = usage
+            self._control[USAGE] = usage
             self._working_set = ws
-            self._inactive = inactive
+            self._control[INACTIVE] = inactive
             for change in (container.observe(tick_ns, ws, slope or 0.0),
                            container.observe_kernel(tick_ns, events, psi, host)):
                 if change is not None:
                     self._report(self.on_change, change)
 
-        self._pending.append(observe)
+        self._queue(observe)
 
 
 def _leads_a_group(pid: int) -> bool:

@@ -171,6 +171,19 @@ def memwarden(tmp_path: pathlib.Path) -> Iterator[Callable[..., Memwarden]]:
         m.kill_tree()
 
 
+@pytest.fixture(params=["c", "python"])
+def ticker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each of the sampler's tickers in turn: the name to pass to `Sampler(ticker=...)`, also
+    set in MEMWARDEN_TICKER for the memwarden processes the test starts. The compiled one is
+    skipped where it is not built (`test_ticker.py` checks it is built wherever it can be)."""
+    from supervisor import sampler
+
+    if request.param == "c" and not sampler.BUILT:
+        pytest.skip("the compiled ticker (supervisor._ticker) is not built here")
+    monkeypatch.setenv("MEMWARDEN_TICKER", request.param)
+    return request.param
+
+
 def own_v1_memory_cgroup() -> pathlib.Path | None:
     """Our own cgroup v1 memory directory, when the machine has that controller mounted."""
     with open("/proc/self/cgroup") as f:

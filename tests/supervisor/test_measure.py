@@ -19,7 +19,8 @@ import pytest
 
 from tests.conftest import ROOT, alive, in_cgroup, needs_root, wait_until
 
-pytestmark = pytest.mark.timeout(240)
+# Each test runs with each sampler ticker (MEMWARDEN_TICKER, set by the `ticker` fixture).
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("ticker")]
 
 MODES = ["cgroup", "pss"]
 LAX = ["--medium", "20GB", "--high", "30GB", "--critical", "40GB", "--ready-after", "0.3s"]

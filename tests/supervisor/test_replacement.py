@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import ROOT, in_cgroup, wait_until
 
+# Each test runs with each sampler ticker (MEMWARDEN_TICKER, set by the `ticker` fixture).
+pytestmark = pytest.mark.usefixtures("ticker")
+
 LEAKY = [sys.executable, str(ROOT / "scripts" / "leaky_worker.py")]
 MB = 1_000_000
 

@@ -1,22 +1,44 @@
-"""The ring: fixed memory, time-ordered reads, and the same answers as a plain list."""
+"""The ring: fixed memory, time-ordered reads, and the same answers as a plain list.
+
+Both tickers append to the same storage: every test that appends runs with Ring.append
+and with the compiled ticker's append (`append` fixture), and the readers are the same."""
 
 from __future__ import annotations
 
 import itertools
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supervisor import sampler
 from supervisor.ring import Ring
 from supervisor.slope import resistant_slope
 
+Append = Callable[[Ring, int, int], None]
 
-def filled(capacity: int, n: int) -> Ring:
+
+def python_append(ring: Ring, t_ns: int, value: int) -> None:
+    ring.append(t_ns, value)
+
+
+def c_append(ring: Ring, t_ns: int, value: int) -> None:
+    sampler._ticker.append(ring.storage, t_ns, value)
+
+
+@pytest.fixture(params=["python", "c"])
+def append(request: pytest.FixtureRequest) -> Append:
+    if request.param == "c" and not sampler.BUILT:
+        pytest.skip("the compiled ticker (supervisor._ticker) is not built here")
+    return python_append if request.param == "python" else c_append
+
+
+def filled(capacity: int, n: int, append: Append) -> Ring:
     ring = Ring(capacity)
     for i in range(n):
-        ring.append(i * 10, i * 100)
+        append(ring, i * 10, i * 100)
     return ring
 
 
@@ -33,47 +55,47 @@ def test_empty_ring():
     assert ring.summary(0, 100) is None
 
 
-def test_last_before_and_after_wrapping():
-    ring = filled(4, 3)
+def test_last_before_and_after_wrapping(append):
+    ring = filled(4, 3, append)
     assert ring.last(2) == ([10, 20], [100, 200])
     assert ring.last(10) == ([0, 10, 20], [0, 100, 200])
-    ring = filled(4, 7)  # holds samples 3..6
+    ring = filled(4, 7, append)  # holds samples 3..6
     assert len(ring) == 4 and ring.capacity == 4
     assert ring.last(4) == ([30, 40, 50, 60], [300, 400, 500, 600])
     assert ring.last(0) == ([], [])
 
 
-def test_window_is_inclusive_and_time_ordered_across_the_wrap():
-    ring = filled(5, 12)  # holds t = 70..110
+def test_window_is_inclusive_and_time_ordered_across_the_wrap(append):
+    ring = filled(5, 12, append)  # holds t = 70..110
     assert ring.window(75, 100) == ([80, 90, 100], [800, 900, 1000])
     assert ring.window(70, 70) == ([70], [700])
     assert ring.window(0, 1000)[0] == [70, 80, 90, 100, 110]
     assert ring.window(200, 300) == ([], [])
 
 
-def test_summary():
+def test_summary(append):
     ring = Ring(8)
     for t, v in [(1, 5), (2, 9), (3, 1), (4, 7)]:
-        ring.append(t, v)
+        append(ring, t, v)
     assert ring.summary(2, 4) == (7, 1, 9, pytest.approx(17 / 3), 3)
 
 
-def test_newest():
+def test_newest(append):
     assert Ring(3).newest() is None
-    assert filled(3, 1).newest() == (0, 0)
-    assert filled(3, 3).newest() == (20, 200)
-    assert filled(3, 5).newest() == (40, 400)
+    assert filled(3, 1, append).newest() == (0, 0)
+    assert filled(3, 3, append).newest() == (20, 200)
+    assert filled(3, 5, append).newest() == (40, 400)
 
 
-def test_append_retains_no_memory():
+def test_append_retains_no_memory(append):
     ring = Ring(1000)
     for i in range(2000):  # warm up: every slot written once, caches primed
-        ring.append(10**12 + i, 10**9 + i)
+        append(ring, 10**12 + i, 10**9 + i)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(100_000):
-            ring.append(10**12 + i, 10**9 + i)
+            append(ring, 10**12 + i, 10**9 + i)
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
@@ -86,14 +108,15 @@ def test_append_retains_no_memory():
     steps=st.lists(st.integers(min_value=0, max_value=5), max_size=200),
     bounds=st.tuples(st.integers(0, 600), st.integers(0, 600)),
     n=st.integers(0, 60),
+    appender=st.sampled_from([python_append, c_append] if sampler.BUILT else [python_append]),
 )
-def test_matches_a_list_model(capacity, steps, bounds, n):
+def test_matches_a_list_model(capacity, steps, bounds, n, appender):
     ring = Ring(capacity)
     model: list[tuple[int, int]] = []
     t = 0
     for i, step in enumerate(steps):
         t += step  # equal times are allowed
-        ring.append(t, i)
+        appender(ring, t, i)
         model.append((t, i))
     model = model[-capacity:]
     assert len(ring) == len(model)
@@ -123,7 +146,7 @@ def test_slope_needs_three_points_and_a_time_span():
     assert resistant_slope([5, 5, 5], [1, 2, 3]) is None
 
 
-def test_reads_during_appends_are_never_torn():
+def test_reads_during_appends_are_never_torn(append):
     # One thread appends (t, 3t) as fast as it can; every read must return matching pairs
     # in strictly increasing time, whatever the interleaving.
     import sys
@@ -135,7 +158,7 @@ def test_reads_during_appends_are_never_torn():
     def writer() -> None:
         t = 1
         while not stop.is_set():
-            ring.append(t, 3 * t)
+            append(ring, t, 3 * t)
             t += 1
 
     previous = sys.getswitchinterval()

@@ -69,7 +69,13 @@ NOT_FORWARDED = frozenset({
 #: left at its default, one (SIGALRM, say) would end memwarden and, as PID 1, the container.
 FORWARDED = tuple(sorted(s for s in signal.valid_signals()
                          if 1 <= s <= 31 and s not in NOT_FORWARDED))
+#: The timers' cadence while one can fire (a replacement starting, a cooldown holding back
+#: a level, a restart due, MEDIUM reminders), and while nothing can (every worker ready at
+#: LOW): each wake of the event loop costs the whole process CPU (measured: 20 a second
+#: were 0.6 % of a core, a third of an idle memwarden's), and a change of state wakes it at
+#: once anyway.
 HOUSEKEEPING_S = 0.05
+QUIET_S = 0.5
 #: Fields of the snapshot `event` record; a Record's data keys among them become fields.
 _EVENT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Event))
 
@@ -93,6 +99,7 @@ class Arbiter:
         self.stopping = False
         self.exit_status: int | None = None
         self._done = anyio.Event()
+        self._kick = anyio.Event()  # set to run the timers now
         self._changes: deque[Change] = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -227,7 +234,9 @@ class Arbiter:
 
     async def _housekeeping(self) -> None:
         while True:
-            await anyio.sleep(HOUSEKEEPING_S)
+            with anyio.move_on_after(QUIET_S if self.policy.quiet() else HOUSEKEEPING_S):
+                await self._kick.wait()
+            self._kick = anyio.Event()
             with self._contained("the periodic policy check"):
                 self.execute(self.policy.tick(time.monotonic(), headroom=self._headroom(),
                                                container=self._container_level()))
@@ -241,7 +250,11 @@ class Arbiter:
     # -- carrying out the policy's actions -------------------------------------------------
 
     def execute(self, actions: Iterable[Action]) -> None:
+        kicked = False
         for action in actions:
+            if not kicked:  # the state changed: its timers run from now, not after a nap
+                kicked = True
+                self._kick.set()
             if isinstance(action, Record):
                 self._record(action)
             elif isinstance(action, Notify):

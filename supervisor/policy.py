@@ -357,6 +357,19 @@ class Policy(Lifecycle):
             w.last_notify = now
         return acts
 
+    def quiet(self) -> bool:
+        """True while no timer can fire: every worker has ended, or has one ready generation
+        at LOW and nothing starting, stopping, planned or held (`tick` then does nothing)."""
+        for w in self._workers.values():
+            if w.done:
+                continue
+            g = w.get(w.current)
+            if (g is None or g.state is not READY or w.pending is not None or w.plan is not None
+                    or w.ending or len(w.generations) > 1 or g.level > Level.LOW
+                    or w.container is not None):
+                return False
+        return True
+
     def _after_ready(self, now: float, w: WorkerState, g: Generation) -> list[Action]:
         return self._emit(self._judge_at_ready(now, w, g))
 

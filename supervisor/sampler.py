@@ -640,7 +640,7 @@ class Sampler:
                 # that kept the session it made): never somebody else's helper.
                 workers = {p.key.rpartition("#")[0] for p in probes}
                 if len(workers) == 1 and trees:
-                    newest = max(probes, key=lambda p: int(p.key.rpartition("#")[2]))
+                    newest = max(probes, key=lambda p: _generation_of(p.key))
                     owner = newest.tree if isinstance(newest.tree, ProcTree) else None
             if owner is not None:
                 owner.adopt((pid, start))
@@ -793,6 +793,12 @@ class Sampler:
                     self._report(self.on_change, change)
 
         self._queue(observe)
+
+
+def _generation_of(key: str) -> int:
+    """The generation number of a watch key `worker#n` (0 for a key without one)."""
+    number = key.rpartition("#")[2]
+    return int(number) if number.isdigit() else 0
 
 
 def _leads_a_group(pid: int) -> bool:

@@ -138,6 +138,21 @@ def test_medium_notifies_once_per_cooldown_and_low_relaxes() -> None:
     ])
 
 
+def test_quiet_while_no_timer_can_fire() -> None:
+    policy = make()
+    assert not policy.quiet()  # starting: its ready timeout runs
+    policy.ready(0.0, "worker", 1, MB)
+    assert policy.quiet()
+    policy.level(1.0, "worker", 1, change(MEDIUM), headroom=None)
+    assert not policy.quiet()  # MEDIUM reminders
+    policy.level(2.0, "worker", 1, change(LOW, MEDIUM), headroom=None)
+    assert policy.quiet()
+    policy.replace(3.0, "worker", "by hand")
+    assert not policy.quiet()  # a replacement starting
+    policy.stop(4.0, "stop")
+    assert not policy.quiet()
+
+
 def test_medium_reminder_period_is_configurable_and_never_below_a_second() -> None:
     play(make(medium_renotify_s=2.0), [
         (ready(0.0, 1), []),

@@ -53,11 +53,11 @@ def working_set(directory: pathlib.Path) -> int:
 
 
 def settled(sock: pathlib.Path, procs: int) -> dict:
-    """The one worker, once its whole tree is seen and listed."""
+    """The one worker, ready, once its whole tree is seen and listed."""
     def one() -> dict | None:
         ws = workers(sock)
-        return ws[0] if len(ws) == 1 and (ws[0].get("procs") or 0) >= procs \
-            and len(ws[0]["members"]) >= procs else None
+        return ws[0] if len(ws) == 1 and ws[0]["state"] == "ready" \
+            and (ws[0].get("procs") or 0) >= procs and len(ws[0]["members"]) >= procs else None
     return wait_until(one, timeout=90, what=f"a tree of {procs} processes")
 
 
@@ -252,8 +252,9 @@ def test_a_double_forked_helper_is_counted_and_stopped_with_its_generation(
     _, sock, _ = run(mode, sys.executable, "-c", DOUBLE_FORK, str(marks))
     first = tmp_path / "helper.1"
     helper = int(wait_until(lambda: first.exists() and first.read_text(), what="the helper"))
-    w = wait_until(lambda: (x := workers(sock)) and x[0]["memory"] > 200_000_000 and x[0],
-                   timeout=60, what="the helper's 200 MB counted in its worker")
+    w = wait_until(lambda: (x := workers(sock)) and x[0]["memory"] > 200_000_000
+                   and x[0]["state"] == "ready" and x[0],
+                   timeout=60, what="the helper's 200 MB counted in its ready worker")
     assert helper in [m["pid"] for m in w["members"]]
     assert ctl(sock, "replace", "worker").returncode == 0
     wait_until(lambda: not alive(helper), timeout=30, what="the helper stopped with generation 1")

@@ -40,7 +40,8 @@ ANALYSIS_RATIO = 3.0
 
 
 def make_records(n_samples: int, workers: int = 8, seed: int = 1) -> list[Record]:
-    """Samples as the supervisor writes them (1 s, counters), with events and bursts."""
+    """Samples as the supervisor writes them (1 s, counters, the measured figure beside the
+    plain RSS), with events and bursts."""
     rng = random.Random(seed)
     t0 = 1.7e9
     per_worker = n_samples // workers
@@ -51,6 +52,7 @@ def make_records(n_samples: int, workers: int = 8, seed: int = 1) -> list[Record
             base = 100e6 + k * 10e6 + (i * (50e6 / 3600) if k % 2 else 0.0)
             rss = int(base + rng.gauss(0, 1e6))
             out.append(Sample(t=t, worker=f"worker-{k}", generation=1, pid=1000 + k, rss=rss,
+                              memory=rss - 6_000_000 - k * 100_000,  # the working set
                               rss_min=rss - 524288, rss_max=rss + 524288, rss_mean=rss + 0.5,
                               ticks=1000, late=rng.randrange(3), procs=1,
                               slope=rng.gauss(0, 2e4), level="low",

@@ -12,12 +12,13 @@ Every reader of sample memory (windows, head and tail, replay) goes through here
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 _MIN = operator.attrgetter("rss_min")
 _MEAN = operator.attrgetter("rss_mean")
 _MAX = operator.attrgetter("rss_max")
+_MEMORY = operator.attrgetter("memory")
+_RSS = operator.attrgetter("rss")
 
 
 def _ratio(s: object) -> float:
@@ -26,18 +27,28 @@ def _ratio(s: object) -> float:
     return memory / rss if memory is not None and rss else 1.0
 
 
-def getters(group: Sequence[object]) -> tuple[Callable[[Any], float], Callable[[Any], float],
-                                           Callable[[Any], float]]:
-    """Functions giving a sample's lowest, mean and highest memory (bytes), for the samples
-    of `group` (records of one type).
+def columns(group: Sequence[object]) -> tuple[list[float], list[float], list[float]]:
+    """The lowest, mean and highest memory (bytes) of each sample of `group` (records of
+    one type), as three lists in its order.
 
-    For records whose type has no `memory` field these are C-level attribute getters of the
-    RSS figures: they run on every sample the analysis reads.
+    They run over every sample the analysis reads: C-level attribute getters take the RSS
+    figures, and the ratio is applied only where some record has `memory`.
     """
+    lows, means, highs = list(map(_MIN, group)), list(map(_MEAN, group)), list(map(_MAX, group))
     if not group or "memory" not in getattr(group[0], "__struct_fields__", ()):
-        return _MIN, _MEAN, _MAX
-    return ((lambda s: _MIN(s) * _ratio(s)), (lambda s: _MEAN(s) * _ratio(s)),
-            (lambda s: _MAX(s) * _ratio(s)))
+        return lows, means, highs
+    recorded = list(map(_MEMORY, group))
+    if recorded.count(None) == len(recorded):
+        return lows, means, highs
+    rss = list(map(_RSS, group))
+    if None in recorded or 0 in rss:  # some records without the figure (or no RSS)
+        ratios = [m / r if m is not None and r else 1.0
+                  for m, r in zip(recorded, rss, strict=True)]
+    else:  # as a 1.1 writer records them: at C speed
+        ratios = list(map(operator.truediv, recorded, rss))
+    mul = operator.mul
+    return (list(map(mul, lows, ratios)), list(map(mul, means, ratios)),
+            list(map(mul, highs, ratios)))
 
 
 def highest(s: object) -> float:
@@ -51,4 +62,4 @@ def last(s: object) -> float:
     return float(memory) if memory is not None else float(getattr(s, "rss", 0))
 
 
-__all__ = ["getters", "highest", "last"]
+__all__ = ["columns", "highest", "last"]

@@ -89,11 +89,10 @@ class GenerationData:
         self.samples += n
         self.first_t = min(self.first_t, ts[0])
         self.last_t = max(self.last_t, ts[-1])
-        low, mean, high = memory.getters(group)
+        lows, means, highs = memory.columns(group)
         if len(self.head) < HEAD:
-            self.head.extend(zip(ts[:HEAD - len(self.head)], map(mean, group), strict=False))
-        last = group[-HEAD:]
-        self.tail = (self.tail + list(zip(ts[-HEAD:], map(mean, last), map(high, last),
+            self.head.extend(zip(ts[:HEAD - len(self.head)], means, strict=False))
+        self.tail = (self.tail + list(zip(ts[-HEAD:], means[-HEAD:], highs[-HEAD:],
                                           strict=True)))[-HEAD:]
         lv = list(map(_LEVEL, group))
         kinds = set(lv)
@@ -106,17 +105,16 @@ class GenerationData:
             k = int((ts[a] - origin) // width)
             # max(): times out of order (clock steps) must still make progress
             b = max(bisect.bisect_left(ts, origin + (k + 1) * width, a + 1), a + 1)
-            part = group[a:b]
-            lo = min(map(low, part))
-            hi = max(map(high, part))
+            lo = min(lows[a:b])
+            hi = max(highs[a:b])
             if k == self._pk:
                 self._plo = min(self._plo, lo)
                 self._phi = max(self._phi, hi)
-                self._pmids.extend(map(mean, part))
+                self._pmids.extend(means[a:b])
             else:
                 self._close()
                 self._pk, self._pt, self._plo, self._phi = k, ts[a], lo, hi
-                self._pmids = list(map(mean, part))
+                self._pmids = means[a:b]
             a = b
         while len(self.t) > 2 * self.max_windows:
             self._fold()

@@ -32,6 +32,7 @@ from supervisor import (
     process,
     reaper,
     requests,
+    sigwait,
 )
 from supervisor.actions import Action, Exit, Finish, Notify, Record, Retire, Spawn
 from supervisor.cgroup import CgroupMemory
@@ -55,20 +56,18 @@ from workers.protocol import Level
 log = logging.getLogger("memwarden.arbiter")
 
 STOPPING = (signal.SIGTERM, signal.SIGINT)
-#: Signals not forwarded, besides the stopping ones, CHLD and job control (`process.SWALLOWED`):
-#: those no process can catch; those that report a fault of memwarden itself, left at their
-#: default as tini leaves them (a handler would return to a faulting instruction and loop
-#: for ever; as PID 1 the kernel does not deliver them from outside); PIPE and XFSZ, which
-#: report memwarden's own writes (ignored, as Python starts).
+#: Signals not forwarded: the stopping ones (they stop the workers, which get TERM or INT
+#: in turn), CHLD, job control (`process.SWALLOWED`), and those no process can catch.
 NOT_FORWARDED = frozenset({
     signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, *STOPPING, *process.SWALLOWED,
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS,
-    signal.SIGPIPE, signal.SIGXFSZ,
 })
 #: Every other classic signal goes to each worker's process group, as tini and dumb-init do:
 #: left at its default, one (SIGALRM, say) would end memwarden and, as PID 1, the container.
+#: Most through a handler; those that can also report memwarden's own writes or faults
+#: only when another process sent them, taken by `sigwait.Waiter`.
 FORWARDED = tuple(sorted(s for s in signal.valid_signals()
                          if 1 <= s <= 31 and s not in NOT_FORWARDED))
+HANDLED = tuple(s for s in FORWARDED if s not in sigwait.WAITED)
 #: The timers' cadence while one can fire (a replacement starting, a cooldown holding back
 #: a level, a restart due, MEDIUM reminders), and while nothing can (every worker ready at
 #: LOW): each wake of the event loop costs the whole process CPU (measured: 20 a second
@@ -134,18 +133,21 @@ class Arbiter:
             except OSError as e:
                 log.warning("cannot become a subreaper (%s): orphans of workers go to init", e)
         # A mask inherited from whoever started us would hide TERM from us and, through
-        # the threads and children we start, from the workers too.
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        # the threads and children we start, from the workers too; only sigwait's are kept.
+        mask = signal.pthread_sigmask(signal.SIG_SETMASK, sigwait.WAITED)
         self._protect_self()
         log.info("memory measured by %s: %s", self.measure.how, self.measure.why)
         for sig in process.SWALLOWED:
             signal.signal(sig, _swallow)
+        waiter = sigwait.Waiter()
+        waiter.start()
         self.sampler.start()
         try:
-            with anyio.open_signal_receiver(*STOPPING, *FORWARDED, signal.SIGCHLD) as signals:
+            with anyio.open_signal_receiver(*STOPPING, *HANDLED, signal.SIGCHLD) as signals:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     tg.start_soon(self._signal_loop, signals)
+                    tg.start_soon(self._signal_loop, waiter.received())
                     tg.start_soon(self._change_loop)
                     tg.start_soon(self._housekeeping)
                     control_sock, metrics_sock = (self.sockets if self.sockets is not None
@@ -164,6 +166,8 @@ class Arbiter:
                     tg.cancel_scope.cancel()
         finally:
             self.sampler.stop()
+            waiter.stop()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             await self._last_rites()
             process.take_back_terminal()
             os.close(self._wake_r)

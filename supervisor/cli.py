@@ -384,11 +384,12 @@ def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
                                                    socket.socket | None] | None) -> int:
     import anyio
 
-    from supervisor import config, sdnotify
+    from supervisor import config, sdnotify, sigwait
     from supervisor.arbiter import Arbiter
     from supervisor.events import EventLog
     from supervisor.recorder import Recorder
 
+    sigwait.block()  # before the first thread (the snapshot writer's) starts
     notifier = sdnotify.Notifier.from_environ()  # before any worker could inherit it
     events = EventLog()
     try:

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from supervisor import linux, procfs
+from supervisor import linux, procfs, sigwait
 from workers import protocol
 
 log = logging.getLogger("memwarden.process")
@@ -124,9 +124,11 @@ def spawn(
             _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
             choom = ([_CHOOM, "-n", str(oom_score_adj), "--"]
                      if _CHOOM is not None and oom_score_adj is not None else [])
-            popen = subprocess.Popen(
-                [*(launcher or ()), _SETPRIV, "--pdeathsig", "KILL", "--", *choom, *argv],
-                env=child_env, cwd=cwd, pass_fds=pass_fds, process_group=0, close_fds=True)
+            with sigwait.unblocked():  # setpriv and the worker inherit this thread's mask
+                popen = subprocess.Popen(
+                    [*(launcher or ()), _SETPRIV, "--pdeathsig", "KILL", "--", *choom, *argv],
+                    env=child_env, cwd=cwd, pass_fds=pass_fds, process_group=0,
+                    close_fds=True)
         else:
             if launcher:
                 _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)

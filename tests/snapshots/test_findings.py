@@ -92,15 +92,13 @@ def test_memory_is_read_through_one_accessor_that_prefers_memory() -> None:
         memory: int | None = None
 
     plain = SampleView(t=0.0, worker="w", generation=1, rss_min=90, rss_max=110, rss_mean=100)
-    low, mean, high = memory.getters([plain])
-    assert (low(plain), mean(plain), high(plain)) == (90, 100, 110)
+    assert memory.columns([plain]) == ([90], [100], [110])
     shared = WithMemory(t=0.0, worker="w", generation=1, rss_min=90, rss_max=110,
                         rss_mean=100, rss=100, memory=50)
     old = WithMemory(t=0.0, worker="w", generation=1, rss_min=90, rss_max=110,
                      rss_mean=100, rss=100)
-    low, mean, high = memory.getters([shared, old])
-    assert (low(shared), mean(shared), high(shared)) == (45, 50, 55)
-    assert (low(old), mean(old), high(old)) == (90, 100, 110)
+    assert memory.columns([shared, old]) == ([45, 90], [50, 100], [55, 110])
+    assert memory.columns([old, old]) == ([90, 90], [100, 100], [110, 110])
     assert memory.highest(shared) == 55 and memory.last(shared) == 50
     assert memory.last(old) == 100
 

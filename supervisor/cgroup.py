@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 
-from supervisor.timing import GilRead, KeptOpen
+from supervisor.timing import GilRead, KeptOpen, read_whole
 
 log = logging.getLogger("memwarden.cgroup")
 
@@ -54,6 +54,22 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _stat_value(data: bytes, key: bytes) -> int | None:
+    """The value of `key` in the "key value" lines of `data`; None when absent."""
+    at = data.find(b"\n" + key + b" ")
+    if at >= 0:
+        at += 1
+    elif data.startswith(key + b" "):
+        at = 0
+    else:
+        return None
+    end = data.find(b"\n", at)
+    try:
+        return int(data[at + len(key) + 1:end if end >= 0 else len(data)])
+    except ValueError:
+        return None
+
+
 def host_psi_some_avg10(path: str = "/proc/pressure/memory") -> float | None:
     """Return the host's memory PSI "some avg10" (percent); None when PSI is unavailable."""
     text = _read(path)
@@ -79,6 +95,7 @@ class CgroupMemory(KeptOpen):
         usage = "memory.current" if version == 2 else "memory.usage_in_bytes"
         fd = os.open(os.path.join(path, usage), os.O_RDONLY | os.O_CLOEXEC)
         self._reader = GilRead(fd, 32)  # the usage file, read every tick
+        self._no_memsw = False  # v1: memory.memsw.* absent (no swap accounting)
 
     @classmethod
     def at(cls, path: str, version: int) -> CgroupMemory:
@@ -141,10 +158,16 @@ class CgroupMemory(KeptOpen):
         if self.version == 2:
             text = _read(os.path.join(self.path, "memory.swap.current"))
             return int(text) if text and text.strip().isdigit() else 0
-        text = _read(os.path.join(self.path, "memory.memsw.usage_in_bytes"))
-        if not text or not text.strip().isdigit():
+        if self._no_memsw:
             return 0
-        return max(int(text) - max(self.usage(), 0), 0)
+        data = read_whole(os.path.join(self.path, "memory.memsw.usage_in_bytes"))
+        if data is None:
+            # Without swap accounting the file never appears: not looked for again.
+            self._no_memsw = os.path.isdir(self.path)
+            return 0
+        if not data.strip().isdigit():
+            return 0
+        return max(int(data) - max(self.usage(), 0), 0)
 
     def usage(self) -> int:
         """Return memory.current (v2) / memory.usage_in_bytes (v1) in bytes; -1 if unreadable."""
@@ -161,8 +184,12 @@ class CgroupMemory(KeptOpen):
 
     def inactive_file(self) -> int:
         """Return the inactive file cache in bytes (v2 inactive_file; v1 total_inactive_file)."""
-        key = "inactive_file" if self.version == 2 else "total_inactive_file"
-        return self.stat().get(key, 0)
+        data = read_whole(os.path.join(self.path, "memory.stat"))
+        if data is None:
+            return 0
+        value = _stat_value(data, b"inactive_file" if self.version == 2
+                            else b"total_inactive_file")
+        return value if value is not None and value >= 0 else 0
 
     def working_set(self) -> int:
         """Return usage minus inactive file cache, floored at 0 (-1 when unreadable): what the

@@ -698,7 +698,11 @@ class Sampler:
                 continue
             # memory.stat is ~40 lines to parse: read per worker at the discovery rate it
             # made most of the discoverer's cost (about 80 of 150 us per worker per round).
-            usage, last = cgroup.usage(), probe.stat_usage
+            # The usage the ticker read last (its figure minus the offset it added): a
+            # read of our own here was a fifth of this loop's cost.
+            newest = probe.ring.newest()
+            usage = newest[1] - probe.offset if newest is not None else cgroup.usage()
+            last = probe.stat_usage
             if (probe.stat_ns is not None and now - probe.stat_ns < OFFSET_STALE_NS
                     and abs(usage - last) < max(OFFSET_STEP, OFFSET_SHARE * last)):
                 continue
@@ -750,9 +754,14 @@ class Sampler:
         probe.trend_v.append(newest[1])
         if now - since < self.thresholds.growth_window_ns:
             return None
-        ts, values = list(probe.trend_t), list(probe.trend_v)
-        probe.slope = resistant_slope(ts, values)
-        return sustained_slope(ts, values)
+        values = probe.trend_v
+        if len(values) >= 9 and values.count(values[0]) == len(values):
+            # Flat, as an idle worker is: no line to fit (9: what sustained_slope needs).
+            probe.slope = 0.0
+            return 0.0
+        ts, points = list(probe.trend_t), list(values)
+        probe.slope = resistant_slope(ts, points)
+        return sustained_slope(ts, points)
 
     def _observe_growth(self, tick_ns: int, slopes: list[tuple[Probe, float]]) -> None:
         self._growth_queued = False

@@ -17,6 +17,7 @@ import os
 from typing import Protocol
 
 from supervisor import procfs
+from supervisor.timing import read_whole
 
 Member = tuple[int, int]  # (pid, start time in clock ticks): a process, not a reusable pid
 
@@ -83,10 +84,12 @@ class CgroupTree:
 
     def members(self, table: dict[int, tuple[int, int]] | None = None,
                 children: dict[int, list[int]] | None = None) -> list[Member]:
+        data = read_whole(self.procs_path)
         try:
-            with open(self.procs_path, "rb") as f:
-                pids = [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
+            pids = [int(p) for p in data.split()] if data is not None else None
+        except ValueError:
+            pids = None
+        if pids is None:
             return []  # removed, or unreadable: nothing can be said of its members
         starts = {}
         for pid in pids:

@@ -115,6 +115,13 @@ def test_v2_malformed_files_are_ignored(tmp_path, caplog):
     assert "not a byte count" in caplog.text and "memory.max" in caplog.text
     assert cg.inactive_file() == 5
     assert cg.psi_some_avg10() is None
+    # The key first, a look-alike key, a bad value, no key: each read as the kernel means.
+    for text, expected in (("inactive_file 7\nanon 1\n", 7),
+                           ("anon 1\nxinactive_file 9\ninactive_file 3", 3),
+                           ("inactive_file -4\n", 0), ("inactive_file x\n", 0),
+                           ("anon 1\n", 0), ("", 0)):
+        (cg_dir / "memory.stat").write_text(text)
+        assert cg.inactive_file() == expected, text
     cg.close()
 
 

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -162,20 +161,25 @@ def test_a_crash_mid_save_loses_at_most_the_record_in_flight(tmp_path: Path) -> 
     rng = random.Random(4)
     written: set[int] = set()
     next_id = 0
-    kills = mid_save = 0
-    deadline = time.monotonic() + 30
-    # At least 40 kills, and on until one has landed inside a compaction (bounded).
-    while kills < 40 or (not mid_save and time.monotonic() < deadline):
+    mid_save = 0
+    # 40 kills: at random points, and every fourth one held inside a compaction, after
+    # its new file is written and before the rename.
+    for kill in range(1, 41):
+        hold = kill % 4 == 0
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests/workers/crash_automaton.py"), str(path),
-             str(next_id)], cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ,
-                                                                   "PYTHONPATH": str(ROOT)})
+             str(next_id), *(["hold"] if hold else [])],
+            cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             assert proc.stdout is not None
-            for _ in range(rng.randint(1, 120)):
+            for _ in range(130 if hold else rng.randint(1, 120)):
                 line = proc.stdout.readline()
                 assert line, "the automaton died on its own"
+                if line.strip() == b"compacting":
+                    break
                 written.add(int(line))
+            else:
+                assert not hold, "no compaction within 130 objects"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
             # Read through the buffered reader: readline() may hold lines already.
@@ -186,18 +190,19 @@ def test_a_crash_mid_save_loses_at_most_the_record_in_flight(tmp_path: Path) -> 
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
         written.update(int(x) for x in rest.split())
-        kills += 1
         # The compaction's new file exists only between its creation and the rename.
-        mid_save += os.path.exists(str(path) + ".tmp")
+        if hold:
+            assert os.path.exists(str(path) + ".tmp"), f"kill {kill}: not inside a save"
+            mid_save += 1
         loaded = statefile.load(str(path), 10**9)
         ids = {int(str(k)[1:]) for k in loaded.objects}
         missing = written - ids
-        assert not missing, f"after kill {kills}: lost {sorted(missing)[:10]}"
+        assert not missing, f"after kill {kill}: lost {sorted(missing)[:10]}"
         extra = ids - written
-        assert len(extra) <= 1, f"after kill {kills}: unexpected {sorted(extra)}"
+        assert len(extra) <= 1, f"after kill {kill}: unexpected {sorted(extra)}"
         written |= extra  # written but killed before it was printed
         next_id = max(written) + 1
-    assert mid_save, f"none of {kills} kills landed mid-save"
+    assert mid_save == 10
 
 
 AUTOMATON_WORKER = """

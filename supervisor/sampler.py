@@ -698,10 +698,10 @@ class Sampler:
                 continue
             # memory.stat is ~40 lines to parse: read per worker at the discovery rate it
             # made most of the discoverer's cost (about 80 of 150 us per worker per round).
-            # The usage the ticker read last (its figure minus the offset it added): a
-            # read of our own here was a fifth of this loop's cost.
-            newest = probe.ring.newest()
-            usage = newest[1] - probe.offset if newest is not None else cgroup.usage()
+            # A read of its own: taken from the ticker's last figure minus the offset, it
+            # left the offset stale while page cache came and went under a limit, and a
+            # worker writing a file crossed MEDIUM on cache alone.
+            usage = cgroup.usage()
             last = probe.stat_usage
             if (probe.stat_ns is not None and now - probe.stat_ns < OFFSET_STALE_NS
                     and abs(usage - last) < max(OFFSET_STEP, OFFSET_SHARE * last)):

@@ -495,7 +495,24 @@ class Sampler:
             retired.popleft().close()
 
     def _observe(self, probe: Probe, now: int, memory: int) -> None:
-        """A value outside the probe's quiet band: the classifier's slow path."""
+        """A value outside the probe's quiet band: the classifier's slow path.
+
+        In cgroup mode the offset (inactive file cache, swap) is that of the discoverer's
+        last memory.stat reading, up to a round old: a file writer's new cache reads as held
+        memory until the next one. A rise out of the band is therefore judged on a fresh
+        reading (tens of microseconds, only when the band is left upward), and the ticker
+        takes the new offset in at its next tick.
+        """
+        cgroup = probe.cgroup
+        if cgroup is not None and memory >= probe.band.hi:
+            offset = cgroup.swap() - cgroup.inactive_file()  # before usage, as in _refresh
+            usage = cgroup.usage()
+            if usage >= 0:
+                memory = max(usage + offset, 0)
+                probe.stat_ns, probe.stat_usage = now, usage
+                if offset != probe.offset:
+                    probe.offset = offset
+                    self._control[PENDING] = 1
         change = probe.classifier.observe_rss(now, memory)
         if change is not None:
             self._report(self.on_change, change)

@@ -1,7 +1,8 @@
-"""The one compiled part: the sampler's ticker in C (`supervisor/_ticker.c`), built where a
+"""The one compiled part: the sampler's ticker in C (`supervisor/sensing/_ticker.c`), built where a
 compiler and the Python headers exist. Without them the build goes on (`optional`) and the
 sampler runs its pure-Python ticker. Everything else is configured in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("supervisor._ticker", ["supervisor/_ticker.c"], optional=True)])
+setup(ext_modules=[Extension("supervisor.sensing._ticker", ["supervisor/sensing/_ticker.c"],
+                             optional=True)])

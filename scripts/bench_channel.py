@@ -8,7 +8,7 @@ Runs memwarden (1 ms interval, no snapshots) twice for `--seconds` each: with a 
 sleeps, then with one that writes valid `stats` messages as fast as its socket takes them.
 Prints for each: memwarden's CPU (share of one core, from /proc), the share of late and
 missed ticks (from `memwarden status --json`) and, for the flood, the messages the worker
-wrote. The channel is read at `supervisor.channel.RATE` lines a second; before that limit a
+wrote. The channel is read at `supervisor.loop.channel.RATE` lines a second; before that limit a
 flood of 259,000 messages a second took 0.8 of a core and made 79 % of ticks late.
 `--quick` is a smoke run (2 s each) whose figures mean nothing.
 """

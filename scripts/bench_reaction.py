@@ -27,9 +27,9 @@ import time
 
 import anyio
 
-from supervisor import config
-from supervisor.arbiter import Arbiter
-from supervisor.events import EventLog
+from supervisor import app
+from supervisor.loop.events import EventLog
+from supervisor.settings import loading
 
 # Generation 1 grows at the given rate; later generations hold still. Each says ready on
 # the channel as soon as it runs, as a cooperative worker would.
@@ -48,14 +48,14 @@ while True:
 
 
 def one_run(rate_mb_s: float, high_mb: float) -> dict[str, float]:
-    cfg = config.load({
+    cfg = loading.load({
         "command": [sys.executable, "-c", WORKER, str(rate_mb_s)],
         "medium": f"{high_mb * 0.75:g}MB", "high": f"{high_mb:g}MB", "critical": "100GB",
         "snapshots": "", "control": "", "log_level": "warning",
         "pressure": {"growth_medium": "100GB/s", "growth_high": "200GB/s"},
     }, environ={})
     events = EventLog()
-    arbiter = Arbiter(cfg, events)
+    arbiter = app.build(app.assemble(cfg), events)
     seen: dict[str, tuple[int, object]] = {}
     figures: dict[str, float] = {}
 
@@ -95,12 +95,12 @@ LEAKER = WORKER.replace('if os.environ["MEMWARDEN_GENERATION"] == "1" else 0.0',
 
 def long_run(seconds: float, rate_mb_s: float) -> dict[str, object]:
     """A leaker replaced for `seconds`: figures from the events and a 5 ms watch of memory."""
-    cfg = config.load({
+    cfg = loading.load({
         "command": [sys.executable, "-c", LEAKER, str(rate_mb_s)], "cooldown": "1s",
         "snapshots": "", "control": "", "log_level": "warning",
     }, environ={})
     events = EventLog()
-    arbiter = Arbiter(cfg, events)
+    arbiter = app.build(app.assemble(cfg), events)
     log: list[tuple[int, object]] = []
     events.listeners.append(lambda e: log.append((time.monotonic_ns(), e)))
     peaks: dict[int, int] = {}

@@ -49,11 +49,13 @@ from typing import TypeVar
 
 import msgspec
 
-from supervisor import procfs
-from supervisor.config import Config
-from supervisor.pressure import Thresholds
-from supervisor.procfs import PAGE_SIZE
-from supervisor.sampler import Sampler, choose_ticker
+from supervisor.core.pressure import Thresholds
+from supervisor.linux import procfs
+from supervisor.linux.procfs import PAGE_SIZE
+from supervisor.sensing.sampler import Sampler
+from supervisor.sensing.ticker import choose_ticker
+from supervisor.settings.config import Config
+from supervisor.settings.specs import thresholds as resolve_thresholds
 
 T = TypeVar("T")
 
@@ -94,7 +96,7 @@ def floor_ns(pid: int, n: int = 200_000) -> float:
 
 
 def thresholds() -> Thresholds:
-    return Thresholds.from_config(Config(), None)
+    return resolve_thresholds(Config(), None)
 
 
 def cost_per_worker_ns(pids: list[int], ticks: int = 3000) -> float:
@@ -105,7 +107,7 @@ def cost_per_worker_ns(pids: list[int], ticks: int = 3000) -> float:
                 thresholds=thresholds(), on_change=lambda c: None, ticker="python")
     for i, pid in enumerate(pids):
         s.watch(f"w{i}#1", pid)
-    tick = s._tick
+    tick = s._ticking._tick
     now = time.monotonic_ns
     t0 = time.perf_counter_ns()
     for _ in range(ticks):
@@ -121,7 +123,7 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 def reference_phase(interval_s: float, seconds: float) -> dict[str, float]:
     """The same deadline loop with no work at all: what this machine allows right now."""
-    from supervisor.timing import lower_timer_slack
+    from supervisor.linux.timing import lower_timer_slack
 
     result: dict[str, float] = {}
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from supervisor import __version__
+from supervisor.core.units import DURATION_FORM, format_duration, format_size, parse_duration
+from supervisor.settings import config, loading, validate
+from workers.protocol import Limits, escape
 
 if TYPE_CHECKING:
     import logging
 
-    from supervisor import config
 
-# `config` and `logging` are imported where they are used: `memwarden status --check` is a
-# probe, and costs less without them (scripts/bench_probe.py).
+# `logging` and everything that runs supervision are imported where they are used:
+# `memwarden status --check` is a probe, and costs less without them (scripts/bench_probe.py).
 
 
 def _log() -> logging.Logger:
@@ -83,7 +83,6 @@ CONTROL_COMMANDS = ("status", "top", "investigate", "set", "replace", "stop")
 
 
 def _default(name: str) -> str:
-    from supervisor import config
 
     attr = name.replace("-", "_")
     defaults = config.Config()
@@ -92,17 +91,14 @@ def _default(name: str) -> str:
     if value is None:
         return "none"
     if isinstance(value, config.Duration):
-        from supervisor.units import format_duration
         return format_duration(float(value))
     if isinstance(value, config.Rate):
-        from supervisor.units import format_size
         return f"{format_size(value)}/s".replace(" ", "")
     return str(value)
 
 
 def _refresh(text: str) -> float:
     """`memwarden top --interval`: a duration like every other option's, 100ms to 1h."""
-    from supervisor.units import DURATION_FORM, parse_duration
 
     try:
         value = parse_duration(text)
@@ -173,6 +169,7 @@ def build_parser(*, analyze_arguments: bool = True,
     ).add_argument("shell", choices=("bash", "zsh"))
     if not analyze_arguments:
         return parser
+    # deferred: start-up cost of the client commands
     from snapshots import cli as snapshots_cli
     snapshots_cli.add_arguments(analyze)
     analyze.add_argument("--replay", action="store_true",
@@ -210,7 +207,8 @@ def _control_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervisor import console, control
+    # deferred: start-up cost of the client commands
+    from supervisor.faces import console, control
 
     path = args.control or os.environ.get("MEMWARDEN_CONTROL") or control.default_path()
     action = args.action
@@ -255,8 +253,6 @@ def _control(args: argparse.Namespace) -> int:
 
 def _limits(items: list[str]) -> tuple[dict[str, int | float], str | None]:
     """`KEY=NUMBER` arguments of `memwarden set` as limits, or a one-line problem."""
-    from supervisor import validate
-    from workers.protocol import Limits, escape
 
     limits: dict[str, int | float] = {}
     for item in items:
@@ -297,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.action == "run":
         return _run(args, command)
     if args.action == "completion":
+        # deferred: start-up cost of the client commands
         from supervisor import completion
         print(completion.SHELLS[args.shell](parser), end="")
         return 0
@@ -310,8 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     if args.action == "analyze":
         if args.replay:
+            # deferred: start-up cost of the client commands
             from supervisor import replay
             return replay.run(args)
+        # deferred: start-up cost of the client commands
         from snapshots import cli as snapshots_cli
         return snapshots_cli.run(args)
     parser.print_help()
@@ -326,13 +325,12 @@ def _quiet_stdout() -> None:
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
-    from supervisor import config
 
     given = {k: v for k, v in vars(args).items() if k not in ("action", "config")}
     if command:
         given["command"] = command
     try:
-        cfg, origin = config.load_with_origin(given, file=getattr(args, "config", None))
+        cfg, origin = loading.load_with_origin(given, file=getattr(args, "config", None))
         if not cfg.command and not cfg.worker:
             raise config.ConfigError(
                 "no command given: memwarden run [OPTIONS] -- CMD [ARG...] "
@@ -340,15 +338,16 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except (config.ConfigError, ValueError) as e:
         _say(str(e))  # before the log's format is known: one plain line
         return 2
-    from supervisor.events import setup_logging
-    from workers.protocol import escape
+    # deferred: start-up cost of the client commands
+    from supervisor.loop.events import setup_logging
 
     setup_logging(cfg.log_level, cfg.log_format)
     try:
-        from supervisor import listeners, specs, validate
-        specs.specs(cfg)  # resolves signal names and per-worker values
-        warnings = validate.against_limit(cfg, origin, _edge_limit(cfg))
-        sockets = listeners.open_sockets(cfg)
+        from supervisor import app  # deferred: start-up of the client commands
+        from supervisor.settings import validate  # deferred: start-up of the client commands
+        assembly = app.assemble(cfg)  # resolves signal names and per-worker values
+        warnings = validate.against_limit(cfg, origin, assembly.limit)
+        sockets = app.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
         if cfg.log_format == "json":
             _log().error("%s", escape(str(e), 1000))
@@ -357,91 +356,16 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         return 2
     for warning in warnings:
         _log().warning("%s", escape(warning, 1000))
-    return _supervise(cfg, sockets)
+    try:
+        return app.supervise(assembly, sockets)
+    except config.ConfigError as e:  # a --measure that is not possible here
+        _say(str(e))
+        return 2
 
 
 def _say(text: str) -> None:
     """One line on stderr; what came from outside cannot break it into more (or colour it)."""
-    from workers.protocol import escape
 
     print(f"memwarden: {escape(text, 1000)}", file=sys.stderr)
 
 
-def _edge_limit(cfg: config.Config) -> int | None:
-    """The memory limit thresholds are checked against: `--limit`, else the cgroup's."""
-    if cfg.limit is not None and cfg.limit.bytes is not None:
-        return cfg.limit.bytes
-    from supervisor.cgroup import CgroupMemory
-
-    cgroup = CgroupMemory.discover()
-    try:
-        return cgroup.limit() if cgroup is not None else None
-    except OSError:
-        return None
-
-
-def _supervise(cfg: config.Config, sockets: tuple[socket.socket | None,
-                                                   socket.socket | None] | None) -> int:
-    import anyio
-
-    from supervisor import config, sdnotify, sigwait
-    from supervisor.arbiter import Arbiter
-    from supervisor.events import EventLog
-    from supervisor.recorder import Recorder
-
-    sigwait.block()  # before the first thread (the snapshot writer's) starts
-    notifier = sdnotify.Notifier.from_environ()  # before any worker could inherit it
-    events = EventLog()
-    try:
-        arbiter = Arbiter(cfg, events)  # a --measure that is not possible here says so
-    except config.ConfigError as e:
-        _say(str(e))
-        return 2
-    arbiter.sockets = sockets
-    writer = _open_writer(cfg, arbiter)
-    if writer is not None:
-        events.sink = writer
-        arbiter.recorder = Recorder(writer, period_s=cfg.sample_period,
-                                    interval_s=cfg.interval, limit=arbiter.limit)
-    try:
-        return anyio.run(sdnotify.supervise, arbiter, notifier)
-    finally:
-        if writer is not None:
-            writer.close()
-            if writer.dropped:
-                _log().warning("%d snapshot records were dropped (disk full or slow)",
-                            writer.dropped)
-
-
-def _open_writer(cfg: config.Config, arbiter: object):  # type: ignore[no-untyped-def]
-    """The snapshot writer, or None (snapshots off, or the directory unusable: supervise anyway)."""
-    if not cfg.snapshots:
-        return None
-    from snapshots.schema import Header
-    from snapshots.writer import STDOUT, SnapshotWriter
-    from supervisor import config
-
-    limit = getattr(arbiter, "limit", None)
-    thresholds = {
-        name: value for name in ("medium", "high", "critical")
-        if (value := getattr(cfg, name).resolve(limit)) is not None
-    }
-    header = Header(
-        t=time.time(), host=socket.gethostname(), pod=os.environ.get("POD_NAME")
-        or os.environ.get("HOSTNAME"), namespace=os.environ.get("POD_NAMESPACE"),
-        container=os.environ.get("CONTAINER_NAME"), supervisor_pid=os.getpid(),
-        started=time.time(), limit=limit, interval_s=float(cfg.interval),
-        sample_period_s=float(cfg.sample_period), thresholds=thresholds,
-        config=msgspec.to_builtins(cfg, enc_hook=config.enc_hook),
-        measure=getattr(getattr(arbiter, "measure", None), "how", "rss"),
-    )
-    writer = SnapshotWriter(cfg.snapshots, header, max_bytes=cfg.snapshot_file_size.bytes or 0,
-                            keep=cfg.snapshot_files, max_age_s=float(cfg.snapshot_max_age))
-    try:
-        writer.start()
-    except OSError as e:
-        _log().warning("snapshots disabled: cannot use %s (%s)", cfg.snapshots, e.strerror or e)
-        return None
-    if cfg.snapshots == STDOUT:
-        _log().info("snapshots to standard output (read them back with memwarden analyze -)")
-    return writer

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from supervisor import config
+from supervisor.settings import config
 
 _FILES = {"FILE", "PATH"}
 _DIRS = {"DIR"}

@@ -32,8 +32,11 @@ from snapshots import memory, reader
 from snapshots.cli import write_output
 from snapshots.schema import Event, Header, Record
 from snapshots.series import BurstView
-from supervisor import config as config_mod
-from supervisor.pressure import Change, Thresholds, WorkerClassifier
+from supervisor.core.identity import GenerationId
+from supervisor.core.pressure import Change, Thresholds, WorkerClassifier
+from supervisor.settings import config as config_mod
+from supervisor.settings import loading
+from supervisor.settings.specs import specs, thresholds
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -150,14 +153,17 @@ def replay(paths: Sequence[str], cfg: config_mod.Config, config_path: str = "") 
         samples = [s for g in per_gen.values() for s in g.samples]
         limit = next((s.limit for s in sorted(samples, key=lambda s: -s.t) if s.limit), None) \
             or (header.limit if header else None)
-        th = Thresholds.from_config(cfg, limit)
+        # The worker's own lines where the configuration gives it some, else the top level.
+        own = {s.name: s.thresholds for s in specs(cfg, limit)}
+        th = own.get(key[1]) or thresholds(cfg, limit)
         period = header.sample_period_s if header else 1.0
         interval = header.interval_s if header else 0.001
         fired: list[Fired] = []
         ticks = 0
         exact = 0.0
         for number, g in sorted(per_gen.items()):
-            result = _replay_generation(f"{key[1]}:{number}", number, g, th, period, interval)
+            result = _replay_generation(str(GenerationId(key[1], number)), number, g, th,
+                                        period, interval)
             fired += result[0]
             ticks += result[1]
             exact += result[2]
@@ -356,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        cfg = config_mod.load({}, environ={}, file=args.config)
+        cfg = loading.load({}, environ={}, file=args.config)
         report = replay(args.paths, cfg, args.config)
     except config_mod.ConfigError as e:
         print(f"memwarden analyze --replay: {e}", file=sys.stderr)

@@ -19,6 +19,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+@pytest.fixture(autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's memwarden keeps its default control socket in a directory of its own: a
+    memwarden running elsewhere on the host (or left by another test) must not answer it."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+
+
 def wait_until(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -176,10 +184,10 @@ def ticker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Each of the sampler's tickers in turn: the name to pass to `Sampler(ticker=...)`, also
     set in MEMWARDEN_TICKER for the memwarden processes the test starts. The compiled one is
     skipped where it is not built (`test_ticker.py` checks it is built wherever it can be)."""
-    from supervisor import sampler
+    from supervisor.sensing import ticker as ticking
 
-    if request.param == "c" and not sampler.BUILT:
-        pytest.skip("the compiled ticker (supervisor._ticker) is not built here")
+    if request.param == "c" and not ticking.BUILT:
+        pytest.skip("the compiled ticker (supervisor.sensing._ticker) is not built here")
     monkeypatch.setenv("MEMWARDEN_TICKER", request.param)
     return request.param
 

@@ -13,7 +13,10 @@ import msgspec
 import pytest
 import yaml
 
-from supervisor import cli, config, endpoint, metrics, units
+from supervisor import cli
+from supervisor.core import units
+from supervisor.faces import endpoint, metrics
+from supervisor.settings import config, loading, validate
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -24,7 +27,7 @@ def _memwarden_env(env: dict[str, str]) -> config.Config:
     """Every MEMWARDEN_* variable names a setting, and together they are a valid one."""
     names = {k.removeprefix("MEMWARDEN_").lower() for k in env if k.startswith("MEMWARDEN_")}
     assert names <= FIELDS | set(config.NESTED), names - FIELDS
-    return config.load({"command": ["worker"]}, environ=env)
+    return loading.load({"command": ["worker"]}, environ=env)
 
 
 def _stop_budget(cfg: config.Config) -> float:
@@ -63,7 +66,7 @@ def test_the_dockerfile_runs_memwarden_as_its_entrypoint() -> None:
             env.update(_env_pairs(args))
     cfg = _memwarden_env(env)
     assert cfg.snapshots == "-" and cfg.log_format == "json"
-    port = endpoint.parse_address(cfg.metrics or "")[1]
+    port = validate.parse_address(cfg.metrics or "")[1]
     assert dict(steps)["EXPOSE"] == str(port)
     health = dict(steps)["HEALTHCHECK"]
     probe = json.loads(health.split(" CMD ", 1)[1])
@@ -87,18 +90,18 @@ def test_the_kubernetes_manifest_matches_the_code() -> None:
     assert units.parse_size(container["resources"]["limits"]["memory"].replace("Mi", "MiB"))
 
     env = {e["name"]: e for e in container["env"]}
-    # The downward API gives the names the snapshot header reads (supervisor/cli.py).
+    # The downward API gives the names the snapshot header reads (supervisor/app.py).
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["CONTAINER_NAME"]["value"] == container["name"]
-    source = (ROOT / "supervisor" / "cli.py").read_text()
+    source = (ROOT / "supervisor" / "app.py").read_text()
     for name in ("POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"):
         assert f'os.environ.get("{name}")' in source
     cfg = _memwarden_env({k: e["value"] for k, e in env.items() if "value" in e})
     assert cfg.snapshots == "-"
 
     # One port: served by --metrics, named for the probes, announced to Prometheus.
-    port = endpoint.parse_address(cfg.metrics or "")[1]
+    port = validate.parse_address(cfg.metrics or "")[1]
     (declared,) = container["ports"]
     assert declared["containerPort"] == port
     annotations = pod["metadata"]["annotations"]

@@ -25,8 +25,9 @@ def test_the_version_is_written_once() -> None:
 
 
 def test_every_package_is_typed_and_ships_its_marker() -> None:
-    packages = PROJECT["tool"]["setuptools"]["packages"]
-    assert set(packages) == {"supervisor", "workers", "snapshots"}
+    found = PROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert set(found) == {"supervisor*", "workers*", "snapshots*"}  # with their sub-packages
+    packages = [name.rstrip("*") for name in found]
     data = PROJECT["tool"]["setuptools"]["package-data"]
     for package in packages:
         assert (ROOT / package / "py.typed").is_file(), package

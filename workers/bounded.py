@@ -13,13 +13,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sized
 from itertools import islice
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from workers.client import Client
+from workers.client import client as default_client
 from workers.protocol import Limits
 from workers.trim import rebuild_after_drop
-
-if TYPE_CHECKING:
-    from workers.client import Client
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -38,8 +37,6 @@ def _count(size: int, fraction: float) -> int:
 def _client(client: Client | None) -> Client:
     if client is not None:
         return client
-    from workers.client import client as default_client
-
     return default_client()
 
 

@@ -336,6 +336,7 @@ class Client:
         self._last_investigation = now
         try:
             if self._investigator is None:
+                # deferred: investigations are rare, and the walker and objgraph are not light
                 from workers.investigate import Investigator
 
                 self._investigator = Investigator()

@@ -39,7 +39,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -49,7 +49,7 @@ from workers.protocol import Report
 from workers.shapes import Walk
 
 if TYPE_CHECKING:
-    from workers.client import Client
+    from workers.trim import Trimmer
 
 #: Container types whose length the "largest containers" section ranks.
 _CONTAINERS = (dict, list, set, frozenset, tuple, deque, bytearray)
@@ -123,7 +123,16 @@ def duplicate_ids(path: str, limit: int = 1000) -> tuple[list[str], int, int, bo
     return dups, malformed, lines, torn
 
 
-def walk_client(walk: Walk, client: Client) -> None:
+class Watched(Protocol):
+    """What an investigation walks in a worker: the stores registered for trimming and the
+    objects it watches (`workers.client.Client` is one)."""
+
+    trimmer: Trimmer
+
+    def roots(self) -> Iterable[tuple[str, object]]: ...
+
+
+def walk_client(walk: Walk, client: Watched) -> None:
     """Walk every registered store's entries and every watched object's attributes."""
     stores = client.trimmer.stores()
     known = {id(store) for _, store in stores} | {id(client)}
@@ -149,7 +158,7 @@ class Investigator:
         self._sizes: dict[str, int] = {}
         self._lengths: dict[str, int] | None = None
 
-    def report(self, request_id: str, top: int = 20, client: Client | None = None,
+    def report(self, request_id: str, top: int = 20, client: Watched | None = None,
                state_files: Iterable[str] = ()) -> Report:
         """Investigate this process now; return the `report` message (cost in `ms`)."""
         start = time.perf_counter()

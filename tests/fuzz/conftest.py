@@ -8,8 +8,10 @@ luck. MEMWARDEN_FUZZ_SEED=N explores other inputs (for a longer hunt by hand).
 from __future__ import annotations
 
 import os
+import pathlib
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 EXAMPLES = int(os.environ.get("MEMWARDEN_FUZZ_EXAMPLES", "2000"))
@@ -32,3 +34,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     if COUNTS:
         terminalreporter.write_line(
             "fuzz examples: " + ", ".join(f"{name} {n}" for name, n in sorted(COUNTS.items())))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Thousands of cases per target: the full suite only (`scripts/test.sh --quick` skips
+    them)."""
+    here = pathlib.Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.slow)

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import channel
+from supervisor.loop import channel
 from tests.fuzz.conftest import COUNTS, fuzz
 from workers import protocol
 

@@ -10,7 +10,7 @@ import tempfile
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import config, specs, validate
+from supervisor.settings import config, loading, specs, validate
 from tests.fuzz.conftest import COUNTS, fuzz
 
 OPTIONS = [o.replace("-", "_") for o, _, _ in __import__("supervisor.cli").cli.RUN_OPTIONS]
@@ -78,7 +78,7 @@ def test_every_configuration_is_a_config_or_one_line(cli, env, toml, limit) -> N
     with tempfile.NamedTemporaryFile(suffix=".toml", delete=False) as f:
         f.write(toml)
     try:
-        cfg, origin = config.load_with_origin({**cli, "command": ["true"]}, environ, f.name)
+        cfg, origin = loading.load_with_origin({**cli, "command": ["true"]}, environ, f.name)
         specs.specs(cfg)
         assert all("\n" not in w for w in validate.against_limit(cfg, origin, limit))
     except config.ConfigError as e:

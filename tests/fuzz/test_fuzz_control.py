@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import control
+from supervisor.faces import control
 from tests.fuzz.conftest import COUNTS, fuzz
 from tests.fuzz.test_fuzz_channel import JSON
 

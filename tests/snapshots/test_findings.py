@@ -128,8 +128,8 @@ def _climb_with_burst(high: float, confirm: int) -> tuple[list[Record], float]:
 
 
 def test_replay_runs_on_the_millisecond_samples_where_the_record_has_them(tmp_path) -> None:
-    from supervisor import config
     from supervisor.replay import render, replay
+    from supervisor.settings import loading
 
     records, confirmed = _climb_with_burst(high=123.4567 * MB, confirm=3)
     path = tmp_path / "climb.jsonl"
@@ -137,7 +137,7 @@ def test_replay_runs_on_the_millisecond_samples_where_the_record_has_them(tmp_pa
     conf = tmp_path / "c.toml"
     conf.write_text('medium = "80MB"\nhigh = "123456700B"\ncritical = "1GB"\n'
                     '[pressure]\nconfirm = 3\n')
-    report = replay([str(path)], config.load({}, environ={}, file=str(conf)), str(conf))
+    report = replay([str(path)], loading.load({}, environ={}, file=str(conf)), str(conf))
     (w,) = report.workers
     medium, high = w.replayed
     # the crossing of HIGH lies in the burst: the third 1 ms sample over it confirms

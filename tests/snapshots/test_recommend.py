@@ -30,11 +30,11 @@ def _recommend(tmp_path: pathlib.Path, records: list[Record]):  # type: ignore[n
 
 def _pasted(tmp_path: pathlib.Path, rec: Recommendation):  # type: ignore[no-untyped-def]
     """The TOML as memwarden reads it, and the Kubernetes and compose sizes in bytes."""
-    from supervisor import config
+    from supervisor.settings import loading
 
     conf = tmp_path / "memwarden.toml"
     conf.write_text(rec.toml)
-    cfg = config.load({}, environ={}, file=str(conf))
+    cfg = loading.load({}, environ={}, file=str(conf))
     k8s = rec.kubernetes.splitlines()
     assert k8s[0] == "resources:" and k8s[1] == "  requests:" and k8s[3] == "  limits:"
     request = int(re.fullmatch(r'    memory: "(\d+)Mi"', k8s[2]).group(1)) * MIB  # type: ignore[union-attr]
@@ -104,7 +104,7 @@ def test_an_oom_kill_raises_the_limit_as_vpa_does(tmp_path) -> None:
 
 
 def test_workers_of_the_recorded_configuration_get_their_own_entries(tmp_path) -> None:
-    from supervisor import config
+    from supervisor.settings import loading
 
     recorded = {"cooldown": 5.0, "worker": [
         {"name": "crawler", "command": ["python3", "crawl.py", "--depth", "3"], "replicas": 2},
@@ -117,7 +117,7 @@ def test_workers_of_the_recorded_configuration_get_their_own_entries(tmp_path) -
     assert [a.worker for a in rec.workers] == ["crawler-1", "crawler-2", "indexer"]
     conf = tmp_path / "m.toml"
     conf.write_text(rec.toml)
-    cfg = config.load({}, environ={}, file=str(conf))
+    cfg = loading.load({}, environ={}, file=str(conf))
     entries = {w.name: w for w in cfg.worker}
     assert entries["crawler"].command == ["python3", "crawl.py", "--depth", "3"]
     assert entries["crawler"].replicas == 2

@@ -37,8 +37,8 @@ def _events(snaps: pathlib.Path) -> list[Event]:
 @pytest.mark.timeout(120)
 def test_replay_with_the_recorded_configuration_fires_on_the_recorded_ticks(
         tmp_path: pathlib.Path, memwarden) -> None:  # type: ignore[no-untyped-def]
-    from supervisor import config
     from supervisor.replay import render, replay
+    from supervisor.settings import loading
 
     conf = tmp_path / "same.toml"
     conf.write_text(f'interval = "1ms"\nmedium = "40MB"\nhigh = "80MB"\ncritical = "400MB"\n'
@@ -59,7 +59,7 @@ def test_replay_with_the_recorded_configuration_fires_on_the_recorded_ticks(
                 if e.type == "level" and e.worker and e.generation in (1, 2)}
     assert {(g, lv) for g, lv, _ in recorded} >= {(1, "medium"), (1, "high"), (2, "medium"),
                                                   (2, "high")}, m.stderr()
-    report = replay([str(snaps)], config.load({}, environ={}, file=str(conf)), str(conf))
+    report = replay([str(snaps)], loading.load({}, environ={}, file=str(conf)), str(conf))
     (w,) = report.workers
     offsets = []
     for f in w.recorded:

@@ -14,8 +14,8 @@ from snapshots.schema import Event
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
-    not (ROOT / "supervisor" / "pressure.py").exists(),
-    reason="supervisor/pressure.py (the classifier replay runs) is not in this checkout yet")
+    not (ROOT / "supervisor" / "core" / "pressure.py").exists(),
+    reason="supervisor/core/pressure.py (the classifier replay runs) is not in this checkout yet")
 
 
 def _climb(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -31,14 +31,14 @@ def _climb(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def test_replay_shows_when_new_thresholds_would_fire(tmp_path: pathlib.Path) -> None:
-    from supervisor import config
     from supervisor.replay import replay
+    from supervisor.settings import loading
 
     path = _climb(tmp_path)
     conf = tmp_path / "new.toml"
     conf.write_text('medium = "120MB"\nhigh = "150MB"\ncritical = "250MB"\n'
                     '[pressure]\nconfirm = 3\n')
-    report = replay([str(path)], config.load({}, environ={}, file=str(conf)), str(conf))
+    report = replay([str(path)], loading.load({}, environ={}, file=str(conf)), str(conf))
     (w,) = report.workers
     assert [f.level for f in w.replayed] == ["medium", "high", "critical"]
     # Sample i is 100 + i MB over the period ending at i: each line is crossed at the end of

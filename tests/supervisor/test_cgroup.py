@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cgroup import CgroupMemory, host_psi_some_avg10
-from supervisor.config import convert
-from supervisor.pressure import ContainerClassifier, Thresholds
+from supervisor.core.pressure import ContainerClassifier
+from supervisor.linux.cgroup import CgroupMemory, host_psi_some_avg10
+from supervisor.settings.config import convert
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from tests.conftest import in_cgroup, own_v1_memory_cgroup, python, wait_until
 from workers.protocol import Level
 
@@ -229,7 +230,7 @@ def test_page_cache_of_a_file_writer_is_not_working_set(memory_cgroup, tmp_path)
         assert working_set < usage / 2
         assert cg.events()["oom_kill"] == 0
         # The classifier sees the working set, so the writer is not under pressure.
-        th = Thresholds.from_config(convert({}), cg.limit())
+        th = resolve_thresholds(convert({}), cg.limit())
         container = ContainerClassifier(th, cg.limit())
         for i in range(5):
             assert container.observe(i * 1_000_000, cg.working_set(), 0.0) is None

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from supervisor.channel import LineReader, Throttle
+from supervisor.loop.channel import LineReader, Throttle
 from tests.conftest import wait_until
 from workers import protocol
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from supervisor import config
-from supervisor.units import Size, parse_duration, parse_rate, parse_size
+from supervisor.core.units import Size, parse_duration, parse_rate, parse_size
+from supervisor.settings import config, loading
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_precedence_cli_over_env_over_file(tmp_path) -> None:
     f = tmp_path / "m.toml"
     f.write_text('high = "100MB"\nmedium = "10MB"\ncooldown = "9s"\n')
     env = {"MEMWARDEN_HIGH": "150MB", "MEMWARDEN_COOLDOWN": "3s"}
-    cfg = config.load({"high": "180MB"}, environ=env, file=str(f))
+    cfg = loading.load({"high": "180MB"}, environ=env, file=str(f))
     assert cfg.high == Size(bytes=180_000_000)
     assert cfg.cooldown == 3.0
     assert cfg.medium == Size(bytes=10_000_000)
@@ -61,7 +61,7 @@ def test_workers_from_file(tmp_path) -> None:
         'critical = "2GB"\n'
         "[profiles.high]\nmax_objects = 10\n"
     )
-    cfg = config.load({}, environ={}, file=str(f))
+    cfg = loading.load({}, environ={}, file=str(f))
     assert cfg.worker[0].replicas == 2
     assert cfg.profiles.high.max_objects == 10
 
@@ -83,7 +83,7 @@ def test_errors_name_the_field(tmp_path, cli, env, toml, needle) -> None:
     f = tmp_path / "m.toml"
     f.write_text(toml)
     with pytest.raises(config.ConfigError) as info:
-        config.load(cli, environ=env, file=str(f))
+        loading.load(cli, environ=env, file=str(f))
     assert needle in str(info.value)
 
 
@@ -189,32 +189,32 @@ def test_bad_values_name_field_source_and_form(tmp_path, cli, env, toml, needle)
     f.write_text(toml)
     cli = {"command": ["true"], **cli} if "worker" not in toml else cli
     with pytest.raises(config.ConfigError) as info:
-        config.load(cli, environ=env, file=str(f))
+        loading.load(cli, environ=env, file=str(f))
     message = str(info.value)
     assert needle in message and "\n" not in message
 
 
 def test_off_turns_a_threshold_off_and_leaves_the_order_to_the_others() -> None:
-    cfg = config.load({"medium": "off", "high": "60MB", "critical": "off", "command": ["x"]},
+    cfg = loading.load({"medium": "off", "high": "60MB", "critical": "off", "command": ["x"]},
                       environ={})
     assert cfg.medium.resolve(10**9) is None and cfg.high.resolve(None) == 60_000_000
     assert str(cfg.critical) == "off"
 
 
 def test_percentages_need_a_known_limit_and_thresholds_fit_under_it() -> None:
-    from supervisor import validate
+    from supervisor.settings import validate
 
-    cfg, origin = config.load_with_origin({"high": "80%", "critical": "95%", "command": ["x"]},
+    cfg, origin = loading.load_with_origin({"high": "80%", "critical": "95%", "command": ["x"]},
                                           environ={})
     with pytest.raises(config.ConfigError, match=r"--high: 80% is a share of the memory limit"):
         validate.against_limit(cfg, origin, None)
     assert not validate.against_limit(cfg, origin, 1_000_000_000)
-    cfg, origin = config.load_with_origin({"command": ["x"]}, environ={})
+    cfg, origin = loading.load_with_origin({"command": ["x"]}, environ={})
     assert validate.against_limit(cfg, origin, 300_000_000)  # default critical: a warning
-    cfg, origin = config.load_with_origin({"critical": "2GB", "command": ["x"]}, environ={})
+    cfg, origin = loading.load_with_origin({"critical": "2GB", "command": ["x"]}, environ={})
     with pytest.raises(config.ConfigError, match=r"--critical: 2GB is above the memory limit"):
         validate.against_limit(cfg, origin, 1_000_000_000)
-    cfg, origin = config.load_with_origin({"medium": "10%", "high": "100MB", "command": ["x"]},
+    cfg, origin = loading.load_with_origin({"medium": "10%", "high": "100MB", "command": ["x"]},
                                           environ={})
     with pytest.raises(config.ConfigError, match="medium < high < critical"):
         validate.against_limit(cfg, origin, 2_000_000_000)  # 200MB is not below 100MB
@@ -258,16 +258,16 @@ def test_a_default_threshold_above_the_limit_is_a_warning(tmp_path) -> None:
 
 
 def test_snapshot_retention_comes_from_every_source(tmp_path) -> None:
-    defaults = config.load({"command": ["x"]}, environ={})
+    defaults = loading.load({"command": ["x"]}, environ={})
     assert (defaults.snapshot_file_size.bytes, defaults.snapshot_files,
             float(defaults.snapshot_max_age)) == (64 * 2**20, 8, 7 * 86400.0)
     toml = tmp_path / "m.toml"
     toml.write_text('snapshot_file_size = "16MiB"\nsnapshot_files = 3\n'
                     'snapshot_max_age = "2d"\n')
-    cfg = config.load({"command": ["x"]}, environ={}, file=str(toml))
+    cfg = loading.load({"command": ["x"]}, environ={}, file=str(toml))
     assert (cfg.snapshot_file_size.bytes, cfg.snapshot_files, float(cfg.snapshot_max_age)) == (
         16 * 2**20, 3, 2 * 86400.0)
-    cfg = config.load({"command": ["x"], "snapshot_files": "5"}, file=str(toml), environ={
+    cfg = loading.load({"command": ["x"], "snapshot_files": "5"}, file=str(toml), environ={
         "MEMWARDEN_SNAPSHOT_FILE_SIZE": "1GiB", "MEMWARDEN_SNAPSHOT_MAX_AGE": "12h",
         "MEMWARDEN_SNAPSHOT_FILES": "4"})
     assert (cfg.snapshot_file_size.bytes, cfg.snapshot_files, float(cfg.snapshot_max_age)) == (
@@ -280,21 +280,22 @@ def test_snapshot_retention_comes_from_every_source(tmp_path) -> None:
             ({"MEMWARDEN_SNAPSHOT_FILE_SIZE": "100TB"}, "MEMWARDEN_SNAPSHOT_FILE_SIZE: "
              "expected a size from 64KiB to 64GiB such as 64MiB, got 100000GB")):
         with pytest.raises(config.ConfigError) as e:
-            config.load({"command": ["x"]}, environ=environ)
+            loading.load({"command": ["x"]}, environ=environ)
         assert str(e.value).startswith(text), str(e.value)
     toml.write_text('snapshot_files = 100000\n')
     with pytest.raises(config.ConfigError, match=r"^snapshot_files \(in .*m.toml\): expected an "
                        "integer from 1 to 10000"):
-        config.load({"command": ["x"]}, environ={}, file=str(toml))
+        loading.load({"command": ["x"]}, environ={}, file=str(toml))
 
 
 def test_the_snapshot_writer_gets_the_retention_settings(tmp_path) -> None:
-    from supervisor import cli
+    from supervisor import app
+    from supervisor.loop.events import EventLog
 
-    cfg = config.load({"command": ["x"], "snapshots": str(tmp_path / "s"),
+    cfg = loading.load({"command": ["x"], "measure": "rss", "snapshots": str(tmp_path / "s"),
                        "snapshot_file_size": "1MiB", "snapshot_files": "2",
                        "snapshot_max_age": "1h"}, environ={})
-    writer = cli._open_writer(cfg, None)
+    writer = app.open_writer(app.build(app.assemble(cfg), EventLog()))
     try:
         assert (writer.max_bytes, writer.keep, writer.max_age_s) == (2**20, 2, 3600.0)
     finally:

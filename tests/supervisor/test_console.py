@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from supervisor import console, control
+from supervisor.faces import console, control
 from tests.conftest import ROOT, wait_until
 
 
@@ -57,7 +57,7 @@ def test_the_check_imports_only_the_client_side() -> None:
     code = ("import sys; from supervisor import cli; cli.main(['status', '--check', "
             "'--control', '/nonexistent/x.sock']); print(' '.join(sorted(m for m in "
             "sys.modules if m.split('.')[0] in ('psutil', 'anyio', 'prometheus_client', "
-            "'numpy') or m.startswith(('snapshots.analysis', 'supervisor.sampler')))))")
+            "'numpy') or m.startswith(('snapshots.analysis', 'supervisor.sensing.sampler')))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=30, cwd=ROOT)
     assert r.stdout.strip() == "", r.stdout

@@ -17,6 +17,9 @@ import pytest
 from tests.conftest import ROOT, alive, in_cgroup, wait_until
 from tests.supervisor.test_replacement import config, events, grower, lifetimes
 
+#: Long runs of real programs: the full suite only (`scripts/test.sh --quick` skips them).
+pytestmark = pytest.mark.slow
+
 MB = 1_000_000
 
 # Loads 600 MiB in 2 s (30 MiB every 0.1 s), then holds it, flat, until argv[1] seconds
@@ -72,7 +75,6 @@ def test_a_one_off_step_is_not_replaced(memwarden, tmp_path) -> None:
     assert max(e["level"] for e in levels) == "medium"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_fast_leaker_is_replaced_for_as_long_as_it_runs(memwarden, tmp_path) -> None:
     # 50 MiB/s in every generation: HIGH (200 MB) after ~4 s, CRITICAL (500 MB) after ~9 s.

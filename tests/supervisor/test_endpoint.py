@@ -20,13 +20,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from snapshots.schema import Event
-from supervisor import control, endpoint, listeners, metrics
-from supervisor.config import Config
-from supervisor.health import Health
-from supervisor.policy import Policy
-from supervisor.pressure import Thresholds
-from supervisor.sampler import Sampler
-from supervisor.specs import policy_settings, specs, worker_settings
+from supervisor.core.policy import Policy
+from supervisor.faces import control, endpoint, listeners, metrics
+from supervisor.loop.health import Health
+from supervisor.sensing.sampler import Sampler
+from supervisor.settings.config import Config
+from supervisor.settings.specs import policy_settings, specs, worker_settings
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from tests.conftest import python, wait_until
 
 
@@ -81,6 +81,8 @@ def test_a_scrape_is_exact_typed_and_labelled_by_role(memwarden) -> None:
         assert family.type == "counter", name
         assert all(s.name == name + "_total" for s in family.samples), family.samples
     assert found["memwarden_worker_generations_started"].samples[0].value == 1
+    lines = {s.labels["level"]: s.value for s in found["memwarden_worker_threshold_bytes"].samples}
+    assert lines == {"medium": 50e6, "high": 200e6, "critical": 500e6}  # the defaults
     assert "# TYPE memwarden_sampler_ticks_total counter" in text
     assert "generation=" not in text  # a replacement must not start new series
     assert found["process_resident_memory_bytes"].samples[0].value > 1e6
@@ -180,7 +182,7 @@ def test_livez_flips_when_the_sampler_stops() -> None:
     cfg = Config(command=["true"])
     policy = Policy(policy_settings(cfg), [worker_settings(s) for s in specs(cfg)])
     sampler = Sampler(interval_s=0.001, discover_interval_s=0.1, ring_seconds=1.0,
-                      thresholds=Thresholds.from_config(cfg, None), on_change=lambda c: None)
+                      thresholds=resolve_thresholds(cfg, None), on_change=lambda c: None)
     health = Health(sampler, policy, 0.001, stale_s=0.3)
     sock = endpoint.open_socket("127.0.0.1:0")
     port = sock.getsockname()[1]

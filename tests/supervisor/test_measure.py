@@ -19,8 +19,9 @@ import pytest
 
 from tests.conftest import ROOT, alive, in_cgroup, needs_root, wait_until
 
-# Each test runs with each sampler ticker (MEMWARDEN_TICKER, set by the `ticker` fixture).
-pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("ticker")]
+# Each test runs with each sampler ticker (MEMWARDEN_TICKER, set by the `ticker` fixture);
+# real programs (Chromium, gunicorn) for seconds each: the full suite only.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.usefixtures("ticker")]
 
 MODES = ["cgroup", "pss"]
 LAX = ["--medium", "20GB", "--high", "30GB", "--critical", "40GB", "--ready-after", "0.3s"]

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.actions import DRY_RUN, Action, Exit, Finish, Notify, Record, Retire, Spawn
-from supervisor.config import Config
-from supervisor.policy import (
+from supervisor.core.actions import DRY_RUN, Action, Exit, Finish, Notify, Record, Retire, Spawn
+from supervisor.core.policy import (
     EXIT_LIMITS_TOO_SMALL,
     Policy,
     PolicySettings,
     Refused,
     WorkerSettings,
 )
-from supervisor.specs import policy_settings
-from supervisor.states import GenerationState, IllegalTransition, transition
+from supervisor.core.states import GenerationState, IllegalTransition, transition
+from supervisor.settings.config import Config
+from supervisor.settings.specs import policy_settings
 from workers.protocol import Level
 
 MB = 1000 * 1000

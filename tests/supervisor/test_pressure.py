@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.config import convert
-from supervisor.pressure import (
+from supervisor.core.pressure import (
     PSI_HOST,
     PSI_MEDIUM,
     Change,
@@ -17,6 +16,8 @@ from supervisor.pressure import (
     Thresholds,
     WorkerClassifier,
 )
+from supervisor.settings.config import convert
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from workers.protocol import Level
 
 MB = 1_000_000
@@ -25,7 +26,7 @@ S = 1_000_000_000
 
 L, M, H, C = Level.LOW, Level.MEDIUM, Level.HIGH, Level.CRITICAL
 
-TH = Thresholds.from_config(convert({}), None)  # 50/200/500 MB, 5/10 MB/s, confirm 3
+TH = resolve_thresholds(convert({}), None)  # 50/200/500 MB, 5/10 MB/s, confirm 3
 
 
 def rss_run(samples: list[tuple[int, int]], th: Thresholds = TH) -> list[Change]:
@@ -50,10 +51,10 @@ def test_from_config_resolves_defaults_and_percentages():
     assert TH.confirm == 3 and TH.margin == 0.05
     assert TH.dwell_ns == (30 * S, 5 * S, 1 * S)
     cfg = convert({"medium": "50%", "high": "80%", "critical": "95%"})
-    with_limit = Thresholds.from_config(cfg, 1000 * MB)
+    with_limit = resolve_thresholds(cfg, 1000 * MB)
     assert with_limit.rss == (500 * MB, 800 * MB, 950 * MB)
     assert with_limit.headroom == (0.25, 0.10, pytest.approx(0.05))
-    without = Thresholds.from_config(cfg, None)
+    without = resolve_thresholds(cfg, None)
     assert without.rss == (None, None, None)  # a share of an unknown limit disables the line
     assert without.headroom[2] is None
 
@@ -125,7 +126,7 @@ def test_growth_raises_and_the_level_is_the_highest_input():
 
 
 def test_a_fall_through_a_disabled_line_reports_the_real_one():
-    th = Thresholds.from_config(convert({"medium": "10%"}), None)  # MEDIUM off: no limit
+    th = resolve_thresholds(convert({"medium": "10%"}), None)  # MEDIUM off: no limit
     assert th.rss[0] is None
     changes = rss_run(ramp(0, [250, 250, 250]) + ramp(100, [0] * 60, step_ms=100), th)
     assert [(c.level, c.previous) for c in changes] == [(H, L), (L, H)]
@@ -190,7 +191,7 @@ LIMIT = 1000 * MB
 
 
 def container(th: Thresholds = TH) -> ContainerClassifier:
-    return ContainerClassifier(Thresholds.from_config(convert({}), LIMIT), LIMIT)
+    return ContainerClassifier(resolve_thresholds(convert({}), LIMIT), LIMIT)
 
 
 # (description, [(t_ms, working set MB, growth MB/s)], expected [(level, metric)])

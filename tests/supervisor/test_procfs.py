@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from supervisor import procfs
+from supervisor.linux import procfs
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor import sampler
-from supervisor.ring import Ring
-from supervisor.slope import resistant_slope
+from supervisor.core.slope import resistant_slope
+from supervisor.sensing import ticker as ticking
+from supervisor.sensing.ring import Ring
 
 Append = Callable[[Ring, int, int], None]
 
@@ -25,13 +25,13 @@ def python_append(ring: Ring, t_ns: int, value: int) -> None:
 
 
 def c_append(ring: Ring, t_ns: int, value: int) -> None:
-    sampler._ticker.append(ring.storage, t_ns, value)
+    ticking._ticker.append(ring.storage, t_ns, value)
 
 
 @pytest.fixture(params=["python", "c"])
 def append(request: pytest.FixtureRequest) -> Append:
-    if request.param == "c" and not sampler.BUILT:
-        pytest.skip("the compiled ticker (supervisor._ticker) is not built here")
+    if request.param == "c" and not ticking.BUILT:
+        pytest.skip("the compiled ticker (supervisor.sensing._ticker) is not built here")
     return python_append if request.param == "python" else c_append
 
 
@@ -108,7 +108,7 @@ def test_append_retains_no_memory(append):
     steps=st.lists(st.integers(min_value=0, max_value=5), max_size=200),
     bounds=st.tuples(st.integers(0, 600), st.integers(0, 600)),
     n=st.integers(0, 60),
-    appender=st.sampled_from([python_append, c_append] if sampler.BUILT else [python_append]),
+    appender=st.sampled_from([python_append, c_append] if ticking.BUILT else [python_append]),
 )
 def test_matches_a_list_model(capacity, steps, bounds, n, appender):
     ring = Ring(capacity)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cgroup import CgroupMemory
-from supervisor.config import convert
-from supervisor.pressure import Change, Thresholds
-from supervisor.sampler import Sampler
-from supervisor.trees import CgroupTree
+from supervisor.core.pressure import Change, Thresholds
+from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.trees import CgroupTree
+from supervisor.sensing.sampler import Sampler
+from supervisor.settings.config import convert
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from tests.conftest import in_cgroup, python, wait_until
 from workers.protocol import Level
 
@@ -28,7 +29,7 @@ MB = 1_000_000
 
 
 def thresholds(limit: int | None = None, **values: object) -> Thresholds:
-    return Thresholds.from_config(convert(values), limit)
+    return resolve_thresholds(convert(values), limit)
 
 
 @pytest.fixture

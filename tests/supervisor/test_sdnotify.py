@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import anyio
 import pytest
 
-from supervisor.config import Config
-from supervisor.health import Health
-from supervisor.policy import Policy
-from supervisor.pressure import Thresholds
-from supervisor.sampler import Sampler
-from supervisor.sdnotify import Notifier
-from supervisor.specs import policy_settings, specs, worker_settings
+from supervisor.core.policy import Policy
+from supervisor.faces.sdnotify import Notifier
+from supervisor.loop.health import Health
+from supervisor.sensing.sampler import Sampler
+from supervisor.settings.config import Config
+from supervisor.settings.specs import policy_settings, specs, worker_settings
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from tests.conftest import python, wait_until
 
 
@@ -79,7 +79,7 @@ def test_the_watchdog_stops_when_the_sampler_stops_ticking(systemd) -> None:
     cfg = Config(command=["true"])
     policy = Policy(policy_settings(cfg), [worker_settings(s) for s in specs(cfg)])
     sampler = Sampler(interval_s=0.001, discover_interval_s=0.1, ring_seconds=1.0,
-                      thresholds=Thresholds.from_config(cfg, None), on_change=lambda c: None)
+                      thresholds=resolve_thresholds(cfg, None), on_change=lambda c: None)
     health = Health(sampler, policy, 0.001, stale_s=0.3)
     notifier = Notifier(systemd.sock.getsockname(), watchdog_s=0.1)
     arbiter = SimpleNamespace(health=health)

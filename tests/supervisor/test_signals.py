@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from supervisor import sigwait
-from supervisor.arbiter import FORWARDED, HANDLED, NOT_FORWARDED
+from supervisor.linux import sigwait
+from supervisor.loop.arbiter import FORWARDED, HANDLED, NOT_FORWARDED
 from tests.conftest import ROOT, alive, kill_tree, needs_root, wait_until
 from tests.supervisor.test_pid1 import _memwarden_pid
 

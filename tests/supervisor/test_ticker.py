@@ -1,4 +1,4 @@
-"""The sampler's two tickers: the compiled one (`supervisor/_ticker.c`) and the Python one.
+"""The sampler's two tickers: the compiled one (`supervisor/sensing/_ticker.c`) and the Python one.
 
 What the compiled ticker adds to the sampler tests (which run under both): its appends read
 by Python readers while it runs without the GIL, the tick accounting, work queued by other
@@ -20,16 +20,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor import sampler
-from supervisor.config import ConfigError, convert
-from supervisor.pressure import Change, Thresholds
-from supervisor.sampler import Sampler, choose_ticker
+from supervisor.core.pressure import Change
+from supervisor.sensing import layout
+from supervisor.sensing import ticker as ticking
+from supervisor.sensing.sampler import Sampler
+from supervisor.sensing.ticker import choose_ticker
+from supervisor.settings.config import ConfigError, convert
+from supervisor.settings.specs import thresholds as resolve_thresholds
 from tests.conftest import ROOT, wait_until
 from workers.protocol import Level
 
 pytestmark = pytest.mark.timeout(90)
 
-needs_built = pytest.mark.skipif(not sampler.BUILT, reason="supervisor._ticker is not built here")
+needs_built = pytest.mark.skipif(not ticking.BUILT,
+                                 reason="supervisor.sensing._ticker is not built here")
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def started(ticker: str) -> Iterator[list[Sampler]]:
 def start(samplers: list[Sampler], ticker: str, **options: object) -> tuple[Sampler, list[Change]]:
     changes: list[Change] = []
     settings = {"interval_s": 0.001, "discover_interval_s": 0.05, "ring_seconds": 10.0,
-                "thresholds": Thresholds.from_config(convert({}), None)}
+                "thresholds": resolve_thresholds(convert({}), None)}
     settings.update(options)
     s = Sampler(on_change=changes.append, ticker=ticker, **settings)  # type: ignore[arg-type]
     samplers.append(s)
@@ -59,8 +63,8 @@ def test_the_compiled_ticker_is_built_wherever_it_can_be():
     headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if not (shutil.which("cc") or shutil.which("gcc")) or not os.path.exists(headers):
         pytest.skip("no C compiler or no Python headers: the Python ticker is the one")
-    assert sampler.BUILT, ("supervisor._ticker is missing or stale although it can be built "
-                           "here: run scripts/setup.sh")
+    assert ticking.BUILT, ("supervisor.sensing._ticker is missing or stale although it can "
+                           "be built here: run scripts/setup.sh")
 
 
 @needs_built
@@ -101,7 +105,7 @@ def test_late_and_missed_ticks_are_counted(spawn_tree, started, ticker):
         ran.append(threading.get_native_id())
         time.sleep(0.05)
 
-    s._queue(stall)
+    s._ticking.queue(stall)
     ticks = wait_until(lambda: ran and s.stats.ticks, what="the stall to run")
     wait_until(lambda: s.stats.ticks > ticks + 2, what="ticks after the stall")
     assert ran == [s._threads[0].native_id]  # on the ticker's own thread
@@ -120,11 +124,11 @@ def test_a_failure_in_queued_work_is_logged_and_sampling_goes_on(spawn_tree, sta
     def fail(_now: int) -> None:
         raise boom
 
-    s._queue(fail)
+    s._ticking.queue(fail)
     record = wait_until(lambda: next((r for r in caplog.records
                                       if r.getMessage().startswith("sampler tick failed")), None),
                         what="the failure logged")
-    assert record.name == "memwarden.sampler" and record.exc_info[1] is boom
+    assert record.name == "memwarden.ticker" and record.exc_info[1] is boom
     ticks = s.stats.ticks
     wait_until(lambda: s.stats.ticks > ticks + 10 and s.view("w").memory > 0,
                what="sampling going on")
@@ -132,10 +136,10 @@ def test_a_failure_in_queued_work_is_logged_and_sampling_goes_on(spawn_tree, sta
 
 def test_level_changes_are_reported_from_the_tickers_thread(spawn_tree, started, ticker):
     threads: list[int] = []
-    th = Thresholds.from_config(convert({"medium": "20MB", "high": "40MB", "critical": "4GB"}),
+    th = resolve_thresholds(convert({"medium": "20MB", "high": "40MB", "critical": "4GB"}),
                                 None)
     s, changes = start(started, ticker, thresholds=th)
-    s.on_change = lambda c: (threads.append(threading.get_native_id()), changes.append(c))
+    s._ticking.on_change = lambda c: (threads.append(threading.get_native_id()), changes.append(c))
     p = spawn_tree(mb=10, step=10, every=0.05, top=60)
     s.watch("w", p.pid)
     wait_until(lambda: any(c.level == Level.HIGH for c in changes), what="HIGH")
@@ -148,11 +152,11 @@ def test_level_changes_are_reported_from_the_tickers_thread(spawn_tree, started,
 def test_a_tick_keeps_no_memory(spawn_tree, ticker):
     # Only the ticker runs here: the discoverer's tables follow the machine's processes.
     s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,
-                thresholds=Thresholds.from_config(convert({}), None), on_change=print,
+                thresholds=resolve_thresholds(convert({}), None), on_change=print,
                 ticker=ticker)
     p = spawn_tree(mb=1)
     s.watch("w", p.pid)
-    thread = threading.Thread(target=s._tick_loop_c if ticker == "c" else s._tick_loop)
+    thread = threading.Thread(target=s._ticking.run)
     thread.start()
     try:
         wait_until(lambda: s.stats.ticks > 1500, what="the ring written once round")
@@ -167,8 +171,8 @@ def test_a_tick_keeps_no_memory(spawn_tree, ticker):
         finally:
             tracemalloc.stop()
     finally:
-        s._control[sampler.STOP] = 1
-        s._stop.set()
+        s._ticking.control[layout.STOP] = 1
+        s._ticking.stopping.set()
         thread.join()
         s.stop()
     assert after - before < 1024  # 2000 ticks: not a byte kept per tick
@@ -176,7 +180,7 @@ def test_a_tick_keeps_no_memory(spawn_tree, ticker):
 
 def test_the_choice_of_ticker(monkeypatch):
     monkeypatch.delenv("MEMWARDEN_TICKER", raising=False)
-    assert choose_ticker()[0] == ("c" if sampler.BUILT else "python")
+    assert choose_ticker()[0] == ("c" if ticking.BUILT else "python")
     assert choose_ticker("python") == ("python", "asked=python")
     monkeypatch.setenv("MEMWARDEN_TICKER", "python")
     assert choose_ticker() == ("python", "MEMWARDEN_TICKER=python")
@@ -185,7 +189,7 @@ def test_the_choice_of_ticker(monkeypatch):
         choose_ticker()
     # A build of another version of the source is not used.
     monkeypatch.delenv("MEMWARDEN_TICKER")
-    monkeypatch.setattr(sampler, "BUILT", False)
+    monkeypatch.setattr(ticking, "BUILT", False)
     assert choose_ticker()[0] == "python"
     with pytest.raises(ConfigError, match="not built here, or is stale"):
         choose_ticker("c")
@@ -195,7 +199,7 @@ def run_memwarden(env: dict[str, str], block: bool, tmp_path) -> tuple[int | Non
     """A real `memwarden run -- sleep`, the compiled ticker made unimportable when `block`;
     return (exit status, None if still running once its sampler started; its stderr)."""
     code = ("import sys\n"
-            + ("sys.modules['supervisor._ticker'] = None\n" if block else "")
+            + ("sys.modules['supervisor.sensing._ticker'] = None\n" if block else "")
             + "from supervisor.cli import main\nsys.exit(main())\n")
     err = tmp_path / "err"
     with open(err, "wb") as errors:
@@ -216,15 +220,15 @@ def test_without_the_compiled_ticker_memwarden_runs_the_python_one(tmp_path, mon
     monkeypatch.delenv("MEMWARDEN_TICKER", raising=False)
     status, log = run_memwarden({}, True, tmp_path)
     assert status is None
-    assert ("sampling every 1ms with the Python ticker (supervisor._ticker is not built here"
-            in log)
+    assert ("sampling every 1ms with the Python ticker (supervisor.sensing._ticker is not built "
+            "here" in log)
     status, log = run_memwarden({"MEMWARDEN_TICKER": "c"}, True, tmp_path)
     assert status == 2
     assert log.strip().splitlines() == [
-        "memwarden: MEMWARDEN_TICKER=c: the compiled ticker (supervisor._ticker) is not built "
-        "here, or is stale; reinstall memwarden where a C compiler and the Python headers "
-        "exist, or use python"]
-    if sampler.BUILT:
+        "memwarden: MEMWARDEN_TICKER=c: the compiled ticker (supervisor.sensing._ticker) is "
+        "not built here, or is stale; reinstall memwarden where a C compiler and the Python "
+        "headers exist, or use python"]
+    if ticking.BUILT:
         status, log = run_memwarden({}, False, tmp_path)
         assert status is None
-        assert "sampling every 1ms with the compiled ticker (supervisor._ticker)" in log
+        assert "sampling every 1ms with the compiled ticker (supervisor.sensing._ticker)" in log

@@ -1,0 +1,340 @@
+"""The pressure classifier: plain values in, level changes out. No I/O, no clocks.
+
+Each input (a worker's RSS, its growth rate, the container's headroom, ...) is an `_Input`
+with its own hysteresis; a classifier's level is the highest level any of its inputs holds.
+Going up to level L needs `confirm` consecutive samples at or above L's line (a one-sample
+spike is not pressure); leaving level L needs every sample below L's line lowered by
+`margin` for L's dwell time (1 s / 5 s / 30 s from CRITICAL / HIGH / MEDIUM by default).
+Only changes of level leave a classifier, each as a `Change` naming its cause.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from supervisor.core.units import format_duration, format_size
+from workers.protocol import Level
+
+_INF = math.inf
+
+#: Cgroup PSI "some avg10" (percent of time some task stalled on memory) that raises the
+#: container to MEDIUM / HIGH. Not configurable yet: without swap PSI moves late (measured
+#: here ~2 ms before an OOM kill), so it is a secondary input and these lines are coarse.
+PSI_MEDIUM = 10.0
+PSI_HIGH = 40.0
+#: Host-wide PSI "some avg10" that may lift an already-pressured container by one level.
+PSI_HOST = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A level change and the input that caused it."""
+
+    key: str  # the worker key given to the sampler ("" for the container)
+    level: Level
+    previous: Level
+    metric: str  # "memory", "growth", "headroom", "exhaustion", "kernel", "reclaim", "psi", ...
+    value: float  # the input's value on the confirming sample
+    threshold: float  # the line crossed (for a fall: the line lowered by the margin)
+    t_ns: int  # monotonic ns of the sample that confirmed the change
+    first_ns: int  # monotonic ns of the first sample of the confirming run
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Every classifier line resolved to bytes, bytes/s, fractions, seconds and ns.
+
+    `rss` and `growth` hold the lines for (MEDIUM, HIGH, CRITICAL); None disables a line
+    (a percentage threshold without a known limit). Headroom lines are fractions of the
+    limit left; exhaustion lines are seconds until the limit at the current growth.
+    """
+
+    rss: tuple[float | None, float | None, float | None]
+    growth: tuple[float | None, float | None, float | None]
+    growth_window_ns: int
+    headroom: tuple[float | None, float | None, float | None]
+    exhaustion_s: tuple[float | None, float | None, float | None]
+    confirm: int
+    margin: float
+    dwell_ns: tuple[int, int, int]  # leaving MEDIUM, HIGH, CRITICAL
+
+
+def quantity(metric: str, value: float) -> str:
+    """A metric's value as people read it: sizes, rates, shares, seconds, counts."""
+    if metric == "growth":
+        return f"{format_size(value)}/s"
+    if metric in ("memory", "rss", "working_set"):
+        return format_size(value)
+    if metric == "headroom":
+        return f"{value:.1%} of the limit"
+    if metric == "exhaustion":
+        return format_duration(value) if math.isfinite(value) else "never"
+    return f"{value:.4g}"
+
+
+def explain(change: Change) -> str:
+    """`metric value against threshold`, the reason a level changed, for messages."""
+    return (f"{change.metric} {quantity(change.metric, change.value)} against threshold "
+            f"{quantity(change.metric, change.threshold)}")
+
+
+class _Input:
+    """Hysteresis for one metric. Values are stored signed so that larger is always worse."""
+
+    __slots__ = (
+        "below", "cause_first", "cause_threshold", "confirm", "down", "dwell", "first",
+        "hi", "level", "lo", "metric", "runs", "sign", "up", "value",
+    )
+
+    def __init__(
+        self,
+        metric: str,
+        lines: tuple[float | None, float | None, float | None],
+        *,
+        confirm: int,
+        margin: float,
+        dwell_ns: tuple[int, int, int],
+        lower_is_worse: bool = False,
+    ) -> None:
+        self.metric = metric
+        self.sign = -1.0 if lower_is_worse else 1.0
+        # up[L]: reach L at or above; down[L]: leaving L counts below. Index 0 is LOW.
+        up = [-_INF]
+        down = [-_INF]
+        dwell = [0]
+        for line, wait in zip(lines, dwell_ns, strict=True):
+            dwell.append(0 if line is None else wait)
+            if line is None:
+                up.append(_INF)
+                down.append(_INF)  # a level this input cannot hold is passed through at once
+            elif lower_is_worse:
+                up.append(-line)
+                down.append(-line * (1.0 + margin))
+            else:
+                up.append(line)
+                down.append(line * (1.0 - margin))
+        self.up = tuple(up)
+        self.down = tuple(down)
+        self.confirm = confirm
+        self.dwell = tuple(dwell)
+        self.level = Level.LOW
+        self.runs = [0, 0, 0, 0]
+        self.first = [0, 0, 0, 0]
+        self.below = [-1, -1, -1, -1]
+        self.value = 0.0
+        self.cause_threshold = 0.0
+        self.cause_first = 0
+        self._set_band()
+
+    def _set_band(self) -> None:
+        # The band [lo, hi) where a sample changes nothing: below every higher line and not
+        # below any held level's lowered line, with no run or dwell pending. Outside it, or
+        # while something is pending, every sample takes the slow path.
+        cur = self.level
+        if any(self.runs[cur + 1 :]) or any(b >= 0 for b in self.below[1 : cur + 1]):
+            self.lo, self.hi = _INF, -_INF
+            return
+        self.lo = max(self.down[: cur + 1])
+        self.hi = min(self.up[cur + 1 :], default=_INF)
+
+    def feed(self, t_ns: int, raw: float) -> bool:
+        """Take one sample; return True when this input's level changed."""
+        v = raw * self.sign
+        self.value = v
+        if self.lo <= v < self.hi:
+            return False
+        up, down, runs, below = self.up, self.down, self.runs, self.below
+        cur = self.level
+        for lv in (1, 2, 3):
+            if lv > cur:  # a level not held: count the run towards it
+                below[lv] = -1
+                if v >= up[lv]:
+                    runs[lv] += 1
+                    if runs[lv] == 1:
+                        self.first[lv] = t_ns
+                else:
+                    runs[lv] = 0
+            else:  # a level held: time how long the value stays below its lowered line
+                runs[lv] = 0
+                if v < down[lv]:
+                    if below[lv] < 0:
+                        below[lv] = t_ns
+                else:
+                    below[lv] = -1
+        new = cur
+        for lv in (3, 2, 1):
+            if lv <= cur:
+                break
+            if runs[lv] >= self.confirm:
+                new = lv
+                self.cause_threshold = up[lv] * self.sign
+                self.cause_first = self.first[lv]
+                break
+        if new == cur:
+            while new > 0 and below[new] >= 0 and t_ns - below[new] >= self.dwell[new]:
+                if down[new] != _INF:  # a level this input cannot hold explains nothing
+                    self.cause_threshold = down[new] * self.sign
+                    self.cause_first = below[new]
+                below[new] = -1
+                new -= 1
+        changed = new != cur
+        if changed:
+            self.level = Level(new)
+            for lv in range(1, new + 1):
+                runs[lv] = 0
+        self._set_band()
+        return changed
+
+
+class _Classifier:
+    """The level as the maximum over inputs, and the Change that reports a move."""
+
+    key: str
+    level: Level
+
+    def _combined(self) -> Level:
+        raise NotImplementedError
+
+    def _after(self, inp: _Input, t_ns: int) -> Change | None:
+        """Report a move of the combined level caused by `inp` (which just changed)."""
+        new = self._combined()
+        if new == self.level:
+            return None
+        previous, self.level = self.level, new
+        return Change(
+            key=self.key,
+            level=new,
+            previous=previous,
+            metric=inp.metric,
+            value=inp.value * inp.sign,
+            threshold=inp.cause_threshold,
+            t_ns=t_ns,
+            first_ns=inp.cause_first,
+        )
+
+
+    def _settle(self, moved: list[_Input], t_ns: int) -> Change | None:
+        # Several inputs may move on one observation; report one change of the combined
+        # level, caused by the input that now holds the highest level.
+        if not moved:
+            return None
+        return self._after(max(moved, key=lambda i: i.level), t_ns)
+
+
+class WorkerClassifier(_Classifier):
+    """One worker's level from its tree's RSS (every tick) and growth (every discovery)."""
+
+    def __init__(self, key: str, th: Thresholds) -> None:
+        self.key = key
+        self.level = Level.LOW
+        common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
+        # Public for the sampler's hot path: while `rss_band.lo <= rss < rss_band.hi`,
+        # `observe_rss` would return None at once, so a caller may test that itself; the
+        # same holds for `growth_band` and `observe_growth`.
+        self.rss_band = _Input("memory", th.rss, **common)
+        self.growth_band = _Input("growth", th.growth, **common)
+
+    def _combined(self) -> Level:
+        return max(self.rss_band.level, self.growth_band.level)
+
+    def observe_rss(self, t_ns: int, rss: int) -> Change | None:
+        """Take the tree's RSS in bytes; return a Change when the worker's level moves."""
+        r = self.rss_band
+        if r.lo <= rss < r.hi:  # the common path: two comparisons
+            return None
+        return self._after(r, t_ns) if r.feed(t_ns, rss) else None
+
+    def observe_growth(self, t_ns: int, bytes_per_s: float) -> Change | None:
+        """Take the robust slope of the RSS (bytes/s, over a full growth window)."""
+        g = self.growth_band
+        return self._after(g, t_ns) if g.feed(t_ns, bytes_per_s) else None
+
+
+class ContainerClassifier(_Classifier):
+    """The container's level from its headroom, time to exhaustion and kernel signals."""
+
+    def __init__(self, th: Thresholds, limit: int) -> None:
+        """Raise ValueError when `limit` is not a positive byte count."""
+        if limit <= 0:
+            raise ValueError(f"container limit must be positive, got {limit}")
+        self.key = ""
+        self.level = Level.LOW
+        self.limit = limit
+        common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
+        self._headroom = _Input("headroom", th.headroom, lower_is_worse=True, **common)
+        self._exhaustion = _Input("exhaustion", th.exhaustion_s, lower_is_worse=True, **common)
+        # A moving counter is already a confirmed kernel event: no run of samples needed.
+        events = {"confirm": 1, "margin": 0.0, "dwell_ns": th.dwell_ns}
+        self._oom = _Input("kernel", (None, None, 1.0), **events)
+        self._reclaim = _Input("reclaim", (None, 1.0, None), **events)
+        self._psi = _Input("psi", (PSI_MEDIUM, PSI_HIGH, None), **common)
+        self._host = _Input("host_psi", (PSI_HOST, None, None), **common)
+        self._counts: dict[str, int] | None = None
+        # Usage below this cannot be near any headroom line, and usage >= working set, so a
+        # caller may skip reading memory.stat for the working set below it.
+        lines = [h for h in th.headroom if h is not None]
+        self.stat_gate = int(limit * (1.0 - max(lines, default=0.0) * (1.0 + th.margin)))
+
+    def _own(self) -> int:
+        return max(
+            self._headroom.level,
+            self._exhaustion.level,
+            self._oom.level,
+            self._reclaim.level,
+            self._psi.level,
+        )
+
+    def _combined(self) -> Level:
+        own = self._own()
+        if own >= Level.MEDIUM and self._host.level >= Level.MEDIUM:
+            return Level(min(own + 1, Level.CRITICAL))
+        return Level(own)
+
+    def observe(self, t_ns: int, working_set: int, bytes_per_s: float) -> Change | None:
+        """Take the working set (bytes) and its growth (bytes/s, 0 when unknown)."""
+        left = self.limit - working_set
+        fraction = left / self.limit
+        seconds = max(left, 0) / bytes_per_s if bytes_per_s > 0 else _INF
+        moved = []
+        if self._headroom.feed(t_ns, fraction):
+            moved.append(self._headroom)
+        if self._exhaustion.feed(t_ns, seconds):
+            moved.append(self._exhaustion)
+        return self._settle(moved, t_ns)
+
+    def observe_kernel(
+        self,
+        t_ns: int,
+        events: dict[str, int],
+        psi_some_avg10: float | None,
+        host_psi: float | None,
+    ) -> Change | None:
+        """Take memory.events counters, the cgroup's PSI and the host's PSI (None: unknown).
+
+        The first call only records the counters. oom/oom_kill moving means CRITICAL;
+        max/high moving (the limit was hit and reclaim forced) means HIGH only while the
+        headroom already shows pressure, because page cache filling up to the limit makes
+        these counters move for a healthy worker that streams files.
+        """
+        previous, self._counts = self._counts, dict(events)
+        moved = []
+        if previous is not None:
+
+            def delta(*names: str) -> int:
+                return sum(max(events.get(n, 0) - previous.get(n, 0), 0) for n in names)
+
+            if self._oom.feed(t_ns, delta("oom", "oom_kill")):
+                moved.append(self._oom)
+            hits = delta("max", "high") if self._headroom.level >= Level.MEDIUM else 0
+            if self._reclaim.feed(t_ns, hits):
+                moved.append(self._reclaim)
+        if psi_some_avg10 is not None and self._psi.feed(t_ns, psi_some_avg10):
+            moved.append(self._psi)
+        if host_psi is not None and self._host.feed(t_ns, host_psi):
+            moved.append(self._host)
+        return self._settle(moved, t_ns)
+
+
+__all__ = ["PSI_HIGH", "PSI_HOST", "PSI_MEDIUM", "Change", "ContainerClassifier", "Thresholds",
+           "WorkerClassifier"]

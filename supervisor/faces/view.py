@@ -1,0 +1,78 @@
+"""Read-only views of a running supervisor: `memwarden status`, which `--metrics`,
+`status --check` and `top` also read, so that they cannot disagree."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from supervisor.core.identity import GenerationId
+from supervisor.core.pressure import Thresholds
+from supervisor.faces import control
+from supervisor.linux import breakdown
+
+if TYPE_CHECKING:
+    from supervisor.loop.arbiter import Arbiter
+
+
+def status(arbiter: Arbiter,
+           members: dict[str, list[control.Member]] | None = None) -> control.Reply:
+    """What `memwarden status` shows: every live generation, the container, the sampler,
+    whether memwarden is live and ready.
+
+    States, roles and profiles come from the policy, which owns them; pids and figures from
+    the process handles and the sampler; `members` (by generation key) from `members`,
+    when the caller looked them up.
+    """
+    workers = []
+    policy = arbiter.policy
+    for gen in policy.generations():
+        h = arbiter.handles.get(str(GenerationId(gen.worker, gen.number)))
+        if h is None or not h.alive:
+            continue
+        view = arbiter.sampler.view(h.key)
+        workers.append(control.WorkerStatus(
+            name=gen.worker, generation=gen.number, pid=h.pid, state=gen.state.value,
+            profile=gen.profile, uptime_s=h.uptime, generations=policy.started(gen.worker),
+            role=policy.role(gen.worker, gen.number) or "",
+            memory=view.memory if view else None,
+            rss=view.rss if view else None, procs=view.procs if view else None,
+            level=view.level.label if view else None, growth=view.slope if view else None,
+            members=(members or {}).get(h.key, []),
+            thresholds=_lines(arbiter.specs[gen.worker].thresholds)))
+    container = arbiter.sampler.container()
+    stats = arbiter.sampler.stats
+    live, ready = arbiter.health.live(), arbiter.health.ready()
+    sink = arbiter.events.sink
+    return control.Reply(ok=True, workers=workers, limit=arbiter.limit,
+                         container=container.working_set
+                         if container and container.working_set >= 0 else None,
+                         container_level=container.level.label if container else None,
+                         ticks=stats.ticks, late=stats.late, missed=stats.missed,
+                         live=live.ok, ready=ready.ok,
+                         health="; ".join(v.why for v in (live, ready) if not v.ok),
+                         started={name: policy.started(name) for name in policy.workers()},
+                         snapshots_written=getattr(sink, "written", None),
+                         snapshots_dropped=getattr(sink, "dropped", None),
+                         interval_s=float(arbiter.cfg.interval),
+                         measure=arbiter.measure.how)
+
+
+def _lines(thresholds: Thresholds) -> dict[str, int]:
+    return {name: int(value) for name, value in zip(("medium", "high", "critical"),
+                                                    thresholds.rss, strict=True)
+            if value is not None}
+
+
+def trees(arbiter: Arbiter) -> list[tuple[str, tuple[int, ...], int]]:
+    """(key, pids, memory) of every live generation, taken on the event loop's thread."""
+    return [(h.key, view.pids, view.memory) for h in arbiter.live()
+            if (view := arbiter.sampler.view(h.key)) is not None]
+
+
+def members(found: list[tuple[str, tuple[int, ...], int]], *,
+            full: bool = True) -> dict[str, list[control.Member]]:
+    """Each tree's processes, biggest first, on what `trees` took. With `full` each one's PSS
+    too: a read of smaps_rollup each (~1 ms for a browser process), so run it off the event
+    loop; without, a statm read each, cheap enough for a scrape."""
+    return {key: breakdown.members(pids, memory=memory, full=full)
+            for key, pids, memory in found}

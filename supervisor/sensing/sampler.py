@@ -1,0 +1,256 @@
+"""The millisecond sampler: every worker's memory each tick, level changes out.
+
+The main loop's interface to sensing. Two threads do the work: the *ticker*
+(`ticker.Ticker`) wakes on absolute deadlines, reads each watched generation's memory,
+appends it to the generation's ring and feeds the classifiers; the *discoverer*
+(`discoverer.Discoverer`) follows the trees and the slow figures at the discovery cadence
+and hands its results to the ticker. This class starts and stops them, takes watches and
+gives the event loop consistent-enough views of what they measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.core.pressure import Change, ContainerClassifier, Thresholds
+from supervisor.core.units import format_duration
+from supervisor.linux import procfs
+from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.timing import lower_switch_interval
+from supervisor.linux.trees import ProcTree, Tree
+from supervisor.sensing.discoverer import Discoverer
+from supervisor.sensing.layout import PENDING, STOP, USAGE, SamplerStats
+from supervisor.sensing.probe import Probe
+from supervisor.sensing.ring import Ring
+from supervisor.sensing.ticker import Ticker, choose_ticker
+from workers.protocol import Level
+
+log = logging.getLogger("memwarden.sampler")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A consistent-enough look at one worker for the event loop (copied values, live ring).
+
+    `memory` is the figure thresholds compare (the ring holds it); `rss` the tree's plain
+    RSS sum at the last discovery.
+    """
+
+    key: str
+    ring: Ring
+    level: Level
+    procs: int
+    memory: int
+    rss: int
+    slope: float | None  # bytes/s over the growth window; None until the window is full
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerView:
+    """The container's last figures (bytes, bytes/s) and level; usage and working set are
+    -1 until the first read of the cgroup (within one discovery interval of `start`)."""
+
+    working_set: int
+    usage: int
+    limit: int
+    level: Level
+    slope: float | None
+
+
+class Sampler:
+    """Samples watched process trees on a dedicated thread; reports level changes only."""
+
+    def __init__(
+        self,
+        *,
+        interval_s: float,
+        discover_interval_s: float,
+        ring_seconds: float,
+        thresholds: Thresholds,
+        on_change: Callable[[Change], None],
+        cgroup: CgroupMemory | None = None,
+        limit: int | None = None,
+        realtime: bool = False,
+        measure: str = "rss",
+        ticker: str | None = None,
+    ) -> None:
+        """Prepare (nothing runs until `start`). Raise ValueError for non-positive intervals,
+        ConfigError for a ticker that cannot run (see `ticker.choose_ticker`).
+
+        `measure` is "cgroup" (each watch comes with its generation's cgroup), "pss" (statm
+        RSS scaled by each process's PSS share) or "rss" (statm RSS as it is). `ticker` is
+        "c" or "python" (default: `choose_ticker`); `self.ticker` says which one runs.
+        `thresholds` are the lines of a watch that brings none, and the container's.
+
+        `on_change` runs on the sampler thread for every level change (workers and the
+        container): it must be cheap and thread-safe. `limit` (bytes) enables the
+        container classifier; `cgroup` supplies its usage, working set and kernel signals.
+        `realtime` asks for SCHED_FIFO on the ticker thread (`timing.raise_to_realtime`):
+        off by default, as it needs CAP_SYS_NICE and affects the host's scheduling.
+        """
+        if interval_s <= 0 or discover_interval_s <= 0 or ring_seconds <= 0:
+            raise ValueError("sampler interval, discovery interval and ring length must be > 0")
+        if measure not in ("cgroup", "pss", "rss"):
+            raise ValueError(f"measure must be cgroup, pss or rss, got {measure!r}")
+        self.interval_ns = int(interval_s * 1e9)
+        self.capacity = max(round(ring_seconds / interval_s), 1)
+        self.thresholds = thresholds
+        self.measure = measure
+        self.ticker, self._ticker_why = choose_ticker(ticker)
+        container = (ContainerClassifier(thresholds, limit)
+                     if limit is not None and limit > 0 else None)
+        self._ticking = Ticker(interval_ns=self.interval_ns, on_change=on_change,
+                               cgroup=cgroup, container=container, realtime=realtime,
+                               which=self.ticker)
+        self.stats = SamplerStats(self._ticking.control)
+        self._discoverer = Discoverer(self._ticking, interval_s=discover_interval_s,
+                                      thresholds=thresholds, measure=measure,
+                                      ring_seconds=ring_seconds, stats=self.stats)
+        window_s = thresholds.growth_window_ns / 1e9
+        self._trend_points = max(int(window_s / discover_interval_s) + 2, 8)
+        self._by_key: dict[str, Probe] = {}
+        self._lock = threading.Lock()  # serialises watch/unwatch against each other only
+        self._threads: list[threading.Thread] = []
+        self._previous_switch: float | None = None
+
+    def start(self) -> None:
+        """Start the ticker and discoverer threads; raise RuntimeError if already started.
+
+        While running, the process-wide `sys.setswitchinterval` is lowered to a tenth of the
+        interval (see `timing.lower_switch_interval`); `stop` restores it.
+        """
+        if self._threads:
+            raise RuntimeError("sampler already started")
+        self._previous_switch = lower_switch_interval(self.interval_ns / 1e9 / 10)
+        self._discoverer.container_since = time.monotonic_ns()
+        log.info("sampling every %s with the %s ticker (%s)",
+                 format_duration(self.interval_ns / 1e9),
+                 "compiled" if self.ticker == "c" else "Python", self._ticker_why)
+        for name, target in (("memwarden-sampler", self._ticking.run),
+                             ("memwarden-discover", self._discoverer.run)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop both threads, wait for them, and close every descriptor. Safe to call twice."""
+        self._ticking.control[STOP] = 1
+        self._ticking.stopping.set()
+        self._discoverer.stopping.set()
+        self._discoverer.wake.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        with self._lock:
+            probes, self._ticking.probes, self._by_key = self._ticking.probes, (), {}
+        for probe in probes:
+            probe.closed = True  # pending work for it only closes what it opened
+        self._ticking.close()
+        for probe in probes:
+            for reader in probe.readers:
+                reader.close()
+        self._discoverer.close()
+        if self._previous_switch is not None:
+            sys.setswitchinterval(self._previous_switch)
+            self._previous_switch = None
+
+    def watch(self, key: str, pid: int, tree: Tree | None = None,
+              cgroup: CgroupMemory | None = None, *,
+              thresholds: Thresholds | None = None) -> None:
+        """Sample the generation rooted at `pid` under `key` (replacing any earlier watch of
+        `key`). `tree` says who belongs to it (default: a `trees.ProcTree` of `pid`);
+        `cgroup`, in cgroup mode, is its own cgroup, whose usage is then the figure;
+        `thresholds` are its worker's own lines (default: the sampler's).
+
+        Raise ProcessLookupError when `pid` is already gone. Other members join at the next
+        discovery, within one discovery interval.
+        """
+        if self.measure == "cgroup" and cgroup is None:
+            raise ValueError("in cgroup mode each watch needs the generation's cgroup")
+        root = procfs.StatmReader(pid)
+        if tree is None:
+            tree = ProcTree(pid, root.start)
+        probe = Probe(key, tree, root, Ring(self.capacity), thresholds or self.thresholds,
+                      self._trend_points, cgroup if self.measure == "cgroup" else None)
+        with self._lock:
+            old = self._by_key.get(key)
+            by_key = dict(self._by_key)
+            by_key[key] = probe
+            self._by_key = by_key
+            self._ticking.probes = tuple(by_key.values())
+        self._ticking.control[PENDING] = 1  # the compiled ticker takes the new probes in
+        if old is not None:
+            self._retire(old)
+        self._discoverer.wake.set()
+
+    def growth_from(self, key: str, t_ns: int | None = None) -> None:
+        """Judge `key`'s growth from `t_ns` (default now) on, typically the moment it became
+        ready: the growth input speaks once a whole growth window after that has been seen.
+        Unknown keys are ignored."""
+        probe = self._by_key.get(key)
+        if probe is not None:
+            probe.since_ns = time.monotonic_ns() if t_ns is None else t_ns
+
+    def unwatch(self, key: str) -> None:
+        """Stop sampling `key`; unknown keys are ignored."""
+        with self._lock:
+            by_key = dict(self._by_key)
+            old = by_key.pop(key, None)
+            self._by_key = by_key
+            self._ticking.probes = tuple(by_key.values())
+        if old is not None:
+            self._retire(old)
+
+    def view(self, key: str) -> WorkerView | None:
+        """Return the worker's current figures, or None when `key` is not watched."""
+        probe = self._by_key.get(key)
+        if probe is None:
+            return None
+        members = probe.members
+        return WorkerView(
+            key=key,
+            ring=probe.ring,
+            level=probe.classifier.level,
+            procs=len(members),
+            memory=probe.memory,
+            rss=probe.rss,
+            slope=probe.slope,
+            pids=tuple(pid for pid, _ in members),
+        )
+
+    def container(self) -> ContainerView | None:
+        """Return the container's figures, or None when no limit is known."""
+        container = self._ticking.container
+        if container is None:
+            return None
+        return ContainerView(
+            working_set=self._ticking.working_set,
+            usage=self._ticking.control[USAGE],
+            limit=container.limit,
+            level=container.level,
+            slope=self._discoverer.container_slope,
+        )
+
+    def _retire(self, probe: Probe) -> None:
+        # The ticker may be reading these descriptors right now, and a descriptor closed
+        # under it could be reused by another open: every reader is closed by the ticker,
+        # at the top of a tick, after it stopped using the tuple that held it.
+        ticker = self._ticking
+
+        def retire(_now: int) -> None:
+            probe.closed = True
+            ticker.retire(probe.readers)
+            if probe.cgroup is not None:
+                probe.usage_fd = -1
+                ticker.retire((probe.cgroup,))  # its kept-open usage file
+
+        ticker.queue(retire)
+
+
+__all__ = ["ContainerView", "Sampler", "SamplerStats", "WorkerView"]

@@ -25,7 +25,7 @@ from supervisor.core.units import (
     parse_rate,
     parse_size,
 )
-from workers.protocol import Limits
+from workers.protocol import Limits, escape
 
 
 class Duration(float):
@@ -45,14 +45,20 @@ def _size(text: str) -> Any:
     return msgspec.field(default_factory=lambda: parse_size(text))
 
 
+class ProfileLimits(Limits, forbid_unknown_fields=True, frozen=True):
+    """A profile's limits as the configuration takes them: strict about unknown keys like
+    every other table (`max_object = 10`, a typo, was silently ignored). The wire's `Limits`
+    stays lenient, so that a worker ignores a field newer than itself."""
+
+
 class Profiles(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Limits per profile; a generation started under HIGH pressure runs with `high`."""
 
-    normal: Limits = Limits()
-    high: Limits = Limits(
+    normal: ProfileLimits = ProfileLimits()
+    high: ProfileLimits = ProfileLimits(
         max_objects=1000, max_history=250, gc_interval_s=3.0, trim_interval_s=7.0
     )
-    critical: Limits = Limits(
+    critical: ProfileLimits = ProfileLimits(
         max_objects=500, max_history=100, gc_interval_s=2.0, trim_interval_s=5.0
     )
 
@@ -219,27 +225,44 @@ def _top_level_fields() -> dict[str, Any]:
             for name, t in hints.items()}
 
 
-def read_file(path: str) -> dict[str, Any]:
-    """Return the TOML file's table; raise ConfigError when unreadable or not TOML."""
+def read_file(path: str, source: str = "--config") -> dict[str, Any]:
+    """Return the TOML file's table; raise ConfigError (naming `source`, the option or the
+    variable that gave the path) when unreadable, not a regular file or not TOML."""
+    where = f"{source} {_printable(path)}"
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ConfigError(f"--config {path}: not a regular file")
+        # O_NONBLOCK: opening a FIFO for reading blocks until a writer comes (memwarden hung
+        # forever on `--config fifo`); a device or a socket is no configuration either.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{where}: not a regular file "
+                                  f"({_KINDS.get(stat.S_IFMT(mode), 'not a file')}); "
+                                  "expected a TOML file")
             data = f.read(MAX_FILE + 1)
     except OSError as e:
-        raise ConfigError(f"--config {path}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
     if len(data) > MAX_FILE:
-        raise ConfigError(f"--config {path}: larger than {MAX_FILE // 1024} KiB; "
+        raise ConfigError(f"{where}: larger than {MAX_FILE // 1024} KiB; "
                           "not a memwarden configuration")
     try:
         return tomllib.loads(data.decode())
     except UnicodeDecodeError as e:
-        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid TOML: {e}") from None
+        raise ConfigError(f"{where}: not valid TOML: {e}") from None
     except RecursionError:
-        raise ConfigError(f"--config {path}: nested too deeply to be a memwarden "
+        raise ConfigError(f"{where}: nested too deeply to be a memwarden "
                           "configuration") from None
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _printable(text: str) -> str:
+    """A path as one line of an error shows it: control characters escaped."""
+    return escape(text, 300)
 
 
 def convert(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> Config:
@@ -257,6 +280,9 @@ def convert(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) 
 def label(path: str, origin: Mapping[str, str]) -> str:
     """How an error names the setting at `path` (`high`, `worker[0].high`): as its source
     spells it (`--high`, `MEMWARDEN_HIGH`, `worker[0].high (in m.toml)`), or `high (default)`."""
+    derived = origin.get(f"derived:{path}")
+    if derived is not None:  # left unset, and following others (`validate.derive`)
+        return f"{path} (derived from {derived})"
     top = path.split(".")[0].split("[")[0]
     leaf = path.rpartition(".")[2]
     if leaf in NESTED and path == f"{NESTED[leaf]}.{leaf}" and leaf in origin:

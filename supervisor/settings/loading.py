@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from supervisor.settings import config, validate
+from workers.protocol import escape
 
 
 def load(
@@ -34,13 +35,15 @@ def load_with_origin(
     """`load`, also returning where each top-level field given came from (`--high`,
     `MEMWARDEN_HIGH`, `high (in m.toml)`), for messages about it later."""
     environ = os.environ if environ is None else environ
+    source = "--config" if file else "MEMWARDEN_CONFIG"
     file = file or environ.get("MEMWARDEN_CONFIG")
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     if file:
-        table = config.read_file(file)
+        table = config.read_file(file, source)
         merged.update(table)
-        origin.update({k: f"{k} (in {file})" for k in table})
+        shown = escape(file, 300)
+        origin.update({k: f"{k} (in {shown})" for k in table})
     env_values, env_origin = config.from_env(environ)
     merged.update(env_values)
     origin.update(env_origin)
@@ -52,6 +55,6 @@ def load_with_origin(
             value, inner = merged.pop(name), merged.get(table, {})
             if isinstance(inner, Mapping):  # else the table itself is wrong, and says so
                 merged[table] = {**inner, name: value}
-    cfg = config.convert(merged, origin)
+    cfg = validate.derive(config.convert(merged, origin), merged, origin)
     validate.check(cfg, origin)
     return cfg, origin

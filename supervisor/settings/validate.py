@@ -23,9 +23,9 @@ from collections.abc import Iterator, Mapping
 import msgspec
 
 from supervisor.core.exitstatus import parse_signal
-from supervisor.core.units import MAX_BYTES, Size
+from supervisor.core.units import MAX_BYTES, Size, spell_duration, spell_rate
 from supervisor.settings.config import Config, ConfigError, Profiles, WorkerConfig, label
-from workers.protocol import Limits
+from workers.protocol import Limits, escape
 
 #: Durations, in seconds: the smallest and largest accepted.
 DURATIONS: dict[str, tuple[float, float]] = {
@@ -81,7 +81,9 @@ LIMIT_NAMES = tuple(f.name for f in msgspec.structs.fields(Limits))
 
 NAME_FORM = "a name of letters, digits, '.', '_' or '-' (at most 64, starting with one of " \
     "the first two)"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Matched whole (`fullmatch`): `$` also matches before a final newline, and a name ending in
+#: one passed and forged log lines.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: Signals a worker can be sent under MEDIUM pressure: ones a program installs a handler
 #: for, that mean nothing else to the kernel or to a shell.
 MEDIUM_SIGNALS = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
@@ -105,11 +107,9 @@ SIGNAL_FORM = "a signal a worker handles: USR1, USR2, HUP, WINCH, ALRM, URG, IO,
 
 
 def format_duration(seconds: float) -> str:
-    """A duration as a person would write it in the configuration: 100us, 60s, 24h."""
-    for unit, factor in (("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3)):
-        if seconds >= factor:
-            return f"{seconds / factor:.4g}{unit}"
-    return f"{seconds * 1e6:.4g}us" if seconds else "0s"
+    """A duration as a person would write it in the configuration, exactly (100us, 60s,
+    24h): a bound shown in an error must not be rounded past the value it refuses."""
+    return spell_duration(seconds)
 
 
 def check(cfg: Config, origin: Mapping[str, str]) -> None:
@@ -164,7 +164,8 @@ def against_limit(cfg: Config, origin: Mapping[str, str], limit: int | None) -> 
 
     warnings: list[str] = []
     for path, th in _threshold_sets(cfg, origin):
-        for size, where in th.values():
+        # What the user set is named first: a derived share follows one that was set.
+        for size, where in sorted(th.values(), key=lambda e: f"derived:{e[1]}" in origin):
             if size.percent is not None and limit is None:
                 raise fail(where, f"{size} is a share of the memory limit, but none is known "
                            "(no cgroup limit found): give --limit SIZE, or a size such as "
@@ -178,7 +179,7 @@ def against_limit(cfg: Config, origin: Mapping[str, str], limit: int | None) -> 
                 continue
             text = (f"{size} is above the memory limit ({Size(bytes=limit)}): the "
                     f"{name.upper()} level could never be reached by RSS")
-            if where.split(".")[0].split("[")[0] in origin:
+            if where.split(".")[0].split("[")[0] in origin and f"derived:{where}" not in origin:
                 raise fail(where, text + f"; expected at most {Size(bytes=limit)} or a share "
                            "such as 90%")
             warning = f"{label(where, origin)}: {text} (the container's headroom still " \
@@ -186,6 +187,112 @@ def against_limit(cfg: Config, origin: Mapping[str, str], limit: int | None) -> 
             if warning not in warnings:
                 warnings.append(warning)
     return warnings
+
+
+#: The default proportions of the thresholds (50MB : 200MB : 500MB, 5MB/s : 10MB/s): what
+#: an unset threshold keeps to the ones set (README, "Thresholds you leave unset").
+_LEVELS = ("medium", "high", "critical")
+_RATIO = {"medium": 1.0, "high": 4.0, "critical": 10.0}
+_GROWTH_RATIO = {"growth_medium": 1.0, "growth_high": 2.0}
+
+
+def derive(cfg: Config, given: Mapping[str, object], origin: dict[str, str]) -> Config:
+    """`cfg` with every threshold the user left unset derived from the ones set, so that a
+    user who sets one threshold gets the others following it instead of an error about a
+    default they never set (`--high 700MB` alone was refused: the default CRITICAL is 500MB).
+
+    `given` is the merged raw configuration (what was set, from any source). Each derived
+    path is noted in `origin` as `derived:<path>` -> the setting(s) it follows, so that
+    messages say `critical (derived from --high)`. The rule, from the nearest level set on
+    each side, for sizes of one kind: medium = min(default, high / 4) (or critical / 10);
+    critical = max(default, 2.5 x high) (or 10 x medium); high = default clamped to
+    [4 x medium, critical / 2.5] (their geometric mean when that range is empty); shares of
+    the limit follow shares in the same
+    proportions (without the byte defaults), a derived CRITICAL at most 100% (else off);
+    growth_high = max(default, 2 x growth_medium), growth_medium = min(default,
+    growth_high / 2).
+    """
+    defaults = Config()
+    top_set = {n: getattr(cfg, n) for n in _LEVELS if n in given}
+    changes: dict[str, Size] = {}
+    if top_set and (cfg.command or not cfg.worker or len(top_set) < 3):
+        changes = _derive_sizes(top_set, {n: getattr(defaults, n) for n in _LEVELS})
+        for name in changes:
+            origin[f"derived:{name}"] = _followed(name, top_set, origin)
+    workers = []
+    for i, w in enumerate(cfg.worker):
+        own = {n: getattr(w, n) for n in _LEVELS if getattr(w, n) is not None}
+        if not own:
+            workers.append(w)
+            continue
+        set_here = {**top_set, **own}
+        derived = _derive_sizes(set_here, {n: getattr(defaults, n) for n in _LEVELS})
+        for name in derived:
+            origin[f"derived:worker[{i}].{name}"] = _followed(name, set_here, origin, i, own)
+        workers.append(msgspec.structs.replace(w, **derived))
+    pressure = cfg.pressure
+    inner = given.get("pressure")
+    growth_set = {n: float(getattr(pressure, n)) for n in _GROWTH_RATIO
+                  if n in given or (isinstance(inner, Mapping) and n in inner)}
+    if len(growth_set) == 1:
+        (name, value), = growth_set.items()
+        other = "growth_high" if name == "growth_medium" else "growth_medium"
+        scaled = value * _GROWTH_RATIO[other] / _GROWTH_RATIO[name]
+        default = float(getattr(defaults.pressure, other))
+        rate = max(default, scaled) if other == "growth_high" else min(default, scaled)
+        pressure = msgspec.structs.replace(pressure, **{other: type(default)(rate)})
+        origin[f"derived:pressure.{other}"] = label(f"pressure.{name}", origin)
+    return msgspec.structs.replace(cfg, **changes, worker=workers, pressure=pressure)
+
+
+def _followed(name: str, set_here: Mapping[str, Size], origin: Mapping[str, str],
+              index: int | None = None, own: Mapping[str, Size] = {}) -> str:
+    """The settings a derived `name` follows, as their sources spell them."""
+    near = [n for n in _LEVELS if n in set_here and n != name]
+    paths = [f"worker[{index}].{n}" if n in own else n for n in near]
+    return " and ".join(label(p, origin) for p in paths)
+
+
+def _derive_sizes(set_: Mapping[str, Size], defaults: Mapping[str, Size]) -> dict[str, Size]:
+    """The unset levels of `set_` (level -> Size), by the rule of `derive`."""
+    out: dict[str, Size] = {}
+    for level in _LEVELS:
+        if level in set_:
+            continue
+        at = _LEVELS.index(level)
+        below = [n for n in _LEVELS[:at] if n in set_ and not set_[n].off]
+        above = [n for n in _LEVELS[at + 1:] if n in set_ and not set_[n].off]
+        if not below and not above:
+            continue
+        # The nearest set neighbour decides the kind (bytes or a share of the limit); set
+        # ones of the other kind cannot be compared before the limit is known.
+        percent = set_[(below[-1:] or above)[0]].percent is not None
+        below = [n for n in below[-1:] if (set_[n].percent is not None) == percent]
+        above = [n for n in above[:1] if (set_[n].percent is not None) == percent]
+        lo = [_amount(set_[n]) * _RATIO[level] / _RATIO[n] for n in below]
+        hi = [_amount(set_[n]) * _RATIO[level] / _RATIO[n] for n in above]
+        if lo and hi and (percent or max(lo) > min(hi)):
+            # Both neighbours set: between them (at the default proportions if they leave
+            # room, as a byte default does; else their geometric mean).
+            value = math.sqrt(_amount(set_[below[-1]]) * _amount(set_[above[0]]))
+            if not percent:
+                value = min(max(float(defaults[level].bytes or 0), max(lo)), min(hi)) \
+                    if max(lo) <= min(hi) else value
+        elif percent:
+            value = max(lo) if lo else min(hi)
+        else:
+            value = float(defaults[level].bytes or 0)
+            value = min(max([value, *lo]), *hi) if hi else max([value, *lo])
+        if percent:
+            floor = max((_amount(set_[n]) for n in below), default=0.0)
+            out[level] = Size(percent=min(value, 100.0)) if min(value, 100.0) > floor else Size()
+        else:
+            out[level] = Size(bytes=min(int(value), MAX_BYTES))
+    return out
+
+
+def _amount(size: Size) -> float:
+    return float(size.percent if size.percent is not None else size.bytes or 0)
 
 
 def limits_problem(limits: Limits) -> tuple[str, str] | None:
@@ -233,7 +340,7 @@ def _check_pairs(cfg: Config, fail, origin: Mapping[str, str]) -> None:  # type:
     p, d = cfg.pressure, format_duration
 
     def rate(value: float) -> str:
-        return f"{Size(bytes=int(value))}/s"
+        return spell_rate(value)
 
     # (low field, its value as text, high field, its value as text, ok, why the order)
     pairs = [
@@ -313,8 +420,8 @@ def _check_workers(cfg: Config, fail) -> list[str]:  # type: ignore[no-untyped-d
         entries.insert(0, ("command", WorkerConfig(name="worker", command=cfg.command)))
     for path, w in entries:
         where = path if path == "command" else f"{path}.name"
-        if not _NAME.match(w.name):
-            raise fail(where, f"expected {NAME_FORM}, got {w.name!r}")
+        if not _NAME.fullmatch(w.name):
+            raise fail(where, f"expected {NAME_FORM}, got {escape(repr(w.name), 80)}")
         expanded = [w.name] if w.replicas == 1 else [
             f"{w.name}-{i + 1}" for i in range(w.replicas)]
         for name in expanded:
@@ -356,8 +463,11 @@ def _threshold_sets(cfg: Config, origin: Mapping[str, str]) -> Iterator[tuple[st
 
 def _check_order(path: str, th: Thresholds, fail, origin: Mapping[str, str],  # type: ignore[no-untyped-def]
                  *, limit: int | None) -> None:
-    levels = ("medium", "high", "critical")
-    for lower, upper in itertools.pairwise(levels):
+    # Two levels that were both set are compared first, across a derived one between them:
+    # the message is then about what the user wrote.
+    pairs = sorted(itertools.combinations(_LEVELS, 2), key=lambda pair: sum(
+        f"derived:{th[level][1]}" in origin for level in pair))
+    for lower, upper in pairs:
         (a, a_at), (b, b_at) = th[lower], th[upper]
         if a.percent is not None and b.percent is not None:
             wrong = a.percent >= b.percent
@@ -365,7 +475,9 @@ def _check_order(path: str, th: Thresholds, fail, origin: Mapping[str, str],  # 
             va, vb = a.resolve(limit), b.resolve(limit)
             wrong = va is not None and vb is not None and va >= vb
         if wrong:
-            if b_at.split(".")[0].split("[")[0] in origin or "[" in b_at:
+            given = (b_at.split(".")[0].split("[")[0] in origin or "[" in b_at) \
+                and f"derived:{b_at}" not in origin
+            if given:
                 blamed, what = b_at, f"{upper} {b} is not above {lower} {a} "
                 other = a_at
             else:
@@ -401,6 +513,7 @@ __all__ = [
     "MEDIUM_SIGNALS",
     "against_limit",
     "check",
+    "derive",
     "limits_problem",
     "parse_address",
     "signal_problem",

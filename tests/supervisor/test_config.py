@@ -146,7 +146,7 @@ NESTED = "x = " + "[" * 5000 + "]" * 5000 + "\n"
         ({"interval": "0"}, {}, "", "--interval: expected a duration from 100us to 1min"),
         ({"interval": "0.0000001ns"}, {}, "", "--interval: expected a duration from 100us"),
         ({"interval": "10000000h"}, {}, "", "--interval: expected a duration"),
-        ({"ring": "0"}, {}, "", "--ring: expected a duration from 1s to 24h"),
+        ({"ring": "0"}, {}, "", "--ring: expected a duration from 1s to 1d"),
         ({"ready_timeout": "0"}, {}, "", "--ready-timeout: expected a duration from 10ms"),
         ({"high": "80"}, {}, "", "--high: expected a size with its unit"),
         ({"high": "1" * 400 + "MB"}, {}, "", "--high: expected a size of at most 1PiB"),
@@ -159,7 +159,9 @@ NESTED = "x = " + "[" * 5000 + "]" * 5000 + "\n"
         ({}, {}, "[pressure]\nmargin = nan\n", "pressure.margin (in "),
         ({"medium": "300MB", "high": "200MB"}, {}, "",
          "--high: expected medium < high < critical, but high 200MB is not above medium 300MB"),
-        ({"medium": "300MB"}, {}, "", "but medium 300MB is not below high 200MB (the default)"),
+        ({"medium": "300MB", "critical": "200MB"}, {}, "",
+         "--critical: expected medium < high < critical, but critical 200MB is not above "
+         "medium 300MB (--medium)"),
         ({"medium_signal": "KILL"}, {}, "", "--medium-signal: SIGKILL cannot be caught"),
         ({"medium_signal": "TERM"}, {}, "", "--medium-signal: SIGTERM asks a process to end"),
         ({"limit": "50%"}, {}, "", "--limit: expected a size such as 512MB"),
@@ -174,8 +176,8 @@ NESTED = "x = " + "[" * 5000 + "]" * 5000 + "\n"
         ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nenv = {"A\\u0000B" = "1"}\n',
          "worker[0].env (in "),
         ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x\\u0000"]\n', "worker[0].command"),
-        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nhigh = "600MB"\n',
-         "worker[0].high (in "),
+        ({}, {}, '[[worker]]\nname = "a"\ncommand = ["x"]\nhigh = "600MB"\ncritical = "550MB"\n',
+         "worker[0].critical (in "),
         ({}, {}, NESTED, "nested too deeply"),
         ({}, {}, "[profiles.high]\ngc_interval_s = inf\n", "profiles.high.gc_interval_s"),
         ({"ring": "1h"}, {}, "", "--ring: 1 worker(s) with 1h at 1ms"),
@@ -300,3 +302,104 @@ def test_the_snapshot_writer_gets_the_retention_settings(tmp_path) -> None:
         assert (writer.max_bytes, writer.keep, writer.max_age_s) == (2**20, 2, 3600.0)
     finally:
         writer.close()
+
+
+# -- settings parsed right (issue 21) --------------------------------------------------------
+
+@pytest.mark.parametrize(("given", "recorded"), [
+    ("1MB/2s", 500_000.0), ("10MB/10s", 1_000_000.0), ("300MB/min", 5_000_000.0)])
+def test_a_rate_is_recorded_over_its_whole_period(given: str, recorded: float) -> None:
+    cfg = loading.load({"growth_medium": given, "growth_high": "100MB/s", "command": ["x"]},
+                       environ={})
+    assert cfg.pressure.growth_medium == recorded
+
+
+def test_a_rate_over_no_time_is_refused() -> None:
+    with pytest.raises(config.ConfigError, match=r"--growth-medium: .*period above 0"):
+        loading.load({"growth_medium": "5MB/0s", "command": ["x"]}, environ={})
+
+
+def test_the_smallest_interval_is_accepted() -> None:
+    assert loading.load({"interval": "100us", "command": ["x"]}, environ={}).interval == 1e-4
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    # (set by the user) -> (medium, high, critical) after the documented rule
+    ({"high": "700MB"}, ("50MB", "700MB", "1750MB")),
+    ({"high": "100MB"}, ("25MB", "100MB", "500MB")),
+    ({"critical": "100MB"}, ("10MB", "40MB", "100MB")),
+    ({"medium": "300MB"}, ("300MB", "1200MB", "3GB")),
+    ({"medium": "100MB", "critical": "2GB"}, ("100MB", "400MB", "2GB")),
+    ({"high": "70%"}, ("17.5%", "70%", "100%")),
+    ({"high": "80%", "critical": "95%"}, ("20%", "80%", "95%")),
+    ({"medium": "off", "high": "2GB"}, ("off", "2GB", "5GB")),
+])
+def test_unset_thresholds_follow_the_set_ones(given, expected) -> None:
+    cfg, origin = loading.load_with_origin({**given, "command": ["x"]}, environ={})
+    assert (str(cfg.medium), str(cfg.high), str(cfg.critical)) == expected
+    for name in set(("medium", "high", "critical")) - set(given):
+        assert config.label(name, origin).startswith(f"{name} (derived from --")
+
+
+def test_growth_high_follows_growth_medium_and_back() -> None:
+    cfg = loading.load({"growth_medium": "200MB/s", "command": ["x"]}, environ={})
+    assert (cfg.pressure.growth_medium, cfg.pressure.growth_high) == (200e6, 400e6)
+    cfg = loading.load({"growth_high": "4MB/s", "command": ["x"]}, environ={})
+    assert (cfg.pressure.growth_medium, cfg.pressure.growth_high) == (2e6, 4e6)
+
+
+def test_a_workers_own_threshold_takes_the_others_with_it(tmp_path) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text('[[worker]]\nname = "a"\ncommand = ["x"]\nhigh = "600MB"\n'
+                 '[[worker]]\nname = "b"\ncommand = ["x"]\n')
+    cfg, origin = loading.load_with_origin({}, environ={}, file=str(f))
+    a, b = cfg.worker
+    assert (str(a.medium), str(a.critical)) == ("50MB", "1500MB")
+    assert (b.medium, b.high, b.critical) == (None, None, None)  # the top level's defaults
+    assert config.label("worker[0].critical", origin).startswith(
+        "worker[0].critical (derived from worker[0].high")
+
+
+def test_a_derived_threshold_above_the_limit_is_a_warning_not_an_error() -> None:
+    from supervisor.settings import validate
+
+    cfg, origin = loading.load_with_origin({"high": "700MB", "command": ["x"]}, environ={})
+    warnings = validate.against_limit(cfg, origin, 1_000_000_000)
+    assert warnings and "critical (derived from --high)" in warnings[0]
+
+
+@pytest.mark.parametrize("table", ["profiles.high", "profiles.normal", "profiles.critical"])
+def test_an_unknown_key_in_a_profile_is_refused(tmp_path, table: str) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(f"[{table}]\nmax_object = 10\n")
+    with pytest.raises(config.ConfigError, match=rf"unknown setting '{table}.max_object'"):
+        loading.load({"command": ["x"]}, environ={}, file=str(f))
+    f.write_text(f'[[worker]]\nname = "a"\ncommand = ["x"]\n[worker.{table}]\nmax_object = 1\n')
+    with pytest.raises(config.ConfigError, match=rf"unknown setting 'worker\[0\].{table}"):
+        loading.load({}, environ={}, file=str(f))
+
+
+@pytest.mark.parametrize("via", ["--config", "MEMWARDEN_CONFIG"])
+def test_a_fifo_as_configuration_is_refused_at_once(tmp_path, via: str) -> None:
+    import os
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "MEMWARDEN_CONFIG": str(fifo)} if via != "--config" else None
+    args = ["--config", str(fifo)] if via == "--config" else []
+    r = _memwarden("run", *args, "--snapshots", "", "--", "true", env=env)  # timeout: 60 s
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"memwarden: {via} {fifo}: not a regular file (a FIFO); expected a TOML file"]
+
+
+@pytest.mark.parametrize("name", ["api\n", "api\nmemwarden: [db gen 1 pid 1] FORGED", "a\x1b[2J",
+                                  "a\u2028b", "a\x00", "ä"])
+def test_a_worker_name_is_of_the_safe_characters_only(tmp_path, name: str) -> None:
+    import json
+
+    f = tmp_path / "m.toml"
+    f.write_text(f'[[worker]]\nname = {json.dumps(name)}\ncommand = ["x"]\n')
+    with pytest.raises(config.ConfigError, match=r"worker\[0\]\.name") as info:
+        loading.load({}, environ={}, file=str(f))
+    assert str(info.value).isprintable()

@@ -151,6 +151,17 @@ ProfileName = Literal["normal", "high", "critical"]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
+#: The largest figure (bytes, objects, entries) either side accepts from the other: 8 PiB,
+#: more than any machine holds, and still exact as a float. A message carrying a larger one
+#: (a 400-digit `rss_before` once raised OverflowError in the log line; `objects = 2**70`
+#: was recorded and recommended from) is dropped and counted like a malformed line.
+MAX_FIGURE = 2**53
+#: The longest duration in milliseconds a worker reports (a day): beyond it, not a measurement.
+MAX_MS = 86_400_000.0
+Figure = Annotated[int, msgspec.Meta(ge=0, le=MAX_FIGURE)]
+Delta = Annotated[int, msgspec.Meta(ge=-MAX_FIGURE, le=MAX_FIGURE)]
+Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_MS)]
+
 
 class Limits(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     """The limits a generation runs with (what `MEMWARDEN_LIMITS` holds)."""
@@ -211,32 +222,32 @@ class Shutdown(_Msg, tag="shutdown"):
 class Ready(_Msg, tag="ready"):
     """The worker has loaded its state and is doing useful work."""
 
-    pid: NonNegInt = 0
+    pid: Figure = 0
 
 
 class Stats(_Msg, tag="stats"):
     """Periodic counters from the worker's own view of its memory."""
 
-    objects: NonNegInt = 0
-    history: NonNegInt = 0
-    blocks: NonNegInt = 0
-    gc_collections: NonNegInt = 0
-    gc_pause_ms: NonNegFloat = 0.0
-    rss: NonNegInt = 0
-    stores: dict[str, NonNegInt] = {}
+    objects: Figure = 0
+    history: Figure = 0
+    blocks: Figure = 0
+    gc_collections: Figure = 0
+    gc_pause_ms: Millis = 0.0
+    rss: Figure = 0
+    stores: dict[str, Figure] = {}
     #: Bytes held by the stores that know their size (vector stores, stream buffers).
-    store_bytes: dict[str, NonNegInt] = {}
+    store_bytes: dict[str, Figure] = {}
     #: Lines from the supervisor the worker dropped (malformed, unknown or too long).
-    dropped: NonNegInt = 0
+    dropped: Figure = 0
 
 
 class Trimmed(_Msg, tag="trimmed"):
     """What a trim dropped and what it gave back."""
 
-    dropped: NonNegInt
-    rss_before: NonNegInt
-    rss_after: NonNegInt
-    ms: NonNegFloat
+    dropped: Figure
+    rss_before: Figure
+    rss_after: Figure
+    ms: Millis
     reason: str = ""
 
 
@@ -244,28 +255,64 @@ class Report(_Msg, tag="report"):
     """Answer to `investigate`: a leak investigator report, and what it cost."""
 
     id: str
-    ms: NonNegFloat = 0.0
-    growth: dict[str, int] = {}
+    ms: Millis = 0.0
+    growth: dict[str, Delta] = {}
     largest: list[dict[str, object]] = []
-    objects_per_mb: float | None = None
+    objects_per_mb: Annotated[float, msgspec.Meta(ge=0, le=MAX_FIGURE)] | None = None
     duplicates: list[str] = []
     error: str = ""
     #: GC-tracked objects, `sys.getallocatedblocks()` and RSS when the report was made.
-    objects: NonNegInt = 0
-    blocks: NonNegInt = 0
-    rss: NonNegInt = 0
+    objects: Figure = 0
+    blocks: Figure = 0
+    rss: Figure = 0
     #: With a rate-limit refusal (`error` set): seconds until an investigation is possible.
-    retry_after_s: NonNegFloat = 0.0
+    retry_after_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_MS / 1000)] = 0.0
     #: The worker's state by kind: `{"store", "shape", "count", "bytes"}`, largest first.
     shapes: list[dict[str, object]] = []
     #: The longest containers inside the state, with where they are:
     #: `{"where", "type", "len", "bytes", "grew"}` (`grew`: since the previous report).
     arrays: list[dict[str, object]] = []
     #: Entries per registered store now, and their change since the previous report.
-    stores: dict[str, NonNegInt] = {}
-    store_growth: dict[str, int] = {}
+    stores: dict[str, Figure] = {}
+    store_growth: dict[str, Delta] = {}
     #: One paragraph for people: what the figures point at, and where to look next.
     finding: str = ""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """Any decoded value, as a message may quote it: escaped, cut to `limit`, and never
+    raising (`repr` of an integer of more than 4300 digits raises ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        return escape(repr(value), limit)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+
+
+#: A report's free-form entries: the keys that must be figures, and those that must be text.
+_ENTRY_FIGURES = {"shapes": ("count", "bytes"), "arrays": ("len", "bytes", "grew"),
+                  "largest": ("len", "bytes")}
+_ENTRY_TEXTS = {"shapes": ("store", "shape"), "arrays": ("where", "type"),
+                "largest": ("type",)}
+
+
+def report_problem(report: Report) -> str | None:
+    """What makes `report` unfit to print or record, or None: an entry of `shapes`, `arrays`
+    or `largest` whose figure is not an integer within `MAX_FIGURE` (`count: "many"`, a
+    list, 400 digits once made `memwarden investigate` fail with "internal error") or whose
+    name is not text. The reason is safe to log."""
+    for field, figures in _ENTRY_FIGURES.items():
+        for i, entry in enumerate(getattr(report, field)):
+            for key in figures:
+                value = entry.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, int) \
+                        or not -MAX_FIGURE <= value <= MAX_FIGURE:
+                    return f"{field}[{i}].{key} is not a figure: {shown(value)}"
+            for key in _ENTRY_TEXTS[field]:
+                if not isinstance(entry.get(key, ""), str):
+                    return f"{field}[{i}].{key} is not text: {shown(entry[key])}"
+    return None
 
 
 ToWorker = Pressure | SetLimits | Investigate | Shutdown
@@ -279,6 +326,7 @@ __all__ = [
     "ENV_LIMITS",
     "ENV_PROFILE",
     "ENV_WORKER",
+    "MAX_FIGURE",
     "MAX_LINE",
     "FromWorker",
     "Investigate",
@@ -297,4 +345,6 @@ __all__ = [
     "Trimmed",
     "decode_line",
     "escape",
+    "report_problem",
+    "shown",
 ]

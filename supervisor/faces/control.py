@@ -19,7 +19,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -69,13 +69,16 @@ class Investigate(_Request, tag="investigate"):
     the snapshots)."""
 
     worker: str
-    top: int = 20
+    #: Bounded as the worker's own protocol bounds it (`top = -1` was forwarded).
+    top: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
 
 
 class Set(_Request, tag="set"):
     """Change limits of `worker` live (a `limits` message on its channel)."""
 
     worker: str
+    #: Checked against the configuration's bounds before anything is sent
+    #: (`requests.limits_refused`).
     limits: dict[str, int | float]
 
 
@@ -255,11 +258,18 @@ async def serve(sock: socket.socket, answer: Callable[[Request], Awaitable[Reply
             dropped.drop(f"a connection from uid {uid}")
             return
         data = b""
-        with contextlib.suppress(anyio.EndOfStream):  # a client that sent and shut down
+        # A request is sent at once: a client that has not sent one within READ_S is not
+        # waited for (100 half requests held every place for 15 s and failed the probe).
+        with anyio.move_on_after(listeners.READ_S) as reading, contextlib.suppress(
+                anyio.EndOfStream):  # a client that sent and shut down
             while b"\n" not in data and len(data) <= MAX_REQUEST:
                 data += await stream.receive(MAX_REQUEST)
-        if not data:
+        if not data and not reading.cancelled_caught:
             return  # connected and left without a word
+        if reading.cancelled_caught and b"\n" not in data:
+            dropped.drop(f"a request not sent within {listeners.READ_S:g}s "
+                         f"({len(data)} bytes of it)")
+            return
         line = data.split(b"\n", 1)[0]
         if len(line) > MAX_REQUEST:
             request, why = None, f"a request longer than {MAX_REQUEST} bytes"

@@ -155,11 +155,16 @@ async def serve_site(sock: socket.socket, site: Site,
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
         data = b""
-        while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
-            chunk = await stream.receive(4096)
-            if not chunk:
-                return
-            data += chunk
+        # A probe or a scraper sends its head at once; a slow or idle client is closed after
+        # READ_S (64 clients sending a byte a second made every /livez wait 5 s).
+        with anyio.move_on_after(listeners.READ_S) as reading:
+            while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+                chunk = await stream.receive(4096)
+                if not chunk:
+                    return
+                data += chunk
+        if reading.cancelled_caught:
+            return
         try:
             method, path, headers = parse_head(data)
         except BadRequest as e:

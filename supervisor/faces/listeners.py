@@ -3,10 +3,14 @@
 Both are bound by the command line before any worker starts, so that a busy port, an
 address not on this machine or an unusable socket path is exit status 2 with one line,
 not a traceback once workers run. Serving survives what a client or the machine can do:
-at most `MAX_CONNECTIONS` at a time (others wait in the kernel's backlog), each given
-`DEADLINE_S` to say what it wants; and when descriptors run out (`EMFILE`, `ENFILE`) the
-accept loop backs off and logs instead of ending memwarden. Measured before: idle
-connections to either socket until the descriptor limit ended memwarden with exit 1.
+at most `MAX_CONNECTIONS` at a time (others wait in a kernel backlog of `BACKLOG`), each
+given `READ_S` to send its request (the handlers' own deadline) and `DEADLINE_S` in all; and
+when descriptors run out (`EMFILE`, `ENFILE`) the accept loop backs off and logs instead of
+ending memwarden. Measured before: idle connections to either socket until the descriptor
+limit ended memwarden with exit 1; with 32 connections at a time, each allowed 5 s (the
+control socket 15 s) to ask, 64 slow clients made every `/livez` take 5 s and 100 half
+requests made `memwarden status --check` give up after 20 s; with a backlog of 128, 741 of
+1,000 concurrent connections were refused at connect.
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ import anyio.abc
 
 log = logging.getLogger("memwarden.listeners")
 
-MAX_CONNECTIONS = 32
+#: Connections served at once: far more than a slow or idle client can hold for long (each
+#: is closed after `READ_S` without a request), far fewer than memwarden's descriptors.
+MAX_CONNECTIONS = 512
+#: Seconds a client has to send its whole request (a probe or a scraper sends it at once):
+#: what keeps a slow or idle client from holding a connection's place.
+READ_S = 2.0
 DEADLINE_S = 5.0
+#: Connections the kernel holds for us beyond those served (the kernel caps it at
+#: net.core.somaxconn, 4096 by default).
+BACKLOG = 1024
 #: Waits after an accept failed for want of descriptors or memory: doubling to the last.
 BACKOFF_S = (0.01, 0.05, 0.25, 1.0)
 _LOG_EVERY_S = 10.0
@@ -60,7 +72,7 @@ def bind_unix(path: str, what: str) -> socket.socket:
 def _listen(sock: socket.socket, address: object, failed: str) -> socket.socket:
     try:
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(BACKLOG)
     except OSError as e:
         sock.close()
         raise ListenError(f"{failed}: {_why(e)}") from None
@@ -128,5 +140,5 @@ async def serve(sock: socket.socket, handle: Handler, name: str, *,
             tg.start_soon(one, stream)
 
 
-__all__ = ["DEADLINE_S", "MAX_CONNECTIONS", "ListenError", "bind_tcp", "bind_unix",
+__all__ = ["DEADLINE_S", "MAX_CONNECTIONS", "READ_S", "ListenError", "bind_tcp", "bind_unix",
            "serve"]

@@ -205,8 +205,14 @@ class Exposition:
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """(body, content type): OpenMetrics when `accept` asks for it, else the text
-        format 0.0.4."""
-        encode, content_type = choose_encoder(accept)
+        format 0.0.4, also for an `Accept` header prometheus-client cannot follow."""
+        if accept:
+            try:
+                encode, content_type = choose_encoder(accept)
+                return encode(self.registry), content_type
+            except Exception:  # the header is the client's: `version=abc` raised TypeError
+                pass
+        encode, content_type = choose_encoder("")
         return encode(self.registry), content_type
 
 

@@ -20,6 +20,7 @@ from supervisor.core.policy import Refused
 from supervisor.core.units import format_duration, format_size
 from supervisor.faces import control, view
 from supervisor.loop.handles import Handle
+from supervisor.settings import validate
 from workers import protocol
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ async def answer(arbiter: Arbiter, request: control.Request) -> control.Reply:
         arbiter.stop("asked by memwarden stop")
         return control.Reply(ok=True, message="stopping every worker")
     if request.worker not in arbiter.specs:
-        return _no(f"no worker {request.worker!r} (workers: {', '.join(arbiter.specs)})")
+        return _no(f"no worker {protocol.shown(request.worker, 80)} "
+                   f"(workers: {', '.join(arbiter.specs)})")
     if isinstance(request, control.Replace):
         return _replace(arbiter, request.worker)
     h = _current(arbiter, request.worker)
@@ -68,21 +70,42 @@ def _replace(arbiter: Arbiter, worker: str) -> control.Reply:
 
 
 def _set(arbiter: Arbiter, h: Handle, given: dict[str, int | float]) -> control.Reply:
+    problem = limits_refused(given)
+    if problem:
+        return _no(f"nothing sent: {problem}")
     g = arbiter.policy.generation(h.worker, h.number)
     profile = g.profile if g is not None else "normal"
     now: protocol.Limits = getattr(arbiter.specs[h.worker].profiles, profile)
-    try:
-        limits = msgspec.convert({**msgspec.to_builtins(now), **given}, protocol.Limits)
-    except msgspec.ValidationError as e:
-        return _no(f"bad limits: {e}")
+    limits = msgspec.convert({**msgspec.to_builtins(now), **given}, protocol.Limits)
     if not arbiter.send(h, protocol.SetLimits(profile=profile, limits=limits)):  # type: ignore[arg-type]
         return _no(f"not sent: the channel of generation {h.number} of {h.worker!r} is closed "
                    "or full")
-    arbiter.events.emit(EventType.LIMITS, f"limits set by hand: {given}", worker=h.worker,
-                        generation=h.number, pid=h.pid, data=dict(given))
     shown = ", ".join(f"{k}={v}" for k, v in given.items())
+    arbiter.events.emit(EventType.LIMITS, f"limits set by hand: {shown}", worker=h.worker,
+                        generation=h.number, pid=h.pid, data=dict(given))
     return control.Reply(ok=True, message=f"limits sent to generation {h.number} of "
                          f"{h.worker!r}: {shown}")
+
+
+def limits_refused(given: dict[str, int | float]) -> str | None:
+    """Why `given` (from `memwarden set` or any client of the socket) cannot be sent to a
+    worker, or None: the same bounds as a profile in the configuration (`validate`), so
+    that nothing a client sends reaches a worker that the command line would refuse
+    (`gc_interval_s = 1e308` once raised OverflowError in the worker's client)."""
+    if not given:
+        return "no limits given; expected KEY=NUMBER such as max_objects=500"
+    for key, value in given.items():
+        if key not in validate.LIMIT_NAMES:
+            return (f"unknown limit {protocol.shown(key, 60)}; known: "
+                    f"{', '.join(validate.LIMIT_NAMES)}")
+        lo, hi = validate.LIMIT_BOUNDS[key]
+        integral = isinstance(getattr(protocol.Limits(), key), int)
+        if isinstance(value, bool) or (integral and not isinstance(value, int)) \
+                or not lo <= value <= hi:  # also false for nan
+            kind = "an integer" if integral else "a number"
+            return (f"{key}: expected {kind} from {lo:.10g} to {hi:.10g}, got "
+                    f"{protocol.shown(value)}")
+    return None
 
 
 async def _investigate(arbiter: Arbiter, h: Handle, top: int) -> control.Reply:
@@ -103,33 +126,42 @@ async def _investigate(arbiter: Arbiter, h: Handle, top: int) -> control.Reply:
     if report.error:
         when = (f", next in {format_duration(report.retry_after_s)}"
                 if report.retry_after_s else "")
-        return _no(f"refused by generation {h.number} of {h.worker!r}: {report.error}{when}")
+        return _no(f"refused by generation {h.number} of {h.worker!r}: "
+                   f"{protocol.escape(report.error, 500)}{when}")
     return control.Reply(ok=True, message=describe_report(h, report))
 
 
 def describe_report(h: Handle, r: protocol.Report) -> str:
-    """A leak report as people read it: the finding first, then what it rests on."""
+    """A leak report as people read it: the finding first, then what it rests on. Every text
+    of the worker's is escaped: it goes to the operator's terminal (a report once sent OSC
+    and ESC sequences there). Its figures were bounded on the way in (`report_problem`)."""
+    def text(value: object, limit: int = 120) -> str:
+        return protocol.escape(str(value), limit)
+
     lines = [f"leak report of generation {h.number} of {h.worker!r} (pid {h.pid}), "
              f"{r.objects:,} tracked objects, RSS {format_size(r.rss)}, made in {r.ms:.0f}ms"]
     if r.finding:
-        lines += ["", r.finding]
+        lines += ["", text(r.finding, 2000)]
     if r.shapes:
         lines += ["", "state by shape:"]
-        lines += [f"  {s.get('count', 0):>9,}  {format_size(float(s.get('bytes', 0) or 0)):>10}  "
-                  f"{s.get('store', '')}: {s.get('shape', '')}" for s in r.shapes[:8]]
+        lines += [f"  {s.get('count', 0):>9,}  {format_size(s.get('bytes', 0)):>10}  "  # type: ignore[arg-type]
+                  f"{text(s.get('store', ''))}: {text(s.get('shape', ''))}" for s in r.shapes[:8]]
     if r.arrays:
         lines += ["", "largest containers in the state:"]
-        lines += [f"  {a.get('len', 0):>9,}  {a.get('type', '')} at {a.get('where', '')}"
+        lines += [f"  {a.get('len', 0):>9,}  {text(a.get('type', ''))} at "
+                  f"{text(a.get('where', ''))}"
                   + (f" (+{a['grew']:,} since the last report)" if a.get("grew") else "")
                   for a in r.arrays[:8]]
     if r.store_growth:
         lines += ["", "stores since the last report: " + ", ".join(
-            f"{name} {delta:+,}" for name, delta in r.store_growth.items())]
+            f"{text(name, 60)} {delta:+,}" for name, delta in list(r.store_growth.items())[:20])]
     if r.growth:
         grown = sorted(r.growth.items(), key=lambda kv: -kv[1])[:8]
-        lines += ["", "object types grown: " + ", ".join(f"{t} {n:+,}" for t, n in grown)]
+        lines += ["", "object types grown: " + ", ".join(f"{text(t, 60)} {n:+,}"
+                                                         for t, n in grown)]
     if r.duplicates:
-        lines += ["", f"duplicate ids: {len(r.duplicates)} ({', '.join(r.duplicates[:5])}"
+        lines += ["", f"duplicate ids: {len(r.duplicates)} ("
+                  f"{', '.join(text(d, 60) for d in r.duplicates[:5])}"
                   + (", ..." if len(r.duplicates) > 5 else "") + ")"]
     return "\n".join(lines)
 

@@ -424,27 +424,32 @@ class Arbiter:
             sock.close()
 
     def _message(self, h: Handle, message: protocol.FromWorker) -> None:
+        # Its figures were bounded where they entered (`channel`); its text is escaped here,
+        # and its log lines count against the worker's quota (`EventLog.emit`).
         if isinstance(message, protocol.Ready):
             self._ready(h, "said ready")
         elif isinstance(message, protocol.Stats):
             h.stats = message
         elif isinstance(message, protocol.Trimmed):
             freed = message.rss_before - message.rss_after
+            reason = protocol.escape(message.reason, 200) if message.reason else None
             self.events.emit(
                 EventType.TRIMMED,
                 f"trimmed {message.dropped} objects in {message.ms:.1f}ms, "
                 f"RSS {format_size(message.rss_before)} -> {format_size(message.rss_after)} "
-                f"({format_size(freed)} freed)",
+                f"({format_size(freed)} freed)", quota=h.key,
                 **_ids(h), rss=message.rss_before, rss_after=message.rss_after,
-                dropped=message.dropped, ms=message.ms, reason=message.reason or None)
+                dropped=message.dropped, ms=message.ms, reason=reason)
         elif isinstance(message, protocol.Report):
             h.deliver(message)
+            rid = protocol.escape(message.id, 80)
             if message.error:
-                what = f"refused a leak report ({message.id}): {message.error}"
+                what = (f"refused a leak report ({rid}): "
+                        f"{protocol.escape(message.error, 500)}")
             else:
-                what = f"leak report {message.id} ({message.ms:.0f}ms)" + (
-                    f": {message.finding}" if message.finding else "")
-            self.events.emit(EventType.REPORT, what, **_ids(h), ms=message.ms,
+                what = f"leak report {rid} ({message.ms:.0f}ms)" + (
+                    f": {protocol.escape(message.finding, 2000)}" if message.finding else "")
+            self.events.emit(EventType.REPORT, what, quota=h.key, **_ids(h), ms=message.ms,
                              data=msgspec.to_builtins(message))
 
     def send(self, h: Handle, message: protocol.ToWorker) -> bool:

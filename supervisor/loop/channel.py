@@ -132,6 +132,8 @@ class LineReader(protocol.LineSplitter):
             if not line.strip():
                 continue
             message, why = protocol.decode_line(_decoder, line)
+            if isinstance(message, protocol.Report):
+                why = protocol.report_problem(message)
             if why is None:
                 out.append(message)
             else:

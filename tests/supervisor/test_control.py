@@ -278,10 +278,10 @@ def test_connections_beyond_the_cap_wait_their_turn(memwarden, tmp_path) -> None
     wait_until(lambda: ctl(sock, "status").returncode == 0, what="control answering")
     idle = []
     try:
-        for _ in range(40):
+        for _ in range(600):
             idle.append(socket.socket(socket.AF_UNIX))
             idle[-1].connect(str(sock))
-        wait_until(lambda: "control socket: 32 connections open; new ones wait" in m.stderr(),
+        wait_until(lambda: "control socket: 512 connections open; new ones wait" in m.stderr(),
                    what="the cap reached")
     finally:
         for s in idle:

@@ -354,4 +354,4 @@ def test_listeners_serve_is_the_only_accept_loop() -> None:
 
     assert "listeners.serve(" in inspect.getsource(endpoint.serve_site)
     assert "accept(" not in inspect.getsource(endpoint)
-    assert listeners.MAX_CONNECTIONS == 32
+    assert listeners.MAX_CONNECTIONS >= 256  # 200 slow clients leave room (test_listeners)

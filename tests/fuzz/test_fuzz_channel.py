@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +68,64 @@ def test_valid_messages_survive_any_split(messages, cuts) -> None:
         got += reader.messages(data[start:cut])
         start = cut
     assert got == messages and reader.errors == 0
+
+
+# -- figures and text from a worker: bounded where they enter, escaped where printed ----------
+
+FIGURE = st.one_of(st.integers(-10, 10**6), st.integers(), st.just(2**70), st.just(10**400),
+                   st.floats(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                   st.none(), st.booleans())
+NASTY = st.one_of(st.text(max_size=30), st.sampled_from(
+    ["a\nmemwarden: [w gen 9 pid 1] exited", "\x00\x1b[2J", "\x1b]0;x\x07", "\u2028", "\\"]))
+
+
+@st.composite
+def worker_messages(draw) -> bytes:  # type: ignore[no-untyped-def]
+    kind = draw(st.sampled_from(["trimmed", "stats", "report"]))
+    if kind == "trimmed":
+        fields = {k: draw(FIGURE) for k in ("dropped", "rss_before", "rss_after", "ms")}
+        fields["reason"] = draw(NASTY)
+    elif kind == "stats":
+        fields = {k: draw(FIGURE) for k in draw(st.lists(st.sampled_from(
+            ["objects", "history", "rss", "gc_pause_ms", "dropped"]), max_size=3))}
+        fields["stores"] = {draw(NASTY): draw(FIGURE)}
+    else:
+        entry = st.fixed_dictionaries({}, optional={
+            "count": FIGURE, "bytes": FIGURE, "len": FIGURE, "grew": FIGURE, "store": NASTY,
+            "shape": NASTY, "where": NASTY, "type": st.one_of(NASTY, FIGURE)})
+        fields = {"id": draw(NASTY), "finding": draw(NASTY), "error": draw(NASTY),
+                  "shapes": draw(st.lists(entry, max_size=3)),
+                  "arrays": draw(st.lists(entry, max_size=3)),
+                  "growth": {draw(NASTY): draw(FIGURE)}, "objects": draw(FIGURE),
+                  "duplicates": draw(st.lists(NASTY, max_size=2))}
+    fields["type"] = kind
+    try:
+        return json.dumps(fields).encode()
+    except ValueError:  # an integer past 4300 digits: Python's own limit
+        return b"{}"
+
+
+@fuzz
+@given(st.lists(worker_messages(), min_size=1, max_size=5))
+def test_what_a_worker_sends_is_bounded_and_printed_escaped(lines) -> None:
+    from types import SimpleNamespace
+
+    from supervisor.core.units import format_size
+    from supervisor.faces.requests import describe_report
+
+    COUNTS["channel figures and text"] += 1
+    reader = channel.LineReader("fuzz#1")
+    got = reader.messages(b"\n".join(lines) + b"\n")
+    assert len(got) + reader.errors == len(lines)
+    for message in got:
+        figures = [v for v in msgspec.structs.asdict(message).values()
+                   if isinstance(v, int | float) and not isinstance(v, bool)]
+        assert all(-protocol.MAX_FIGURE <= v <= protocol.MAX_FIGURE for v in figures)
+        if isinstance(message, protocol.Trimmed):
+            text = format_size(message.rss_before - message.rss_after)
+        elif isinstance(message, protocol.Report):
+            text = describe_report(SimpleNamespace(number=1, worker="w", pid=1), message)  # type: ignore[arg-type]
+        else:
+            continue
+        assert not any(c in text for c in "\x00\x1b\x07\r\u2028")
+        assert not any(row.startswith("memwarden:") for row in text.splitlines())

@@ -85,3 +85,39 @@ def test_every_configuration_is_a_config_or_one_line(cli, env, toml, limit) -> N
         assert "\n" not in str(e) and str(e)
     finally:
         os.unlink(f.name)
+
+
+GRAMMAR_TEXT = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda n, s, u, p: f"{n}{s}{u}{p}", NUMBER, st.sampled_from(["", " ", "\t", "\n"]),
+              UNIT, st.sampled_from(["", "/s", "/0s", "/2s", "/.5min", "/ ms", "/x", "//s"])))
+
+
+@fuzz
+@given(GRAMMAR_TEXT)
+def test_the_grammar_gives_a_value_or_a_value_error(text) -> None:
+    from supervisor.core import units
+
+    COUNTS["units grammar"] += 1
+    for parse, spell in ((units.parse_size, str), (units.parse_duration, units.spell_duration),
+                         (units.parse_rate, units.spell_rate)):
+        try:
+            value = parse(text)
+        except ValueError as e:
+            assert "\n" not in str(e)
+            continue
+        assert parse(spell(value)) == value  # what is printed reads back the same
+
+
+@fuzz
+@given(st.one_of(st.text(max_size=60), st.builds(
+    lambda v, rest: f"application/openmetrics-text; version={v}{rest}", st.text(max_size=8),
+    st.text(max_size=20))))
+def test_any_accept_header_gets_an_answer(accept) -> None:
+    from supervisor.faces import metrics
+    from tests.supervisor.test_endpoint import _reply
+
+    COUNTS["metrics accept"] += 1
+    body, content_type = metrics.Exposition(lambda: _reply(), metrics.EventCounts()).render(
+        accept)
+    assert body and content_type

@@ -38,3 +38,37 @@ def test_any_request_decodes_or_is_refused_with_a_reason(data) -> None:
     assert (request is None) != (why is None)
     if why is not None:
         assert "\n" not in why and "\x1b" not in why
+
+
+LIMIT_KEYS = st.sampled_from(["max_objects", "max_history", "gc_interval_s", "trim_interval_s",
+                              "trim_threshold_bytes", "gc_threshold0", "bogus", ""])
+LIMIT_VALUES = st.one_of(st.integers(), st.just(2**63), st.just(int("9" * 4000)), st.floats(),
+                         st.just(1e308), st.booleans(), st.none(), st.text(max_size=4))
+
+
+@fuzz
+@given(st.dictionaries(LIMIT_KEYS, LIMIT_VALUES, max_size=4), st.one_of(st.integers(), JSON))
+def test_set_and_investigate_send_nothing_the_command_line_would_refuse(limits, top) -> None:
+    import msgspec
+
+    from supervisor.faces.requests import limits_refused
+    from supervisor.settings import validate
+    from workers import protocol
+
+    COUNTS["control set and investigate"] += 1
+    for fields in ({"op": "set", "worker": "w", "limits": limits},
+                   {"op": "investigate", "worker": "w", "top": top}):
+        try:
+            line = json.dumps(fields, allow_nan=True).encode()
+        except ValueError:  # an integer past Python's 4300 digits
+            continue
+        request, _ = control.decode_request(line)
+        if isinstance(request, control.Investigate):
+            assert 1 <= request.top <= 1000
+        if isinstance(request, control.Set):
+            problem = limits_refused(request.limits)
+            if problem is None:
+                sent = msgspec.convert(request.limits, protocol.Limits)
+                assert validate.limits_problem(sent) is None
+            else:
+                assert "\n" not in problem and len(problem) < 400

@@ -94,3 +94,85 @@ def test_a_hostile_worker_cannot_take_memwarden_down(memwarden, tmp_path) -> Non
     err = m.stderr()
     assert "Traceback" not in err and "\x1b" not in err
     assert len([line for line in err.splitlines() if "dropped" in line]) <= 3
+
+
+# -- figures a machine cannot hold, text that would forge a line (issue 21) --------------------
+
+BIG = "9" * 400
+FORGED = "x\\nmemwarden: [worker gen 9 pid 1] exited\\u0000\\u001b[2J\\u001b]0;pwned\\u0007"
+ABSURD = [
+    f'{{"type":"trimmed","dropped":1,"rss_before":{BIG},"rss_after":1,"ms":1}}',
+    f'{{"type":"trimmed","dropped":1,"rss_before":1,"rss_after":1,"ms":{BIG}}}',
+    f'{{"type":"stats","objects":{2**70}}}',
+    f'{{"type":"stats","stores":{{"a":{2**60}}}}}',
+    '{"type":"report","id":"r","shapes":[{"count":"many","bytes":1}]}',
+    '{"type":"report","id":"r","shapes":[{"count":1,"bytes":[1,2]}]}',
+    f'{{"type":"report","id":"r","shapes":[{{"count":1,"bytes":{BIG}}}]}}',
+    f'{{"type":"report","id":"r","arrays":[{{"len":1,"grew":{"9" * 5000}}}]}}',
+    '{"type":"report","id":"r","arrays":[{"len":1,"where":["a"]}]}',
+    f'{{"type":"report","id":"r","growth":{{"dict":{BIG}}}}}',
+    '{"type":"report","id":"r","objects_per_mb":1e300}',
+]
+
+
+def test_figures_no_machine_holds_are_dropped_and_counted() -> None:
+    reader = LineReader("w#1")
+    got = reader.messages("\n".join([*ABSURD, '{"type":"stats","objects":5}', ""]).encode())
+    assert got == [protocol.Stats(objects=5)]
+    assert reader.errors == len(ABSURD)
+
+
+def test_a_report_is_printed_with_its_text_escaped() -> None:
+    from types import SimpleNamespace
+
+    from supervisor.faces.requests import describe_report
+
+    line = ('{"type":"report","id":"r","finding":"' + FORGED + '","shapes":[{"count":3,'
+            '"bytes":10,"store":"' + FORGED + '","shape":"s"}],"arrays":[{"len":2,"type":"'
+            + FORGED + '","where":"w","grew":1}],"growth":{"' + FORGED + '":3},'
+            '"duplicates":["' + FORGED + '"],"store_growth":{"' + FORGED + '":-1}}')
+    (report,) = LineReader("w#1").messages(line.encode() + b"\n")
+    text = describe_report(SimpleNamespace(number=1, worker="w", pid=2), report)  # type: ignore[arg-type]
+    assert "\x1b" not in text and "\x00" not in text and "\x07" not in text
+    assert not any(row.startswith("memwarden:") for row in text.splitlines())
+    assert text.count("\\x1b[2J") == 6
+
+
+# Writes the absurd lines and forging messages, then 3,000 valid `trimmed` ones, then says ready.
+FORGER = r"""
+import json, os, socket, sys
+s = socket.socket(fileno=int(os.environ["MEMWARDEN_FD"]))
+with open(sys.argv[1]) as f:  # not in argv: the snapshot header records the command
+    absurd, forged = json.load(f)
+s.sendall("\n".join(absurd).encode() + b"\n")
+forged = json.loads('"' + forged + '"')
+s.sendall(json.dumps({"type": "report", "id": forged, "finding": forged}).encode() + b"\n")
+s.sendall(json.dumps({"type": "report", "id": "r2", "error": forged}).encode() + b"\n")
+s.sendall(json.dumps({"type": "trimmed", "dropped": 1, "rss_before": 2, "rss_after": 1,
+                      "ms": 1, "reason": forged}).encode() + b"\n")
+line = b'{"type":"trimmed","dropped":1,"rss_before":2000000,"rss_after":1000000,"ms":1}\n'
+s.sendall(line * 3000 + b'{"type":"ready"}\n')
+s.recv(1)
+"""
+
+
+def test_a_worker_cannot_forge_a_line_or_flood_the_log(memwarden, tmp_path) -> None:
+    import json
+
+    snaps, lines = tmp_path / "snaps", tmp_path / "lines.json"
+    lines.write_text(json.dumps([ABSURD, FORGED]))
+    m = memwarden("run", "--snapshots", str(snaps), "--control", "", "--ready-after", "20s",
+                  "--", sys.executable, "-c", FORGER, str(lines))
+    wait_until(lambda: "ready (said ready)" in m.stderr(), what="the worker said ready")
+    m.signal(signal.SIGTERM)
+    m.wait()
+    err = m.stderr()
+    assert "Traceback" not in err
+    assert not any(c in err for c in "\x00\x1b\x07\r")
+    assert not any(line.startswith("memwarden: [worker gen 9") for line in err.splitlines())
+    assert err.count("] trimmed ") <= 12, err[-2000:]  # 3,001 trims: one quota's worth
+    assert "not logged: more than 10 in 10s" in err or err.count("] trimmed ") <= 10
+    assert "dropped" in err  # the absurd lines, counted
+    recorded = b"".join(p.read_bytes() for p in snaps.rglob("*.jsonl*") if p.is_file())
+    assert str(2**70).encode() not in recorded and BIG.encode() not in recorded
+    assert recorded.count(b'"type":"trimmed"') >= 3000  # every trim recorded, few logged

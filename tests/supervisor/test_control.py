@@ -309,3 +309,37 @@ def test_set_refuses_an_unknown_limit() -> None:
     assert "unknown limit 'typo'; known: max_objects, max_history" in r.stderr
     r = ctl("/nonexistent.sock", "set", "worker", "max_objects=nan")
     assert r.returncode == 2 and "max_objects: expected an integer" in r.stderr
+
+
+# -- set and investigate bounded as the command line is (issue 21) -----------------------------
+
+def test_set_and_investigate_from_any_client_are_bounded_as_the_command_line_is(
+        memwarden, tmp_path) -> None:
+    sock, heard = tmp_path / "ctl.sock", tmp_path / "heard"
+    m = memwarden("run", "--control", str(sock), "--snapshots", "",
+                  "--", sys.executable, "-c", LISTENER, str(heard), "3")
+    wait_until(lambda: "ready (said ready)" in m.stderr(), what="the worker ready")
+    wait_until(lambda: (tmp_path / "heard.1").exists(), what="the listener's file")
+    refused = [
+        ({"max_objects": int("9" * 4000)}, "max_objects: expected an integer from 1 to 1000000000"),
+        ({"gc_threshold0": 2**63}, "gc_threshold0: expected an integer from 0 to 1000000"),
+        ({"gc_interval_s": 1e308}, "gc_interval_s: expected a number from 0.001 to 86400"),
+        ({"max_objects": 1.5}, "max_objects: expected an integer"),
+        ({"bogus": 1}, "unknown limit 'bogus'; known: max_objects"),
+        ({}, "no limits given"),
+    ]
+    for limits, needle in refused:
+        request = json.dumps({"op": "set", "worker": "worker", "limits": limits}).encode()
+        reply = json.loads(raw_request(sock, request + b"\n"))
+        assert reply["ok"] is False and needle in reply["message"], (limits, reply)
+        assert reply["message"].startswith("nothing sent: ")
+    reply = json.loads(raw_request(sock, b'{"op":"investigate","worker":"worker","top":-1}\n'))
+    assert reply["ok"] is False and "top" in reply["message"]
+    reply = json.loads(raw_request(sock, b'{"op":"set","worker":"worker","limits":'
+                                         b'{"max_objects":500}}\n'))
+    assert reply["ok"] is True, reply
+    wait_until(lambda: b'"limits"' in (tmp_path / "heard.1").read_bytes(),
+               what="the one valid set on the channel")
+    sent = [json.loads(line) for line in (tmp_path / "heard.1").read_bytes().splitlines()]
+    assert [s["limits"]["max_objects"] for s in sent if s["type"] == "limits"] == [500]
+    assert "Traceback" not in m.stderr()

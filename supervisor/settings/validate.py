@@ -24,7 +24,14 @@ import msgspec
 
 from supervisor.core.exitstatus import parse_signal
 from supervisor.core.units import MAX_BYTES, Size, spell_duration, spell_rate
-from supervisor.settings.config import Config, ConfigError, Profiles, WorkerConfig, label
+from supervisor.settings.config import (
+    Config,
+    ConfigError,
+    Profiles,
+    Rate,
+    WorkerConfig,
+    label,
+)
 from workers.protocol import Limits, escape
 
 #: Durations, in seconds: the smallest and largest accepted.
@@ -207,15 +214,14 @@ def derive(cfg: Config, given: Mapping[str, object], origin: dict[str, str]) -> 
     each side, for sizes of one kind: medium = min(default, high / 4) (or critical / 10);
     critical = max(default, 2.5 x high) (or 10 x medium); high = default clamped to
     [4 x medium, critical / 2.5] (their geometric mean when that range is empty); shares of
-    the limit follow shares in the same
-    proportions (without the byte defaults), a derived CRITICAL at most 100% (else off);
-    growth_high = max(default, 2 x growth_medium), growth_medium = min(default,
-    growth_high / 2).
+    the limit follow shares in the same proportions (without the byte defaults), a derived
+    CRITICAL at most 100% (else off); growth_high = max(default, 2 x growth_medium),
+    growth_medium = min(default, growth_high / 2).
     """
     defaults = Config()
     top_set = {n: getattr(cfg, n) for n in _LEVELS if n in given}
     changes: dict[str, Size] = {}
-    if top_set and (cfg.command or not cfg.worker or len(top_set) < 3):
+    if top_set:  # also what the workers that set none of their own inherit
         changes = _derive_sizes(top_set, {n: getattr(defaults, n) for n in _LEVELS})
         for name in changes:
             origin[f"derived:{name}"] = _followed(name, top_set, origin)
@@ -240,7 +246,7 @@ def derive(cfg: Config, given: Mapping[str, object], origin: dict[str, str]) -> 
         scaled = value * _GROWTH_RATIO[other] / _GROWTH_RATIO[name]
         default = float(getattr(defaults.pressure, other))
         rate = max(default, scaled) if other == "growth_high" else min(default, scaled)
-        pressure = msgspec.structs.replace(pressure, **{other: type(default)(rate)})
+        pressure = msgspec.structs.replace(pressure, **{other: Rate(rate)})
         origin[f"derived:pressure.{other}"] = label(f"pressure.{name}", origin)
     return msgspec.structs.replace(cfg, **changes, worker=workers, pressure=pressure)
 

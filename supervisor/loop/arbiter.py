@@ -180,7 +180,7 @@ class Arbiter:
                 if signum == signal.SIGCHLD:
                     self._reap()
                 elif signum in STOPPING:
-                    self.stop(f"received {signal_name(signum)}", signum)
+                    self.stop(f"received {signal_name(signum)}", signum, received=True)
                 else:
                     self._forward(signum)
 
@@ -198,12 +198,23 @@ class Arbiter:
             log.info("memwarden keeps its oom_score_adj (setting %d: %s)",
                      self.cfg.own_oom_score_adj, e.strerror or e)
 
-    def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
-        """Stop every worker by escalation, with `sig` in place of TERM; a second request
-        kills at once."""
+    def stop(self, reason: str, sig: int = signal.SIGTERM, *, received: bool = False) -> None:
+        """Stop every worker by escalation, with `sig` in place of TERM.
+
+        A repeated request changes nothing in the stop under way: a TERM or INT `received`
+        again is forwarded to every live worker's process group like any other signal (as
+        tini does; a worker that catches TERM to finish its work may ignore a repeat), and
+        only the grace leads to KILL. Killing every worker at the second signal, as before,
+        cut such a worker short mid-work, where an orchestrator's repeated TERM meant no
+        more than the first.
+        """
         if self.stopping:
-            self.events.emit(EventType.SIGNAL, f"{reason} again: killing every worker now")
-            self._kill_everything()
+            if received:
+                self._forward(sig, note=" (received again while stopping: SIGKILL still "
+                              "only once the grace has run out)")
+            else:
+                self.events.emit(EventType.SHUTDOWN, f"{reason} again: already stopping; "
+                                 "SIGKILL only once the grace has run out")
             return
         self.stopping = True
         self._stop_signal = sig
@@ -212,11 +223,12 @@ class Arbiter:
                          f"{len(live)} generation(s)")
         self.execute(self.policy.stop(time.monotonic(), reason))
 
-    def _forward(self, signum: int) -> None:
+    def _forward(self, signum: int, note: str = "") -> None:
         for h in self.handles.values():
             if h.alive and process.signal_group(h.child, signum):
                 self.events.emit(EventType.SIGNAL,
-                                 f"forwarded {signal_name(signum)} to process group {h.pid}",
+                                 f"forwarded {signal_name(signum)} to process group {h.pid}"
+                                 f"{note}",
                                  **_ids(h), signal=signal_name(signum))
 
     async def _change_loop(self) -> None:
@@ -533,14 +545,6 @@ class Arbiter:
 
     def _remove_leftovers(self) -> None:
         self._leftover = [cg for cg in self._leftover if not cg.remove()]
-
-    def _kill_everything(self) -> None:
-        for h in self.handles.values():
-            h.signalled.add(signal.SIGKILL)
-            process.signal_pids(h.tree.members(), signal.SIGKILL)
-            if h.cgroup is not None:
-                h.cgroup.kill()
-        process.kill_all_descendants(signal.SIGKILL)
 
     async def _last_rites(self) -> None:
         """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all; then

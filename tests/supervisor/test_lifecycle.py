@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,3 +296,68 @@ def test_terminal_foreground_and_ctrl_c(tmp_path) -> None:
         kill_tree(proc)
         os.close(master)
 
+
+# Holds 60 MB without ever speaking its channel; notes every USR1 it gets in argv[1].
+SILENT_HOLDER = r"""
+import os, signal, sys, time
+signal.signal(signal.SIGUSR1, lambda *_: open(sys.argv[1], "a").write("USR1\n"))
+block = b"\x01" * 60_000_000
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("medium_signal", [None, "USR1"])
+def test_a_worker_without_a_channel_is_never_said_to_be_told_via_it(
+        memwarden, tmp_path, medium_signal: str | None) -> None:
+    got, snaps = tmp_path / "got", tmp_path / "s"
+    m = memwarden("run", *FAST, "--medium", "30MB", "--high", "2GB", "--critical", "3GB",
+                  "--cooldown", "1s", "--snapshots", str(snaps), "--sample-period", "0.2s",
+                  "--control", "", *(["--medium-signal", medium_signal] if medium_signal
+                                     else []),
+                  "--", sys.executable, "-c", SILENT_HOLDER, str(got))
+    wait_until(lambda: "low -> medium" in m.stderr(), what="MEDIUM")
+
+    def samples_since_medium() -> bool:
+        records = [json.loads(line) for f in sorted(snaps.glob("*.jsonl"))
+                   for line in f.read_text().splitlines() if line.endswith("}")]
+        medium = [r["t"] for r in records if r.get("type") == "level"]
+        times = [r["t"] for r in records if r.get("kind") == "sample"]
+        return bool(medium) and max(times, default=0) - medium[0] >= 3.5
+
+    # Three reminder periods (the cooldown, 1 s) pass at MEDIUM, as memwarden's own
+    # sample records show.
+    wait_until(samples_since_medium, what="3.5 s of samples at MEDIUM")
+    m.signal(signal.SIGTERM)
+    m.wait()
+    lines = m.stderr().splitlines()
+    assert not [line for line in lines if "told of" in line and "not told of" not in line]
+    assert not [line for line in lines if "via channel" in line]
+    if medium_signal is None:
+        untold = [line for line in lines if "not told of medium pressure: no channel (it "
+                  "never spoke one) and no --medium-signal" in line]
+        assert len(untold) == 1, lines  # once, not at every reminder
+    else:
+        signalled = [line for line in lines if "signalled SIGUSR1 for medium pressure" in line]
+        assert len(signalled) >= 2, lines  # the reminders are signals too
+        assert "USR1" in got.read_text()
+        assert "not told" not in m.stderr()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv(1) to run as root without CAP_SYS_RESOURCE")
+@pytest.mark.parametrize(("workers_adj", "said"), [("1000", False), ("0", True)])
+def test_memwardens_own_score_is_mentioned_only_when_the_user_can_act(
+        memwarden, workers_adj: str, said: bool) -> None:
+    # As root in most containers: lowering memwarden's own score needs CAP_SYS_RESOURCE.
+    # While the workers' score stays above memwarden's, nothing follows from that.
+    m = memwarden("run", "--oom-score-adj", workers_adj, "--snapshots", "", "--control", "",
+                  "--", "true", prefix=["setpriv", "--bounding-set=-sys_resource",
+                                        "--inh-caps=-sys_resource"])
+    assert m.wait() == 0
+    err = m.stderr()
+    assert ("oom_score_adj" in err) == said, err
+    if said:
+        assert "may pick memwarden before a worker; grant CAP_SYS_RESOURCE or raise " \
+            "--oom-score-adj" in err

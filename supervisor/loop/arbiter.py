@@ -235,11 +235,11 @@ class Arbiter:
         """
         if self.stopping:
             if received:
-                self._forward(sig, note=" (received again while stopping: SIGKILL still "
-                              "only once the grace has run out)")
-            else:
-                self.events.emit(EventType.SHUTDOWN, f"{reason} again: already stopping; "
-                                 "SIGKILL only once the grace has run out")
+                self._forward(sig, note=" (received while stopping: SIGKILL still only "
+                              "once the grace has run out)")
+            else:  # not a second `shutdown` record: the analysis dates the stop by the last
+                self.events.emit(EventType.SIGNAL, f"{reason}: already stopping; SIGKILL "
+                                 "only once the grace has run out")
             return
         self.stopping = True
         self._stop_signal = sig

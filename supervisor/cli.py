@@ -13,7 +13,7 @@ import msgspec
 from supervisor import __version__
 from supervisor.core.units import DURATION_FORM, format_duration, format_size, parse_duration
 from supervisor.settings import config, loading, validate
-from workers.protocol import Limits, escape
+from workers.protocol import escape
 
 if TYPE_CHECKING:
     import logging
@@ -266,15 +266,9 @@ def _limits(items: list[str]) -> tuple[dict[str, int | float], str | None]:
             limits[key] = int(text) if text.strip().isdigit() else float(text)
         except ValueError:
             return {}, f"expected KEY=NUMBER such as max_objects=500, got '{escape(item, 60)}'"
-    try:
-        problem = validate.limits_problem(msgspec.convert(limits, Limits))
-    except msgspec.ValidationError as e:
-        key = str(e).rpartition("$.")[2].rstrip("`")
-        lo, hi = validate.LIMIT_BOUNDS.get(key, (0, 0))
-        kind = "an integer" if isinstance(getattr(Limits(), key, 0), int) else "a number"
-        return {}, f"{key}: expected {kind} from {lo:.10g} to {hi:.10g}, got {limits.get(key)}"
-    if problem and problem[0] in limits:
-        return {}, f"{problem[0]}: {problem[1]}"
+    problem = validate.limits_refused(limits)  # the bounds any client of the socket gets
+    if problem:
+        return {}, problem
     return limits, None
 
 

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from supervisor.core.units import format_size
 from supervisor.faces import control
+from workers.protocol import escape
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_NOT_READY, EXIT_NOT_LIVE = 0, 1, 3, 4
 #: Processes listed under each generation, biggest first (`status --json` has them all).
@@ -105,7 +106,8 @@ def render(reply: control.Reply, members: int = MEMBERS_SHOWN,
         for m in ranked[:members]:
             share = f"{m.share:>4.0%}" if m.share is not None else "   -"
             pss = f"pss {format_size(m.pss)}" if m.pss is not None else ""
-            what = m.cmdline or m.name or "?"
+            # A process names itself (prctl, setproctitle): escaped like any untrusted text.
+            what = escape(m.cmdline or m.name or "?", 200)
             lines.append(f"{'':21} {m.pid:>7} {format_size(m.rss):>11} {share} {pss:>15}  "
                          f"{what}")
         if len(ranked) > members:

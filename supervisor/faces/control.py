@@ -78,7 +78,7 @@ class Set(_Request, tag="set"):
 
     worker: str
     #: Checked against the configuration's bounds before anything is sent
-    #: (`requests.limits_refused`).
+    #: (`validate.limits_refused`).
     limits: dict[str, int | float]
 
 

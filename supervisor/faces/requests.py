@@ -70,7 +70,7 @@ def _replace(arbiter: Arbiter, worker: str) -> control.Reply:
 
 
 def _set(arbiter: Arbiter, h: Handle, given: dict[str, int | float]) -> control.Reply:
-    problem = limits_refused(given)
+    problem = validate.limits_refused(given)
     if problem:
         return _no(f"nothing sent: {problem}")
     g = arbiter.policy.generation(h.worker, h.number)
@@ -85,27 +85,6 @@ def _set(arbiter: Arbiter, h: Handle, given: dict[str, int | float]) -> control.
                         generation=h.number, pid=h.pid, data=dict(given))
     return control.Reply(ok=True, message=f"limits sent to generation {h.number} of "
                          f"{h.worker!r}: {shown}")
-
-
-def limits_refused(given: dict[str, int | float]) -> str | None:
-    """Why `given` (from `memwarden set` or any client of the socket) cannot be sent to a
-    worker, or None: the same bounds as a profile in the configuration (`validate`), so
-    that nothing a client sends reaches a worker that the command line would refuse
-    (`gc_interval_s = 1e308` once raised OverflowError in the worker's client)."""
-    if not given:
-        return "no limits given; expected KEY=NUMBER such as max_objects=500"
-    for key, value in given.items():
-        if key not in validate.LIMIT_NAMES:
-            return (f"unknown limit {protocol.shown(key, 60)}; known: "
-                    f"{', '.join(validate.LIMIT_NAMES)}")
-        lo, hi = validate.LIMIT_BOUNDS[key]
-        integral = isinstance(getattr(protocol.Limits(), key), int)
-        if isinstance(value, bool) or (integral and not isinstance(value, int)) \
-                or not lo <= value <= hi:  # also false for nan
-            kind = "an integer" if integral else "a number"
-            return (f"{key}: expected {kind} from {lo:.10g} to {hi:.10g}, got "
-                    f"{protocol.shown(value)}")
-    return None
 
 
 async def _investigate(arbiter: Arbiter, h: Handle, top: int) -> control.Reply:

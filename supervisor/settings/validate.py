@@ -32,7 +32,7 @@ from supervisor.settings.config import (
     WorkerConfig,
     label,
 )
-from workers.protocol import Limits, escape
+from workers.protocol import Limits, escape, shown
 
 #: Durations, in seconds: the smallest and largest accepted.
 DURATIONS: dict[str, tuple[float, float]] = {
@@ -310,6 +310,27 @@ def limits_problem(limits: Limits) -> tuple[str, str] | None:
     return None
 
 
+def limits_refused(given: dict[str, int | float]) -> str | None:
+    """Why `given` (from `memwarden set` or any client of the socket) cannot be sent to a
+    worker, or None: the same bounds as a profile in the configuration, so
+    that nothing a client sends reaches a worker that the command line would refuse
+    (`gc_interval_s = 1e308` once raised OverflowError in the worker's client)."""
+    if not given:
+        return "no limits given; expected KEY=NUMBER such as max_objects=500"
+    for key, value in given.items():
+        if key not in LIMIT_NAMES:
+            return (f"unknown limit {shown(key, 60)}; known: "
+                    f"{', '.join(LIMIT_NAMES)}")
+        lo, hi = LIMIT_BOUNDS[key]
+        integral = isinstance(getattr(Limits(), key), int)
+        if isinstance(value, bool) or (integral and not isinstance(value, int)) \
+                or not lo <= value <= hi:  # also false for nan
+            kind = "an integer" if integral else "a number"
+            return (f"{key}: expected {kind} from {lo:.10g} to {hi:.10g}, got "
+                    f"{shown(value)}")
+    return None
+
+
 def signal_problem(text: str) -> str | None:
     """What is wrong with `text` as a `--medium-signal`, or None when a worker can get it."""
     try:
@@ -521,6 +542,7 @@ __all__ = [
     "check",
     "derive",
     "limits_problem",
+    "limits_refused",
     "parse_address",
     "signal_problem",
 ]

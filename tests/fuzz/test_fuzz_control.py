@@ -51,8 +51,8 @@ LIMIT_VALUES = st.one_of(st.integers(), st.just(2**63), st.just(int("9" * 4000))
 def test_set_and_investigate_send_nothing_the_command_line_would_refuse(limits, top) -> None:
     import msgspec
 
-    from supervisor.faces.requests import limits_refused
     from supervisor.settings import validate
+    from supervisor.settings.validate import limits_refused
     from workers import protocol
 
     COUNTS["control set and investigate"] += 1

@@ -42,6 +42,15 @@ def test_the_table_lists_the_biggest_processes_first() -> None:
     assert lines[-1] == "worker 'x' has no ready generation (none running)"
 
 
+def test_a_process_that_names_itself_cannot_reach_the_terminal() -> None:
+    # A process sets its own name and command line (prctl, setproctitle).
+    w = _worker(1)
+    w.members[0].cmdline = "\x1b[2J\x1b]0;owned\x07evil\nmemwarden: forged"
+    lines = console.render(control.Reply(ok=True, workers=[w]))
+    assert not any(c in "".join(lines) for c in "\x1b\x07"), lines
+    assert len(lines) == 4 and "evil" in lines[3]
+
+
 def test_rows_drop_columns_by_rank_to_fit_a_terminal() -> None:
     reply = control.Reply(ok=True, workers=[_worker(2)], measure="pss", live=True, ready=True)
     every = console.render(reply)[1].split()

@@ -108,7 +108,8 @@ def test_a_scrape_is_exact_typed_and_labelled_by_role(memwarden) -> None:
 
 
 # Speaks the channel at once (a `stats` line), so it is ready only when it says so: when the
-# file argv[1] exists; it exits 0 when argv[2] exists.
+# file argv[1] exists; it exits 0 when argv[2] exists. (Its own ready_after is long: on a
+# busy host its Python may start after a short timer would have guessed it ready.)
 GATE = r"""
 import os, socket, sys, time
 s = socket.socket(fileno=int(os.environ["MEMWARDEN_FD"]))
@@ -132,6 +133,7 @@ command = ["sleep", "600"]
 [[worker]]
 name = "gate"
 command = {json.dumps([sys.executable, "-c", GATE, str(go), str(leave)])}
+ready_after = "20s"
 """)
     m = memwarden("run", "--config", str(tmp_path / "m.toml"), "--metrics", ":0",
                   "--control", str(sock), "--snapshots", "")

@@ -189,12 +189,15 @@ class Sampler:
             self._retire(old)
         self._discoverer.wake.set()
 
-    def growth_from(self, key: str, t_ns: int | None = None) -> None:
+    def growth_from(self, key: str, t_ns: int | None = None, *,
+                    said_ready: bool = False) -> None:
         """Judge `key`'s growth from `t_ns` (default now) on, typically the moment it became
-        ready: the growth input speaks once a whole growth window after that has been seen.
-        Unknown keys are ignored."""
+        ready: the growth input speaks once a whole growth window after that has been seen
+        and its start-up has ended (`said_ready`: the worker said so on the channel; else
+        its start-up envelope tells). Unknown keys are ignored."""
         probe = self._by_key.get(key)
         if probe is not None:
+            probe.said_ready = said_ready
             probe.since_ns = time.monotonic_ns() if t_ns is None else t_ns
 
     def unwatch(self, key: str) -> None:

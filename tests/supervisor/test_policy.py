@@ -44,6 +44,7 @@ class Change:
     threshold: float
     t_ns: int = 0
     first_ns: int = 0
+    detail: str = ""
 
 
 def change(level: Level, previous: Level = LOW) -> Change:

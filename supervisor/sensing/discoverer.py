@@ -287,8 +287,9 @@ class Discoverer:
         since = probe.since_ns
         if since is not None and probe.said_ready:
             envelope.end(probe.generation, "it said ready", levelled=True)
-        starting = envelope.observe(probe.generation, (newest[0] - probe.born_ns) / 1e9,
-                                    newest[1])
+        age = (newest[0] - probe.born_ns) / 1e9
+        starting = envelope.observe(probe.generation, age, newest[1])
+        probe.startup = _startup(envelope, probe.generation, age)
         if since is None:
             return None
         if probe.trend_since != since:
@@ -316,7 +317,13 @@ class Discoverer:
             if growth >= LEVEL_RATE:
                 return None  # at or below its envelope, still growing: starting up
             envelope.end(probe.generation, "it levelled off", levelled=True)
+            probe.startup = _startup(envelope, probe.generation, age)
         return probe.classifier.project(now, growth, newest[1])
+
+    def envelope_points(self, worker: str) -> list[tuple[float, int]]:
+        """`worker`'s start-up envelope as (age s, bytes) points; [] before it has one."""
+        envelope = self.envelopes.get(worker)
+        return [] if envelope is None else envelope.points()
 
     def _measured(self, probe: Probe, since: int) -> None:
         """Learn the generation's spawn-to-ready; give its classifier the longest its worker
@@ -375,6 +382,18 @@ def _leads_a_group(pid: int) -> bool:
         return os.getpgid(pid) == pid
     except OSError:
         return True  # gone: nothing to adopt
+
+
+def _startup(envelope: Envelope, generation: int, age_s: float) -> dict[str, object]:
+    """A generation's start-up as the snapshots carry it (`Sample.startup`)."""
+    out: dict[str, object] = {"starting": envelope.starting(generation), "age_s": round(age_s, 1)}
+    at = envelope.at(age_s) if envelope.levelled else None
+    if at is not None:
+        out["envelope"] = int(at)
+    why = envelope.why_ended(generation)
+    if why is not None:
+        out["ended"] = why
+    return out
 
 
 __all__ = ["Discoverer"]

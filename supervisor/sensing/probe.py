@@ -34,7 +34,7 @@ class Probe:
 
     __slots__ = ("band", "born_ns", "cgroup", "classifier", "closed", "generation", "key",
                  "lost", "members", "offset", "readers", "ring", "root", "rss", "said_ready",
-                 "since_ns", "slope", "sources", "stat_ns", "stat_usage", "tree",
+                 "since_ns", "slope", "sources", "startup", "stat_ns", "stat_usage", "tree",
                  "trend_since", "trend_t", "trend_v", "usage_fd", "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
@@ -74,6 +74,9 @@ class Probe:
         self.since_ns: int | None = None
         # It said ready on the channel (written before `since_ns`): its start-up is over.
         self.said_ready = False
+        # Its start-up against its worker's envelope, as the discoverer last judged it
+        # (replaced whole; read by the snapshots): see `Sampler.view`.
+        self.startup: dict[str, object] = {}
         self.trend_since: int | None = None
         self.closed = False
         # The ring decimated to one sample per discovery: what the growth slope reads.

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import wait_until
-from tests.supervisor.test_replacement import events, grower
+from tests.supervisor.test_replacement import events, grower, records
 
 #: Real programs for tens of seconds each: the full suite only.
 pytestmark = pytest.mark.slow
@@ -72,6 +72,10 @@ def test_a_slow_start_up_is_not_replaced(memwarden, tmp_path, busy) -> None:
     assert not events(snaps, "spawn"), events(snaps, "spawn")
     levels = events(snaps, "level", worker="worker")
     assert all(e["level"] in ("low", "medium") for e in levels), levels
+    # Its start-up ended when it levelled off; the snapshots carry the envelope it drew.
+    ends = [r["startup"] for r in records(snaps, "sample") if "ended" in r.get("startup", {})]
+    assert ends and ends[0]["ended"] == "it levelled off", ends[:1]
+    assert ends[0]["curve"][-1][1] >= 550 * MB, ends[0]["curve"]
 
 
 @pytest.mark.timeout(150)

@@ -153,7 +153,9 @@ def test_a_burst_of_requests_is_not_a_leak(memwarden, tmp_path) -> None:
                 pass
 
     try:
-        wait_until(answers, timeout=60, what="gunicorn to answer")
+        wait_until(lambda: answers() or m.proc.poll() is not None, timeout=60,
+                   what="gunicorn to answer")
+        assert m.proc.poll() is None, m.stderr()[-3000:]
         clients = [threading.Thread(target=client) for _ in range(16)]
         for c in clients:
             c.start()

@@ -1,6 +1,6 @@
 """The pressure classifier: plain values in, level changes out. No I/O, no clocks.
 
-Each input (a worker's RSS, its growth rate, the container's headroom, ...) is an `_Input`
+Each input (a worker's RSS, where its growth leads, the container's headroom, ...) is an `_Input`
 with its own hysteresis; a classifier's level is the highest level any of its inputs holds.
 Going up to level L needs `confirm` consecutive samples at or above L's line (a one-sample
 spike is not pressure); leaving level L needs every sample below L's line lowered by

@@ -93,7 +93,7 @@ class Projector:
     infinity while the rate is below the MEDIUM floor.
     """
 
-    __slots__ = ("floors", "hold_ns", "horizon_s", "safe_s", "since_ns")
+    __slots__ = ("floors", "high_since_ns", "hold_ns", "horizon_s", "safe_s")
 
     def __init__(self, floors: tuple[float | None, float | None], safe_s: float,
                  hold_ns: int) -> None:
@@ -101,7 +101,7 @@ class Projector:
         self.safe_s = safe_s
         self.horizon_s = horizon(safe_s)
         self.hold_ns = hold_ns
-        self.since_ns: int | None = None  # when the projection last went into HIGH
+        self.high_since_ns: int | None = None  # when the projection last went into HIGH
 
     def judge(self, t_ns: int, p: Projection) -> float:
         """The seconds to feed the growth input for projection `p` observed at `t_ns`."""
@@ -112,11 +112,11 @@ class Projector:
         elif high_floor is not None and p.rate < high_floor:
             seconds = max(seconds, self._short_of_high())
         if seconds >= self.safe_s:
-            self.since_ns = None
+            self.high_since_ns = None
             return seconds
-        if self.since_ns is None:
-            self.since_ns = t_ns
-        if t_ns - self.since_ns < self.hold_ns:
+        if self.high_since_ns is None:
+            self.high_since_ns = t_ns
+        if t_ns - self.high_since_ns < self.hold_ns:
             return self._short_of_high()  # MEDIUM until the growth was not given back
         return seconds
 

@@ -79,6 +79,9 @@ class Sample(Record, tag="sample"):
     memory: int | None = None
     #: 1.1: the biggest processes of the tree, `{"pid", "name", "rss"}`.
     members: list[dict[str, Any]] = []
+    #: 1.1: the generation's start-up against its worker's envelope (docs/snapshots.md);
+    #: empty before the first discovery and in files written before it.
+    startup: dict[str, Any] = {}
 
 
 class EventType(enum.StrEnum):

@@ -40,8 +40,8 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("high", "SIZE", "tree RSS from which a replacement starts with the HIGH profile"),
     ("critical", "SIZE", "tree RSS from which a replacement starts with the CRITICAL profile"),
     ("limit", "SIZE", "memory limit (default: the cgroup's limit, when there is one)"),
-    ("growth-medium", "RATE", "sustained growth from which the worker is told to trim"),
-    ("growth-high", "RATE", "sustained growth from which a replacement starts"),
+    ("growth-medium", "RATE", "floor: slower growth never raises MEDIUM, whatever it projects"),
+    ("growth-high", "RATE", "floor: slower growth never raises HIGH, whatever it projects"),
     ("growth-window", "DURATION", "growth is judged over this window, from one window after "
      "ready on; each third of it must grow that fast"),
     ("cooldown", "DURATION", "minimum time between replacements of one worker"),

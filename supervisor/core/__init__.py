@@ -6,11 +6,13 @@ returns what to do (`actions`). Everything above may use what `__all__` names.
 
 __all__ = [
     "actions",
+    "envelope",
     "exitstatus",
     "identity",
     "lifecycle",
     "policy",
     "pressure",
+    "projection",
     "restarts",
     "slope",
     "states",

@@ -1,6 +1,6 @@
 """The pressure classifier: plain values in, level changes out. No I/O, no clocks.
 
-Each input (a worker's RSS, its growth rate, the container's headroom, ...) is an `_Input`
+Each input (a worker's RSS, where its growth leads, the container's headroom, ...) is an `_Input`
 with its own hysteresis; a classifier's level is the highest level any of its inputs holds.
 Going up to level L needs `confirm` consecutive samples at or above L's line (a one-sample
 spike is not pressure); leaving level L needs every sample below L's line lowered by
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from supervisor.core.projection import Projection, Projector, project, safe_seconds
 from supervisor.core.units import format_duration, format_size
 from workers.protocol import Level
 
@@ -34,20 +35,27 @@ class Change:
     key: str  # the worker key given to the sampler ("" for the container)
     level: Level
     previous: Level
-    metric: str  # "memory", "growth", "headroom", "exhaustion", "kernel", "reclaim", "psi", ...
+    metric: str  # "memory", "projection", "headroom", "exhaustion", "kernel", "psi", ...
     value: float  # the input's value on the confirming sample
     threshold: float  # the line crossed (for a fall: the line lowered by the margin)
     t_ns: int  # monotonic ns of the sample that confirmed the change
     first_ns: int  # monotonic ns of the first sample of the confirming run
+    #: What the value stands for, when a figure alone does not say it: for "projection",
+    #: where the growth leads ("at 26.1 MB/s CRITICAL 4.0 GB in 2 min 10 s").
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Every classifier line resolved to bytes, bytes/s, fractions, seconds and ns.
 
-    `rss` and `growth` hold the lines for (MEDIUM, HIGH, CRITICAL); None disables a line
-    (a percentage threshold without a known limit). Headroom lines are fractions of the
-    limit left; exhaustion lines are seconds until the limit at the current growth.
+    `rss` holds the lines for (MEDIUM, HIGH, CRITICAL); None disables a line (a percentage
+    threshold without a known limit). `growth` holds the rate floors (bytes/s) below which
+    growth projects into no MEDIUM and no HIGH (`projection.Projector`). Headroom lines are
+    fractions of the limit left; exhaustion lines are seconds until the limit at the
+    current growth. `limit` is the container's limit in bytes (None: none known), the other
+    line a projection may reach first; `startup_s` what a generation is taken to need from
+    spawn to ready before one has been measured (`--ready-after`).
     """
 
     rss: tuple[float | None, float | None, float | None]
@@ -58,6 +66,8 @@ class Thresholds:
     confirm: int
     margin: float
     dwell_ns: tuple[int, int, int]  # leaving MEDIUM, HIGH, CRITICAL
+    limit: float | None = None
+    startup_s: float = 1.0
 
 
 def quantity(metric: str, value: float) -> str:
@@ -68,13 +78,16 @@ def quantity(metric: str, value: float) -> str:
         return format_size(value)
     if metric == "headroom":
         return f"{value:.1%} of the limit"
-    if metric == "exhaustion":
+    if metric in ("exhaustion", "projection"):
         return format_duration(value) if math.isfinite(value) else "never"
     return f"{value:.4g}"
 
 
 def explain(change: Change) -> str:
     """`metric value against threshold`, the reason a level changed, for messages."""
+    if change.detail:
+        return (f"{change.metric} {change.detail} against threshold "
+                f"{quantity(change.metric, change.threshold)}")
     return (f"{change.metric} {quantity(change.metric, change.value)} against threshold "
             f"{quantity(change.metric, change.threshold)}")
 
@@ -84,7 +97,7 @@ class _Input:
 
     __slots__ = (
         "below", "cause_first", "cause_threshold", "confirm", "down", "dwell", "first",
-        "hi", "level", "lo", "metric", "runs", "sign", "up", "value",
+        "hi", "level", "lo", "metric", "note", "runs", "sign", "up", "value",
     )
 
     def __init__(
@@ -123,6 +136,7 @@ class _Input:
         self.first = [0, 0, 0, 0]
         self.below = [-1, -1, -1, -1]
         self.value = 0.0
+        self.note = ""  # what the value stands for (Change.detail)
         self.cause_threshold = 0.0
         self.cause_first = 0
         self._set_band()
@@ -211,6 +225,7 @@ class _Classifier:
             threshold=inp.cause_threshold,
             t_ns=t_ns,
             first_ns=inp.cause_first,
+            detail=inp.note,
         )
 
 
@@ -223,17 +238,30 @@ class _Classifier:
 
 
 class WorkerClassifier(_Classifier):
-    """One worker's level from its tree's RSS (every tick) and growth (every discovery)."""
+    """One worker's level from its tree's RSS (every tick) and where its growth leads (every
+    discovery, `projection`): growth raises a level by the time it leaves before CRITICAL
+    or the limit, never by its rate alone."""
 
     def __init__(self, key: str, th: Thresholds) -> None:
         self.key = key
         self.level = Level.LOW
-        common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
+        self._th = th
+        self._common = {"confirm": th.confirm, "margin": th.margin, "dwell_ns": th.dwell_ns}
         # Public for the sampler's hot path: while `rss_band.lo <= rss < rss_band.hi`,
         # `observe_rss` would return None at once, so a caller may test that itself; the
-        # same holds for `growth_band` and `observe_growth`.
-        self.rss_band = _Input("memory", th.rss, **common)
-        self.growth_band = _Input("growth", th.growth, **common)
+        # same holds for `growth_band` (in projected seconds) and `observe_projection`.
+        self.rss_band = _Input("memory", th.rss, **self._common)
+        self.set_startup(th.startup_s)
+
+    def set_startup(self, startup_s: float) -> None:
+        """Take what a replacement of this worker needs from spawn to ready (seconds, as
+        measured on its generations): the lines of the projection follow from it. Call it
+        before growth is first observed; it starts the growth input afresh."""
+        floors = (self._th.growth[0], self._th.growth[1])
+        self.projector = Projector(floors, safe_seconds(startup_s), self._th.growth_window_ns)
+        self.growth_band = _Input(
+            "projection", (self.projector.horizon_s, self.projector.safe_s, None),
+            lower_is_worse=True, **self._common)
 
     def _combined(self) -> Level:
         return max(self.rss_band.level, self.growth_band.level)
@@ -245,10 +273,25 @@ class WorkerClassifier(_Classifier):
             return None
         return self._after(r, t_ns) if r.feed(t_ns, rss) else None
 
-    def observe_growth(self, t_ns: int, bytes_per_s: float) -> Change | None:
-        """Take the robust slope of the RSS (bytes/s, over a full growth window)."""
+    def project(self, t_ns: int, bytes_per_s: float, memory: float) -> tuple[float, Projection]:
+        """Where growth at `bytes_per_s` from `memory` leads, and the seconds the growth input
+        is to compare (`Projector.judge`). Keeps the burst rule's state: one caller only."""
+        p = project(memory, bytes_per_s, self._th.rss[2], self._th.limit)
+        return self.projector.judge(t_ns, p), p
+
+    def observe_projection(self, t_ns: int, seconds: float, p: Projection) -> Change | None:
+        """Take the seconds `project` returned; return a Change when the level moves."""
         g = self.growth_band
-        return self._after(g, t_ns) if g.feed(t_ns, bytes_per_s) else None
+        g.note = p.describe()
+        return self._after(g, t_ns) if g.feed(t_ns, seconds) else None
+
+    def observe_growth(self, t_ns: int, bytes_per_s: float,
+                       memory: float | None = None) -> Change | None:
+        """Take the sustained growth (bytes/s, over a full growth window) of a worker holding
+        `memory` bytes (None: the last figure the memory input saw)."""
+        held = self.rss_band.value if memory is None else memory
+        seconds, p = self.project(t_ns, bytes_per_s, held)
+        return self.observe_projection(t_ns, seconds, p)
 
 
 class ContainerClassifier(_Classifier):

@@ -461,7 +461,7 @@ class Arbiter:
         memory = view.memory if view is not None else None
         actions = self.policy.ready(time.monotonic(), h.worker, h.number, memory, how=how)
         if actions:  # it was starting: from now on its growth counts
-            self.sampler.growth_from(h.key)
+            self.sampler.growth_from(h.key, said_ready=h.spoke)
         self.execute(actions)
 
     async def _channel_loop(self, h: Handle) -> None:

@@ -38,6 +38,7 @@ class Recorder:
         self._wall_offset = time.time() - time.monotonic()
         self._next = time.monotonic() + period_s
         self._since_ns: dict[str, int] = {}
+        self._curve_written: set[str] = set()  # generations whose envelope was written
         self._bursts: dict[str, _PendingBurst] = {}
         self._late_seen = 0
         self._missed_seen = 0
@@ -85,9 +86,20 @@ class Recorder:
                     "objects": stats.objects, "history": stats.history, "blocks": stats.blocks,
                     "gc_collections": stats.gc_collections, "gc_pause_ms": stats.gc_pause_ms,
                     "rss": stats.rss},
+                startup=self._startup(gen.key, gen.worker, view, sampler),
             ))
         for key in [k for k in self._since_ns if not any(g.key == k for g in live)]:
             del self._since_ns[key]
+            self._curve_written.discard(key)
+
+    def _startup(self, key: str, worker: str, view: WorkerView,
+                 sampler: Sampler) -> dict[str, object]:
+        """The view's start-up, with the worker's envelope on the generation's first sample
+        after its start-up ended (once: the curve is hundreds of points)."""
+        if "ended" not in view.startup or key in self._curve_written:
+            return view.startup
+        self._curve_written.add(key)
+        return {**view.startup, "curve": [list(p) for p in sampler.envelope(worker)]}
 
     def _members(self, view: WorkerView) -> list[dict[str, object]]:
         """The few biggest processes of a tree of more than one."""

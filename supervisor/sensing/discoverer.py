@@ -17,8 +17,10 @@ import os
 import threading
 import time
 
+from supervisor.core.envelope import LEVEL_RATE, Envelope
 from supervisor.core.identity import GenerationId
 from supervisor.core.pressure import Thresholds
+from supervisor.core.projection import Projection
 from supervisor.core.slope import resistant_slope, sustained_slope
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import host_psi_some_avg10
@@ -65,6 +67,10 @@ class Discoverer:
         self._cgroup_seen: tuple[int | None, tuple[Probe, ...]] = (None, ())
         self._rounds = 0
         self._growth_queued = False  # growth observations queued and not yet run
+        #: Each worker's start-up envelope and the longest spawn-to-ready measured on its
+        #: generations (seconds), by worker name; this thread alone writes them.
+        self.envelopes: dict[str, Envelope] = {}
+        self._startups: dict[str, float] = {}
         self.container_since = 0
         #: The container's growth over the window (None until a whole window was seen).
         self.container_slope: float | None = None
@@ -98,15 +104,16 @@ class Discoverer:
             else:
                 self._follow_proc(probes)
             self._refresh(probes, now)
-            slopes = [(probe, slope) for probe in probes
-                      if (slope := self._growth(probe, now)) is not None]
-            # A slope inside its classifier's quiet growth band changes nothing. That band
-            # moves only when growth is observed, which only this queue does: while nothing
-            # of it is outstanding, the band read here is the ticker's. Skipping spares the
-            # compiled ticker a GIL hand-off per round for every worker that does not grow.
+            slopes = [(probe, judged) for probe in probes
+                      if (judged := self._growth(probe, now)) is not None]
+            # A projection inside its classifier's quiet growth band changes nothing. That
+            # band moves only when growth is observed, which only this queue does: while
+            # nothing of it is outstanding, the band read here is the ticker's. Skipping
+            # spares the compiled ticker a GIL hand-off per round for every worker that
+            # does not grow. (The band holds seconds signed: lower is worse.)
             if slopes and (self._growth_queued or any(
-                    not band.lo <= slope < band.hi
-                    for probe, slope in slopes
+                    not band.lo <= -seconds < band.hi
+                    for probe, (seconds, _) in slopes
                     if (band := probe.classifier.growth_band))):
                 self._growth_queued = True
                 self.ticker.queue(lambda tick_ns: self._observe_growth(tick_ns, slopes))
@@ -264,21 +271,33 @@ class Discoverer:
 
         self.ticker.queue(settle)
 
-    def _growth(self, probe: Probe, now: int) -> float | None:
-        """Record the probe's newest sample in its trend; once a whole window has been seen
-        since the worker became ready, set its slope and return its sustained growth."""
+    def _growth(self, probe: Probe, now: int) -> tuple[float, Projection] | None:
+        """Record the probe's newest sample in its envelope and its trend; once a whole
+        window has been seen since the worker became ready, set its slope, and once its
+        start-up has ended, return where its sustained growth leads (`project`)."""
         # Why one point per discovery rather than a decimated read of the whole window: it
         # costs O(1) per worker per round, and the robust line over ~50 points still
         # resists the odd spike that lands on a sampling point.
+        newest = probe.ring.newest()
+        if probe.closed or newest is None:
+            return None
+        envelope = self.envelopes.get(probe.worker)
+        if envelope is None:
+            envelope = self.envelopes[probe.worker] = Envelope()
         since = probe.since_ns
-        if probe.closed or since is None:
+        if since is not None and probe.said_ready:
+            envelope.end(probe.generation, "it said ready", levelled=True)
+        age = (newest[0] - probe.born_ns) / 1e9
+        starting = envelope.observe(probe.generation, age, newest[1])
+        probe.startup = _startup(envelope, probe.generation, age)
+        if since is None:
             return None
         if probe.trend_since != since:
             probe.trend_since = since
             probe.trend_t.clear()
             probe.trend_v.clear()
-        newest = probe.ring.newest()
-        if newest is None or newest[0] < since:
+            self._measured(probe, since)
+        if newest[0] < since:
             return None
         probe.trend_t.append(newest[0])
         probe.trend_v.append(newest[1])
@@ -287,17 +306,39 @@ class Discoverer:
         values = probe.trend_v
         if len(values) >= 9 and values.count(values[0]) == len(values):
             # Flat, as an idle worker is: no line to fit (9: what sustained_slope needs).
-            probe.slope = 0.0
-            return 0.0
-        ts, points = list(probe.trend_t), list(values)
-        probe.slope = resistant_slope(ts, points)
-        return sustained_slope(ts, points)
+            probe.slope = growth = 0.0
+        else:
+            ts, points = list(probe.trend_t), list(values)
+            probe.slope = resistant_slope(ts, points)
+            growth = sustained_slope(ts, points)
+        if growth is None:
+            return None
+        if starting:
+            if growth >= LEVEL_RATE:
+                return None  # at or below its envelope, still growing: starting up
+            envelope.end(probe.generation, "it levelled off", levelled=True)
+            probe.startup = _startup(envelope, probe.generation, age)
+        return probe.classifier.project(now, growth, newest[1])
 
-    def _observe_growth(self, tick_ns: int, slopes: list[tuple[Probe, float]]) -> None:
+    def envelope_points(self, worker: str) -> list[tuple[float, int]]:
+        """`worker`'s start-up envelope as (age s, bytes) points; [] before it has one."""
+        envelope = self.envelopes.get(worker)
+        return [] if envelope is None else envelope.points()
+
+    def _measured(self, probe: Probe, since: int) -> None:
+        """Learn the generation's spawn-to-ready; give its classifier the longest its worker
+        has shown (a replacement is safe only if it can start as slowly as one did)."""
+        took = max((since - probe.born_ns) / 1e9, 0.0)
+        longest = max(self._startups.get(probe.worker, took), took)
+        self._startups[probe.worker] = longest
+        probe.classifier.set_startup(longest)
+
+    def _observe_growth(self, tick_ns: int,
+                        slopes: list[tuple[Probe, tuple[float, Projection]]]) -> None:
         self._growth_queued = False
-        for probe, slope in slopes:
+        for probe, (seconds, projection) in slopes:
             if not probe.closed:
-                change = probe.classifier.observe_growth(tick_ns, slope)
+                change = probe.classifier.observe_projection(tick_ns, seconds, projection)
                 if change is not None:
                     self.ticker.report(change)
 
@@ -341,6 +382,18 @@ def _leads_a_group(pid: int) -> bool:
         return os.getpgid(pid) == pid
     except OSError:
         return True  # gone: nothing to adopt
+
+
+def _startup(envelope: Envelope, generation: int, age_s: float) -> dict[str, object]:
+    """A generation's start-up as the snapshots carry it (`Sample.startup`)."""
+    out: dict[str, object] = {"starting": envelope.starting(generation), "age_s": round(age_s, 1)}
+    at = envelope.at(age_s) if envelope.levelled else None
+    if at is not None:
+        out["envelope"] = int(at)
+    why = envelope.why_ended(generation)
+    if why is not None:
+        out["ended"] = why
+    return out
 
 
 __all__ = ["Discoverer"]

@@ -17,8 +17,10 @@ running that work (`supervisor/sensing/_ticker.c`).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
+from supervisor.core.identity import GenerationId
 from supervisor.core.pressure import Thresholds, WorkerClassifier
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
@@ -30,13 +32,19 @@ from supervisor.sensing.ring import Ring
 class Probe:
     """One generation: its tree, its sources, its ring and classifier, its figures."""
 
-    __slots__ = ("band", "cgroup", "classifier", "closed", "key", "lost", "members", "offset",
-                 "readers", "ring", "root", "rss", "since_ns", "slope", "sources", "stat_ns",
-                 "stat_usage", "tree", "trend_since", "trend_t", "trend_v", "usage_fd")
+    __slots__ = ("band", "born_ns", "cgroup", "classifier", "closed", "generation", "key",
+                 "lost", "members", "offset", "readers", "ring", "root", "rss", "said_ready",
+                 "since_ns", "slope", "sources", "startup", "stat_ns", "stat_usage", "tree",
+                 "trend_since", "trend_t", "trend_v", "usage_fd", "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
         self.key = key
+        # Whose start-up envelope it draws on (`core.envelope`): a key that is not a
+        # generation's identity is a worker of its own.
+        ident = GenerationId.parse(key)
+        self.worker, self.generation = (ident.worker, ident.number) if ident else (key, 1)
+        self.born_ns = time.monotonic_ns()  # watched at its spawn: its age counts from here
         self.tree = tree
         self.root = tree.root
         self.cgroup = cgroup
@@ -64,6 +72,11 @@ class Probe:
         # a start-up ramp is loading, not leaking. Written by the event loop, read by the
         # discoverer, which restarts the trend when it sees a new value in `trend_since`.
         self.since_ns: int | None = None
+        # It said ready on the channel (written before `since_ns`): its start-up is over.
+        self.said_ready = False
+        # Its start-up against its worker's envelope, as the discoverer last judged it
+        # (replaced whole; read by the snapshots): see `Sampler.view`.
+        self.startup: dict[str, object] = {}
         self.trend_since: int | None = None
         self.closed = False
         # The ring decimated to one sample per discovery: what the growth slope reads.

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supervisor.core.pressure import Change, ContainerClassifier, Thresholds
 from supervisor.core.units import format_duration
@@ -49,6 +49,8 @@ class WorkerView:
     rss: int
     slope: float | None  # bytes/s over the growth window; None until the window is full
     pids: tuple[int, ...]
+    #: Its start-up against its worker's envelope (`Sample.startup`; {} before a discovery).
+    startup: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +191,15 @@ class Sampler:
             self._retire(old)
         self._discoverer.wake.set()
 
-    def growth_from(self, key: str, t_ns: int | None = None) -> None:
+    def growth_from(self, key: str, t_ns: int | None = None, *,
+                    said_ready: bool = False) -> None:
         """Judge `key`'s growth from `t_ns` (default now) on, typically the moment it became
-        ready: the growth input speaks once a whole growth window after that has been seen.
-        Unknown keys are ignored."""
+        ready: the growth input speaks once a whole growth window after that has been seen
+        and its start-up has ended (`said_ready`: the worker said so on the channel; else
+        its start-up envelope tells). Unknown keys are ignored."""
         probe = self._by_key.get(key)
         if probe is not None:
+            probe.said_ready = said_ready
             probe.since_ns = time.monotonic_ns() if t_ns is None else t_ns
 
     def unwatch(self, key: str) -> None:
@@ -222,7 +227,12 @@ class Sampler:
             rss=probe.rss,
             slope=probe.slope,
             pids=tuple(pid for pid, _ in members),
+            startup=probe.startup,
         )
+
+    def envelope(self, worker: str) -> list[tuple[float, int]]:
+        """`worker`'s start-up envelope as (age s, bytes) points ([] before it has one)."""
+        return self._discoverer.envelope_points(worker)
 
     def container(self) -> ContainerView | None:
         """Return the container's figures, or None when no limit is known."""

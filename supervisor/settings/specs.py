@@ -40,9 +40,11 @@ class WorkerSpec:
 
 
 def thresholds(cfg: Config, limit: int | None, *, medium: Size | None = None,
-               high: Size | None = None, critical: Size | None = None) -> Thresholds:
+               high: Size | None = None, critical: Size | None = None,
+               ready_after: float | None = None) -> Thresholds:
     """Every classifier line of `cfg` resolved against `limit` (bytes, or None when no limit
-    is known); `medium`, `high`, `critical` replace the top-level sizes (a worker's own)."""
+    is known); `medium`, `high`, `critical` replace the top-level sizes (a worker's own),
+    `ready_after` the top-level `--ready-after` (the start-up assumed before one is seen)."""
     p = cfg.pressure
     reserve = p.headroom_reserve.resolve(limit)
     reserve_fraction = None if reserve is None or not limit else reserve / limit
@@ -57,6 +59,8 @@ def thresholds(cfg: Config, limit: int | None, *, medium: Size | None = None,
         margin=p.margin,
         dwell_ns=(int(p.dwell_medium * 1e9), int(p.dwell_high * 1e9),
                   int(p.dwell_critical * 1e9)),
+        limit=float(limit) if limit else None,
+        startup_s=float(cfg.ready_after if ready_after is None else ready_after),
     )
 
 
@@ -83,7 +87,7 @@ def specs(cfg: Config, limit: int | None = None) -> list[WorkerSpec]:
                     grace=float(w.grace if w.grace is not None else cfg.grace),
                     profiles=w.profiles or cfg.profiles,
                     thresholds=thresholds(cfg, limit, medium=w.medium, high=w.high,
-                                          critical=w.critical),
+                                          critical=w.critical, ready_after=w.ready_after),
                 )
             )
     return out

@@ -18,9 +18,11 @@ from supervisor.core.policy import (
     Refused,
     WorkerSettings,
 )
+from supervisor.core.pressure import Change as PressureChange
+from supervisor.core.pressure import WorkerClassifier
 from supervisor.core.states import GenerationState, IllegalTransition, transition
-from supervisor.settings.config import Config
-from supervisor.settings.specs import policy_settings
+from supervisor.settings.config import Config, convert
+from supervisor.settings.specs import policy_settings, thresholds
 from workers.protocol import Level
 
 MB = 1000 * 1000
@@ -44,6 +46,7 @@ class Change:
     threshold: float
     t_ns: int = 0
     first_ns: int = 0
+    detail: str = ""
 
 
 def change(level: Level, previous: Level = LOW) -> Change:
@@ -806,3 +809,29 @@ def test_invariants_hold_for_any_sequence(ops: list[tuple], dry_run: bool, resta
                 0 if op[3] else 1, ok=op[3], description="exited", by_us=by_us)))
     if dry_run:  # pressure spawned nothing: only the first generation and restarts exist
         assert all(a == "starting" or a == "ready" or a == "retiring" for a in world.values())
+
+
+def test_growth_acts_by_the_time_it_leaves():
+    # The classifier's own changes, fed to the policy: a start-up's growth far below
+    # CRITICAL tells the worker (MEDIUM) and replaces nothing; a burst that stops is given
+    # back; growth that holds a projection inside what a replacement needs replaces it.
+    def fed(rows: list[tuple[float, float, float]]) -> list[PressureChange]:
+        w = WorkerClassifier("worker#1", thresholds(convert({}), None))  # CRITICAL 500 MB
+        return [c for t, mb, rate in rows
+                if (c := w.observe_growth(int(t * 1e9), rate * MB, mb * MB)) is not None]
+
+    def acts(changes: list[PressureChange]) -> list[tuple[object, ...]]:
+        p = make()
+        p.ready(1.0, "worker", 1, 40 * MB)
+        out: list[tuple[object, ...]] = []
+        for c in changes:
+            out += summary(p.level(20.0 + c.t_ns / 1e9, "worker", 1, c, headroom=None))
+        return out
+
+    far = fed([(i / 10, 60 + 1.2 * i, 12) for i in range(100)])  # CRITICAL ~36 s away
+    assert acts(far) == [("notify", 1, "medium")]
+    burst = fed([(i / 10, 440 + 1.2 * i, 12) for i in range(30)]
+                + [(3 + i / 10, 476, 0.0) for i in range(600)])
+    assert acts(burst) == [("notify", 1, "medium"), ("notify", 1, "low")]
+    leak = fed([(i / 10, 440 + 1.2 * i, 12) for i in range(60)])
+    assert acts(leak) == [("notify", 1, "medium"), ("notify", 1, "high"), ("spawn", 2, "high")]

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supervisor.core.envelope import Envelope
 from supervisor.core.pressure import (
     PSI_HOST,
     PSI_MEDIUM,
@@ -15,6 +16,7 @@ from supervisor.core.pressure import (
     ContainerClassifier,
     Thresholds,
     WorkerClassifier,
+    explain,
 )
 from supervisor.settings.config import convert
 from supervisor.settings.specs import thresholds as resolve_thresholds
@@ -103,41 +105,97 @@ def test_change_carries_metric_value_and_threshold():
     assert down.threshold == pytest.approx(50 * MB * 0.95)
 
 
-def test_growth_raises_and_the_level_is_the_highest_input():
+def growth_run(w: WorkerClassifier, rows: list[tuple[float, float, float]]) -> list[Change]:
+    """Feed (t_s, memory_mb, rate_mb_s) growth observations; return every change."""
+    out = []
+    for t_s, mb, rate in rows:
+        change = w.observe_growth(int(t_s * S), rate * MB, mb * MB)
+        if change is not None:
+            assert change.level == w.level
+            out.append(change)
+    return out
+
+
+def every(start_s: float, end_s: float, mb: float, rate: float) -> list[tuple[float, float, float]]:
+    """Observations every 100 ms from `start_s` to `end_s` of `mb` growing at `rate` MB/s."""
+    n = round((end_s - start_s) * 10)
+    return [(start_s + i / 10, mb + rate * i / 10, rate) for i in range(n)]
+
+
+# Default lines: CRITICAL 500 MB, floors 5/10 MB/s, a start-up of 1 s (--ready-after): a
+# replacement is safe 2 x 1 + 5 = 7 s ahead, the MEDIUM horizon is 120 s, and a projection
+# into HIGH counts once it has held for the growth window (5 s).
+@pytest.mark.parametrize(("mb", "rate", "level", "why"), [
+    (60, 12, M, "CRITICAL 36.7 s away: inside the horizon, far beyond a replacement"),
+    (100, 2, L, "below the MEDIUM floor (5 MB/s): no level, however it projects"),
+    (445, 12, H, "CRITICAL 4.6 s away, held for a whole window"),
+    (480, 6, M, "3.3 s away but below the HIGH floor (10 MB/s)"),
+    (10, 0.0, L, "flat"),
+])
+def test_growth_raises_a_level_by_the_time_it_leaves(mb, rate, level, why):
+    w = WorkerClassifier("w", TH)
+    growth_run(w, [(i / 10, mb, rate) for i in range(120)])
+    assert w.level == level, why
+
+
+def test_the_projection_is_what_the_change_says():
+    w = WorkerClassifier("w", TH)
+    changes = growth_run(w, every(0, 1, 60, 12))
+    assert [(c.level, c.metric) for c in changes] == [(M, "projection")]
+    assert changes[0].detail == "at 12.0 MB/s CRITICAL 500.0 MB in 36.5s"
+    assert changes[0].threshold == 120.0
+    assert explain(changes[0]) == ("projection at 12.0 MB/s CRITICAL 500.0 MB in 36.5s "
+                                   "against threshold 2min")
+
+
+def test_the_nearer_of_critical_and_the_limit_is_projected():
+    th = resolve_thresholds(convert({"critical": "4GB", "high": "3GB", "medium": "2GB"}),
+                            300 * MB)
+    w = WorkerClassifier("w", th)
+    changes = growth_run(w, every(0, 1, 100, 12))
+    assert changes and changes[0].detail == "at 12.0 MB/s the limit 300.0 MB in 16.5s"
+
+
+def test_the_start_up_measured_moves_the_lines():
+    # A worker that took 40 s from spawn to ready needs 2 x 40 + 5 = 85 s to be replaced
+    # safely: CRITICAL 36.7 s away is HIGH for it, only MEDIUM for one that starts in 1 s.
+    slow = WorkerClassifier("w", TH)
+    slow.set_startup(40.0)
+    assert growth_run(slow, every(0, 6, 60, 12))[-1].level == H
+    quick = WorkerClassifier("w", TH)
+    assert growth_run(quick, every(0, 6, 60, 12))[-1].level == M
+
+
+def test_a_burst_is_not_a_leak():
+    # CRITICAL 4 s away at 12 MB/s, but the growth stops after 3 s (the requests ended):
+    # MEDIUM, never HIGH, and back to LOW through the dwell times.
+    w = WorkerClassifier("w", TH)
+    rows = every(0, 3, 440, 12) + every(3, 60, 476, 0.0)
+    changes = growth_run(w, rows)
+    assert [c.level for c in changes] == [M, L]
+    # Growth that falls back (negative) is no projection either.
+    w = WorkerClassifier("w", TH)
+    assert [c.level for c in growth_run(w, every(0, 3, 440, 12) + every(3, 4, 470, -30))
+            ] == [M]
+
+
+def test_growth_and_size_combine_to_the_highest_input():
     w = WorkerClassifier("w", TH)
     for t in range(3):
         assert w.observe_rss(t * MS, 60 * MB) is None or t == 2
     assert w.level == M
-    changes = [w.observe_growth((10 + i) * 100 * MS, 12e6) for i in range(3)]
-    assert changes[:2] == [None, None]
-    assert (changes[2].level, changes[2].previous, changes[2].metric) == (H, M, "growth")
-    assert changes[2].threshold == 10e6
+    changes = growth_run(w, every(1, 8, 445, 12))
+    assert [(c.level, c.previous, c.metric) for c in changes] == [(H, M, "projection")]
     # RSS falling to LOW does not lower the level while growth still holds HIGH.
     for i in range(40):
-        assert w.observe_rss((2000 + i * 1000) * MS, 10 * MB) is None
+        assert w.observe_rss((20 + i) * S, 10 * MB) is None
     assert w.level == H
-    # Growth calming down steps through its own levels: HIGH's dwell (5 s), then MEDIUM's
-    # (30 s); RSS, LOW for long, no longer holds anything up.
-    t0 = 50 * S
-    results = [w.observe_growth(t0 + i * 100 * MS, 0.0) for i in range(400)]
-    changes = [c for c in results if c is not None]
-    assert [(c.level, c.metric) for c in changes] == [(M, "growth"), (L, "growth")]
-    assert [(c.t_ns - t0) // S for c in changes] == [5, 30]
-
-
-def test_a_fall_through_a_disabled_line_reports_the_real_one():
-    th = resolve_thresholds(convert({"medium": "10%"}), None)  # MEDIUM off: no limit
-    assert th.rss[0] is None
-    changes = rss_run(ramp(0, [250, 250, 250]) + ramp(100, [0] * 60, step_ms=100), th)
-    assert [(c.level, c.previous) for c in changes] == [(H, L), (L, H)]
-    assert changes[1].threshold == pytest.approx(200 * MB * 0.95)
-    assert (changes[1].t_ns - changes[1].first_ns) // S == 5
 
 
 def test_growth_medium_needs_sustained_rate():
     w = WorkerClassifier("w", TH)
     rates = [6e6, 6e6, 0.0, 6e6, 6e6, 6e6]
-    results = [w.observe_growth(i * 100 * MS, r) for i, r in enumerate(rates)]
+    results = [w.observe_growth(i * 100 * MS, r, 60 * MB) for i, r in enumerate(rates)]
     assert [c.level if c else None for c in results] == [None] * 5 + [M]
 
 
@@ -278,3 +336,47 @@ def test_stat_gate_is_below_every_headroom_line():
     assert c.stat_gate <= LIMIT * (1 - 0.25 * 1.05)
     for i in range(5):
         assert c.observe(i * MS, c.stat_gate - 1, 0.0) is None
+
+
+def load(env: Envelope, generation: int, seconds: float, mb: float,
+         after: float = 0.0) -> list[bool]:
+    """Feed a start-up that loads `mb` over `seconds` (starting `after` s late), then holds it
+    to 60 s, one point per second; return whether it was starting at each."""
+    out = []
+    for age in range(60):
+        share = min(max(age - after, 0) / seconds, 1.0)
+        out.append(env.observe(generation, float(age), 20 * MB + share * mb * MB))
+    return out
+
+
+def test_the_first_generation_draws_the_envelope_until_it_levels_off():
+    env = Envelope()
+    assert all(load(env, 1, 20, 600))  # still drawing: starting throughout
+    env.end(1, "it levelled off", levelled=True)
+    assert not env.starting(1) and env.why_ended(1) == "it levelled off"
+    assert env.at(10) == pytest.approx(320 * MB) and env.at(500) == 620 * MB
+    assert not env.observe(1, 61.0, 700 * MB)  # its own growth from now on is judged
+
+
+@pytest.mark.parametrize(("after", "mb", "starting", "why"), [
+    (0, 600, True, "the same start-up again"),
+    (8, 600, True, "slower (a busy host): below the curve for its age"),
+    (0, 580, True, "a little less"),
+    (0, 900, False, "more than the envelope holds: judged as growth"),
+])
+def test_later_generations_are_held_to_the_envelope(after, mb, starting, why):
+    env = Envelope()
+    load(env, 1, 20, 600)
+    env.end(1, "it levelled off", levelled=True)
+    assert all(load(env, 2, 20, mb, after=after)) is starting, why
+
+
+def test_a_faster_start_leaves_the_envelope_and_the_end_is_for_good():
+    env = Envelope()
+    load(env, 1, 20, 600)
+    env.end(1, "it said ready", levelled=True)
+    assert env.observe(2, 1.0, 40 * MB)
+    assert not env.observe(2, 2.0, 400 * MB)  # 400 MB at 2 s: the first had 80 MB
+    assert not env.observe(2, 3.0, 50 * MB)  # back under it: still not starting
+    assert env.why_ended(2) == "rose above its start-up envelope"
+    assert env.points()[0] == (0.0, 20 * MB)

@@ -27,8 +27,9 @@ from supervisor.core.exitstatus import ExitStatus, signal_name
 from supervisor.core.identity import GenerationId
 from supervisor.core.policy import Policy, PolicySettings
 from supervisor.core.pressure import Change, Thresholds, explain
+from supervisor.core.states import GenerationState
 from supervisor.core.units import format_duration, format_size
-from supervisor.linux import prctl, process, reaper, sigwait
+from supervisor.linux import handoff, prctl, process, reaper, sigwait
 from supervisor.linux.cgroup import CgroupMemory
 from supervisor.linux.trees import CgroupTree, ProcTree
 from supervisor.linux.workercgroup import GenerationCgroup
@@ -36,6 +37,7 @@ from supervisor.loop import channel
 from supervisor.loop.events import EventLog
 from supervisor.loop.handles import Handle
 from supervisor.loop.health import Health
+from supervisor.loop.readiness import Prober, wall_of
 from supervisor.loop.recorder import Recorder
 from supervisor.loop.stopping import KILL_WAIT_S, stop_generation
 from supervisor.sensing.measure import Measure
@@ -52,6 +54,7 @@ Service = Callable[[anyio.abc.TaskGroup], Awaitable[None]]
 log = logging.getLogger("memwarden.arbiter")
 
 STOPPING = (signal.SIGTERM, signal.SIGINT)
+STARTING = GenerationState.STARTING
 #: Signals not forwarded: the stopping ones (they stop the workers, which get TERM or INT
 #: in turn), CHLD, job control (`process.SWALLOWED`), and those no process can catch.
 NOT_FORWARDED = frozenset({
@@ -81,10 +84,12 @@ class Arbiter:
     def __init__(self, cfg: Config, events: EventLog, *, specs: Sequence[WorkerSpec],
                  policy: PolicySettings, thresholds: Thresholds, limit: int | None,
                  cgroup: CgroupMemory | None, measure: Measure,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 listeners: dict[str, tuple[handoff.Listener, ...]] | None = None) -> None:
         """Everything comes resolved from the composition root (`supervisor.app`): the
         workers' specs, the policy's settings, the container's thresholds, the limit and
-        memwarden's own cgroup (discovered once), how memory is measured."""
+        memwarden's own cgroup (discovered once), how memory is measured, the sockets
+        bound once and handed to every generation, by worker."""
         self.cfg = cfg
         self.events = events
         self.recorder = recorder
@@ -104,6 +109,8 @@ class Arbiter:
         self.thresholds = thresholds
         self.measure = measure
         self._leftover: list[GenerationCgroup] = []  # cgroups not empty yet when retired
+        self.listeners = listeners or {}
+        self._probers: dict[str, Prober] = {}  # by key, while a probe runs
         self.sampler = Sampler(
             interval_s=cfg.interval,
             discover_interval_s=cfg.discover_interval,
@@ -292,16 +299,20 @@ class Arbiter:
                     message=f"cannot create the cgroup of generation {number} of "
                     f"{spec.name!r}: {e.strerror or e}"))
                 return
+        env = worker_env(dict(os.environ), spec, number, action.profile,
+                         investigate_on_retire=self.cfg.investigate_on_retire)
+        listeners = self.listeners.get(spec.name, ())
+        env.update(handoff.environment(listeners) if listeners else {})
         try:
             child = process.spawn(
                 spec.argv,
-                env=worker_env(dict(os.environ), spec, number, action.profile,
-                               investigate_on_retire=self.cfg.investigate_on_retire),
+                env=env,
                 cwd=spec.cwd,
                 with_channel=True,
                 oom_score_adj=self.cfg.oom_score_adj,
                 take_terminal=self._terminal and number == 1,
                 launcher=cg.launcher() if cg is not None else None,
+                listen=[x.fd for x in listeners],
             )
         except process.SpawnError as e:
             if cg is not None:
@@ -387,13 +398,39 @@ class Arbiter:
     # -- readiness and the channel ---------------------------------------------------------
 
     async def _ready_timer(self, h: Handle) -> None:
-        ready_after = self.specs[h.worker].ready_after
+        spec = self.specs[h.worker]
+        if spec.probe is not None:
+            await self._probe(h, Prober(spec.probe, wall_of(h.started), cwd=spec.cwd))
+            return
+        ready_after = spec.ready_after
         await anyio.sleep(ready_after)
         # A worker that speaks the channel says when it is ready; one that does not is
-        # ready once it has stayed alive this long.
+        # guessed ready once it has stayed alive this long.
         if h.alive and not h.spoke:
             with self._contained("the readiness of %s", h.key):
-                self._ready(h, f"alive for {format_duration(ready_after)}")
+                self._ready(h, f"guessed: alive for {format_duration(ready_after)}")
+
+    async def _probe(self, h: Handle, prober: Prober) -> None:
+        """Probe until the generation serves (ready), or stops waiting: ready by the channel,
+        or failed by the policy's ready timeout (the probe's last answer is logged), or gone."""
+        def starting() -> bool:
+            return h.alive and self.policy.state_of(h.worker, h.number) is STARTING
+
+        self._probers[h.key] = prober
+        try:
+            answer = await prober.until_ready(starting)
+        finally:
+            self._probers.pop(h.key, None)
+        with self._contained("the readiness of %s", h.key):
+            if answer is not None:
+                self._ready(h, f"{prober.probe.describe()}: {answer.detail}")
+            elif prober.last is not None and not h.spoke and (
+                    self.policy.state_of(h.worker, h.number) is not GenerationState.READY):
+                self.events.emit(
+                    EventType.NOT_READY, f"{prober.probe.describe()} never succeeded "
+                    f"({prober.attempts} attempts; the last: {prober.last.detail})",
+                    **_ids(h), data={"probe": prober.probe.describe(),
+                                     "attempts": prober.attempts, "last": prober.last.detail})
 
     def _ready(self, h: Handle, how: str) -> None:
         view = self.sampler.view(h.key)
@@ -489,6 +526,11 @@ class Arbiter:
     def _reap(self) -> None:
         for pid, raw in reaper.reap():
             h = self.by_pid.pop(pid, None)
+            prober = None if h is not None else next(
+                (p for p in self._probers.values() if p.owns(pid)), None)
+            if prober is not None:  # a readiness probe's command
+                prober.exited(pid, raw)
+                continue
             if h is None:
                 log.debug("reaped orphan %d (%s)", pid, ExitStatus.from_wait(raw).describe())
                 continue

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor.settings import config, validate
+from supervisor.settings import config, probes, validate
 
 
 def load(
@@ -54,4 +54,5 @@ def load_with_origin(
                 merged[table] = {**inner, name: value}
     cfg = config.convert(merged, origin)
     validate.check(cfg, origin)
+    probes.check(cfg, origin)
     return cfg, origin

@@ -165,9 +165,8 @@ def spawn(
         _close(ours, theirs)
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", 126) from None
     if theirs is not None:
+        _close_fd(channel_fd, theirs)
         theirs.close()
-        if channel_fd != theirs.fileno() and channel_fd >= 0:
-            os.close(channel_fd)
     if ours is not None:
         ours.setblocking(False)
     if oom_score_adj is not None:

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: memwarden's copies of handed-over sockets sit at this descriptor or above.
@@ -90,10 +91,57 @@ def environment(listeners: tuple[Listener, ...]) -> dict[str, str]:
             "LISTEN_FDNAMES": ":".join(x.name for x in listeners)}
 
 
+def accepted_by(server_port: int, client_port: int,
+                members: Callable[[], list[int]]) -> int | None:
+    """Which of the pids `members()` lists (asked only once the connection is accepted)
+    holds the server's end of the TCP connection from local port `client_port` to
+    `server_port`: its pid, 0 when the connection has been accepted by a
+    process not among them, None when it is not accepted yet (still in the backlog: the
+    kernel gives it a descriptor, and /proc/net/tcp an inode, only at accept).
+
+    This is how a probe tells which generation answered: two generations that accept on
+    one handed-over socket, or an old one still holding the port, look the same from the
+    client's side.
+    """
+    inode = _server_inode(server_port, client_port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in members():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+            except OSError:
+                continue
+    return 0
+
+
+def _server_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the accepted server end of client_port -> server_port, or None."""
+    local, remote = f":{server_port:04X}", f":{client_port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if (len(fields) > 9 and fields[1].endswith(local)
+                            and fields[2].endswith(remote) and fields[9] != "0"):
+                        return int(fields[9])
+        except OSError:
+            continue
+    return None
+
+
 def _text(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["BACKLOG", "HIGH_FD", "ListenError", "Listener", "bind", "bind_all", "close",
-           "environment"]
+__all__ = ["BACKLOG", "HIGH_FD", "ListenError", "Listener", "accepted_by", "bind", "bind_all",
+           "close", "environment"]

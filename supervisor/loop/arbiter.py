@@ -400,7 +400,8 @@ class Arbiter:
     async def _ready_timer(self, h: Handle) -> None:
         spec = self.specs[h.worker]
         if spec.probe is not None:
-            await self._probe(h, Prober(spec.probe, wall_of(h.started), cwd=spec.cwd))
+            await self._probe(h, Prober(spec.probe, wall_of(h.started), cwd=spec.cwd,
+                                        members=lambda: [pid for pid, _ in h.tree.members()]))
             return
         ready_after = spec.ready_after
         await anyio.sleep(ready_after)

@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+import anyio.abc
 
 from supervisor.core.exitstatus import ExitStatus
+from supervisor.linux import handoff
 from supervisor.settings.probes import Probe
 
 #: The longest one attempt may take.
@@ -30,6 +32,8 @@ ATTEMPT_S = 2.0
 #: The pause between attempts: a server that is up is seen within this; a probe costs a
 #: connection (an exec probe a process) per pause, negligible at this rate.
 PAUSE_S = 0.1
+#: How often a connection still in the backlog is looked at again.
+ACCEPT_POLL_S = 0.01
 #: The most of an HTTP answer read: the status line is all a probe needs.
 HEAD_BYTES = 4096
 
@@ -47,8 +51,13 @@ class Prober:
     of its start: `ready_file` must be newer)."""
 
     def __init__(self, probe: Probe, started_wall: float, *, cwd: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 members: Callable[[], list[int]] | None = None) -> None:
+        """`members` lists the generation's processes: a TCP or HTTP probe counts only when
+        one of them accepted its connection (`handoff.accepted_by`), not the generation it
+        replaces, which holds the same port or shares the same handed-over socket."""
         self.probe = probe
+        self.members = members
         self.started_wall = started_wall
         self.cwd = cwd
         self.env = env
@@ -71,10 +80,8 @@ class Prober:
         """One bounded attempt."""
         p = self.probe
         with anyio.move_on_after(ATTEMPT_S):
-            if p.kind == "tcp":
-                return await _tcp(p)
-            if p.kind == "http":
-                return await _http(p)
+            if p.kind in ("tcp", "http"):
+                return await self._connect(p)
             if p.kind == "exec":
                 return await self._exec(p)
             return _file(p, self.started_wall)
@@ -113,32 +120,49 @@ class Prober:
         return Answer(exit.ok, f"{p.argv[0]} {exit.describe()}")
 
 
-async def _tcp(p: Probe) -> Answer:
-    try:
-        stream = await anyio.connect_tcp(p.host, p.port)
-    except OSError as e:
-        return Answer(False, _error(e))
-    await stream.aclose()
-    return Answer(True, f"connection to {p.text} accepted")
+    # -- tcp and http: which generation accepted? ----------------------------------------
 
-
-async def _http(p: Probe) -> Answer:
-    try:
-        stream = await anyio.connect_tcp(p.host, p.port)
-    except OSError as e:
-        return Answer(False, _error(e))
-    async with stream:
-        host = f"[{p.host}]" if ":" in p.host else p.host
-        request = (f"GET {p.path} HTTP/1.1\r\nHost: {host}:{p.port}\r\n"
-                   "User-Agent: memwarden-ready\r\nConnection: close\r\n\r\n")
-        head = b""
+    async def _connect(self, p: Probe) -> Answer:
         try:
-            await stream.send(request.encode("latin-1", "replace"))
-            while b"\r\n" not in head and len(head) < HEAD_BYTES:
-                head += await stream.receive(HEAD_BYTES)
-        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as e:
-            if not head:
-                return Answer(False, f"no answer ({_error(e)})")
+            stream = await anyio.connect_tcp(p.host, p.port)
+        except OSError as e:
+            return Answer(False, _error(e))
+        async with stream:
+            who = await self._accepted(stream, p)
+            if who is not None:
+                return who
+            if p.kind == "tcp":
+                return Answer(True, f"connection to {p.text} accepted")
+            return await _http(stream, p)
+
+    async def _accepted(self, stream: anyio.abc.SocketStream, p: Probe) -> Answer | None:
+        """None once a process of this generation has accepted the connection; else why
+        the attempt does not count. Waits while the connection is in the backlog."""
+        if self.members is None:
+            return None
+        client_port = stream.extra(anyio.abc.SocketAttribute.local_port)
+        while True:
+            holder = handoff.accepted_by(p.port, client_port, self.members)
+            if holder:
+                return None
+            if holder == 0:
+                return Answer(False, f"port {p.port} answered by another process, not this "
+                              "generation (the one it replaces?)")
+            await anyio.sleep(ACCEPT_POLL_S)
+
+
+async def _http(stream: anyio.abc.SocketStream, p: Probe) -> Answer:
+    host = f"[{p.host}]" if ":" in p.host else p.host
+    request = (f"GET {p.path} HTTP/1.1\r\nHost: {host}:{p.port}\r\n"
+               "User-Agent: memwarden-ready\r\nConnection: close\r\n\r\n")
+    head = b""
+    try:
+        await stream.send(request.encode("latin-1", "replace"))
+        while b"\r\n" not in head and len(head) < HEAD_BYTES:
+            head += await stream.receive(HEAD_BYTES)
+    except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as e:
+        if not head:
+            return Answer(False, f"no answer ({_error(e)})")
     line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
     parts = line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():

@@ -8,7 +8,9 @@ else the top-level one. `listen` are the addresses memwarden binds once and hand
 generation (`LISTEN_FDS`), so that the old and the new generation accept on one socket.
 
 A TCP or HTTP probe on a port the old generation still holds cannot tell the generations
-apart unless that port is handed over (`ambiguity`): the old one answers for the new one.
+apart by the port (`ambiguity`): the old one would answer for the new one. The probe
+counts only an answer from the new generation's own processes (`loop.readiness`), and
+`--listen` lets both generations accept on the port at once.
 """
 
 from __future__ import annotations
@@ -141,17 +143,19 @@ class ProbeError(ValueError):
 
 
 def ambiguity(probe: Probe | None, listen: tuple[tuple[str, int], ...]) -> str | None:
-    """Why `probe` cannot tell an old generation from its replacement, or None.
+    """Why `probe` on a port that is not handed over cannot serve a replacement, or None.
 
-    A TCP or HTTP probe on a port that is not handed over asks whoever holds the port, and
-    during a replacement that is the old generation: it would answer for the new one."""
+    During a replacement the old generation holds the port; the new one, unable to bind
+    it, cannot answer on it before the old one lets go."""
     if probe is None or probe.kind not in ("tcp", "http"):
         return None
     if any(port == probe.port for _, port in listen):
         return None
     return (f"{probe.describe()} probes port {probe.port}, which the old generation still "
             "holds while its replacement starts: the probe cannot tell the generations "
-            "apart, and the old one's answer would retire it. Pass --listen "
+            "apart by the port alone. Only an answer from the new generation's own processes "
+            "counts, so a server that must bind that port itself will not be ready before "
+            "the old one lets go, and each replacement fails its start. Pass --listen "
             f"{_address(probe.host, probe.port)} so that memwarden binds the port once and "
             "hands it to every generation (LISTEN_FDS)")
 

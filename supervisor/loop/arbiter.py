@@ -95,7 +95,7 @@ class Arbiter:
         self.recorder = recorder
         self.specs = {s.name: s for s in specs}
         self.policy = Policy(policy, [worker_settings(s) for s in self.specs.values()])
-        self.handles: dict[str, Handle] = {}  # by key, until reaped and stopped
+        self.handles: dict[str, Handle] = {}  # by key, until reaped, stopped, cgroup removed
         self.by_pid: dict[int, Handle] = {}  # roots not yet reaped
         self.stopping = False
         self.exit_status: int | None = None
@@ -253,7 +253,7 @@ class Arbiter:
                                                container=self._container_level()))
             if self.recorder is not None:
                 with self._contained("writing samples"):
-                    self.recorder.tick(self.live(), self.sampler)
+                    self.recorder.tick(list(self.handles.values()), self.sampler)
             if self._leftover:
                 with self._contained("removing cgroups of ended generations"):
                     self._remove_leftovers()
@@ -322,7 +322,8 @@ class Arbiter:
             return
         tree = CgroupTree(child.pid, cg.procs) if cg is not None else ProcTree(child.pid,
                                                                                 child.start)
-        h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills())
+        h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills(),
+                   profile=action.profile)
         self.handles[h.key] = h
         self.by_pid[h.pid] = h
         self.sampler.watch(h.key, h.pid, tree, cg.memory if cg is not None else None,
@@ -544,7 +545,8 @@ class Arbiter:
         h.exited.set()
         if self.recorder is not None:
             self.recorder.burst_later(h, "exit", self.sampler)
-        self.sampler.unwatch(h.key)
+        # Still sampled until what it left of its tree is gone (`_forget`): a retiring
+        # generation's leftovers stay in `status`, the metrics and the snapshots.
         if h.channel_scope is not None:
             h.channel_scope.cancel()
         by_us = h.by_us(status)
@@ -569,13 +571,25 @@ class Arbiter:
                  by_us=by_us)))
 
     def _forget(self, h: Handle) -> None:
-        """The generation is reaped and its tree gone: drop its handle, remove its cgroup."""
-        self.handles.pop(h.key, None)
-        if h.cgroup is not None and not h.cgroup.remove():
-            self._leftover.append(h.cgroup)  # tried again by the housekeeping
+        """The generation is reaped and its tree gone: stop sampling it. Without a cgroup
+        its handle goes now; with one, once the housekeeping has removed the cgroup (the
+        ticker lets go of its files first, at its next tick), so that `status` shows the
+        generation until nothing of it is left."""
+        self.sampler.unwatch(h.key)
+        if h.cgroup is None:
+            self.handles.pop(h.key, None)
+        elif h.cgroup not in self._leftover:
+            self._leftover.append(h.cgroup)
 
     def _remove_leftovers(self) -> None:
-        self._leftover = [cg for cg in self._leftover if not cg.remove()]
+        kept = []
+        for cg in self._leftover:
+            if not cg.remove():
+                kept.append(cg)
+                continue
+            for key in [k for k, h in self.handles.items() if h.cgroup is cg and not h.alive]:
+                del self.handles[key]
+        self._leftover = kept
 
     def _kill_everything(self) -> None:
         for h in self.handles.values():

@@ -106,6 +106,8 @@ def accepted_by(server_port: int, client_port: int,
     inode = _server_inode(server_port, client_port)
     if inode is None:
         return None
+    if inode < 0:
+        return -1
     target = f"socket:[{inode}]"
     for pid in members():
         try:
@@ -122,20 +124,31 @@ def accepted_by(server_port: int, client_port: int,
 
 
 def _server_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the accepted server end of client_port -> server_port, or None."""
-    local, remote = f":{server_port:04X}", f":{client_port:04X}"
+    """The inode of the accepted server end of client_port -> server_port; None while not
+    accepted; -1 once the server closed its end (our end in CLOSE_WAIT)."""
+    server = (f":{server_port:04X}", f":{client_port:04X}")
+    client = (f":{client_port:04X}", f":{server_port:04X}")
+    closed = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f, None)
                 for line in f:
                     fields = line.split()
-                    if (len(fields) > 9 and fields[1].endswith(local)
-                            and fields[2].endswith(remote) and fields[9] != "0"):
+                    if len(fields) <= 9:
+                        continue
+                    ends = (fields[1][-5:], fields[2][-5:])
+                    if ends == server and fields[9] != "0":
                         return int(fields[9])
+                    if ends == client and fields[3] == _CLOSE_WAIT:
+                        closed = True
         except OSError:
             continue
-    return None
+    return -1 if closed else None
+
+
+#: /proc/net/tcp's state of an end whose peer has closed.
+_CLOSE_WAIT = "08"
 
 
 def _text(address: tuple[str, int]) -> str:

@@ -143,8 +143,11 @@ class Prober:
         client_port = stream.extra(anyio.abc.SocketAttribute.local_port)
         while True:
             holder = handoff.accepted_by(p.port, client_port, self.members)
-            if holder:
+            if holder is not None and holder > 0:
                 return None
+            if holder == -1:
+                return Answer(False, f"port {p.port} closed the connection before memwarden "
+                              "could see which process accepted it")
             if holder == 0:
                 return Answer(False, f"port {p.port} answered by another process, not this "
                               "generation (the one it replaces?)")
@@ -182,6 +185,11 @@ def _file(p: Probe, started_wall: float) -> Answer:
 
 
 def _error(e: BaseException) -> str:
+    # anyio's connect_tcp wraps the last attempt's error ("All connection attempts failed").
+    if isinstance(e.__cause__, OSError):
+        e = e.__cause__
+    if isinstance(e, OSError) and e.errno:
+        return os.strerror(e.errno).lower()
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
     return str(e) or type(e).__name__

@@ -89,6 +89,7 @@ def test_gunicorn_replaced_under_load_refuses_no_request(memwarden, tmp_path) ->
     replacements = log.count("(make before break)")
     assert sent >= 1500 and replacements >= 3, (sent, replacements, log[-3000:])
     assert not failures, f"{sum(failures.values())} of {sent} requests failed: {failures}"
+    print(f"{sent} requests, {replacements} replacements, none failed")
     assert "Connection in use" not in log and "ready (guessed" not in log, log[-3000:]
 
 

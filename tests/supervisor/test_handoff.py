@@ -42,7 +42,7 @@ def _gunicorn() -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -62,10 +62,11 @@ def _get(port: int) -> str | None:
         conn.close()
 
 
+@pytest.mark.slow  # a real server under a loop of requests, ~10 s
 def test_gunicorn_replaced_under_load_refuses_no_request(memwarden, tmp_path) -> None:
     gunicorn = _gunicorn()
     (tmp_path / "app.py").write_text(LEAKY_APP)
-    port = _free_port()
+    port = free_port()
     m = memwarden("run", "--listen", f"127.0.0.1:{port}",
                   "--ready-http", f"http://127.0.0.1:{port}/", "--high", "90MB",
                   "--critical", "2GB",
@@ -94,7 +95,7 @@ def test_gunicorn_replaced_under_load_refuses_no_request(memwarden, tmp_path) ->
 
 
 def test_a_port_probe_without_listen_is_called_ambiguous_at_start(memwarden, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     m = memwarden("run", "--ready-http", f"http://127.0.0.1:{port}/health", "--control", "",
                   "--", *python("import time; time.sleep(60)"))
     line = wait_until(lambda: next((x for x in m.stderr().splitlines()
@@ -123,7 +124,7 @@ def test_the_worker_gets_the_socket_at_fd_3_with_its_own_pid(memwarden, tmp_path
                                                              measure) -> None:
     if measure == "cgroup" and os.geteuid() != 0:
         pytest.skip("cgroup mode needs root here")
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "report.json"
     m = memwarden("run", "--measure", measure, "--listen", f"127.0.0.1:{port}",
                   "--control", "", "--", *python(REPORT), str(out))

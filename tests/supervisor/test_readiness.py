@@ -22,15 +22,10 @@ import pytest
 from supervisor.loop.readiness import Prober
 from supervisor.settings.probes import parse
 from tests.conftest import ROOT, python, wait_until
+from tests.supervisor.test_handoff import free_port
 from tests.supervisor.test_replacement import events
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -73,7 +68,7 @@ def test_http_counts_2xx_and_3xx_only(http_server) -> None:
 
 
 def test_tcp_refused_and_accepted() -> None:
-    port = _free_port()
+    port = free_port()
     prober = Prober(parse("tcp", f"127.0.0.1:{port}"), time.time())
     refused = anyio.run(prober.attempt)
     assert not refused.ok and "refused" in refused.detail, refused
@@ -173,7 +168,7 @@ while True:
 
 def test_a_replacement_never_ready_fails_its_start_and_the_old_one_serves(
         memwarden, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     snaps = tmp_path / "snaps"
     m = memwarden("run", "--ready-tcp", f"127.0.0.1:{port}", "--ready-timeout", "3s",
                   "--medium", "30MB", "--high", "40MB", "--critical", "2GB", "--cooldown",

@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: memwarden's copies of handed-over sockets sit at this descriptor or above.
@@ -77,18 +77,26 @@ def bind_all(addresses: list[tuple[str, int]]) -> dict[tuple[str, int], Listener
     return out
 
 
-def close(listeners: object) -> None:
+def close(listeners: Iterable[Listener]) -> None:
     """Close memwarden's copies (the generations keep theirs until they exit)."""
-    for listener in listeners:  # type: ignore[attr-defined]
+    for listener in listeners:
         with contextlib.suppress(OSError):
             os.close(listener.fd)
 
 
-def environment(listeners: tuple[Listener, ...]) -> dict[str, str]:
-    """`LISTEN_FDS` and `LISTEN_FDNAMES` for `listeners` moved to fds 3, 4, ...;
-    `LISTEN_PID` is the worker's own pid, set where it runs (`process.spawn`)."""
-    return {"LISTEN_FDS": str(len(listeners)),
-            "LISTEN_FDNAMES": ":".join(x.name for x in listeners)}
+def environment(env: dict[str, str], listeners: tuple[Listener, ...]) -> None:
+    """Set `LISTEN_FDS` and `LISTEN_FDNAMES` in `env` for `listeners` moved to fds 3, 4, ...
+    (`LISTEN_PID`, the worker's own pid, is set where it runs: `process.spawn`); without
+    listeners, remove them: a memwarden socket-activated itself must not pass its own on."""
+    for name in VARIABLES:
+        env.pop(name, None)
+    if listeners:
+        env["LISTEN_FDS"] = str(len(listeners))
+        env["LISTEN_FDNAMES"] = ":".join(x.name for x in listeners)
+
+
+#: The variables of socket activation (sd_listen_fds(3)).
+VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 def accepted_by(server_port: int, client_port: int,
@@ -156,5 +164,5 @@ def _text(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["BACKLOG", "HIGH_FD", "ListenError", "Listener", "accepted_by", "bind", "bind_all",
-           "close", "environment"]
+__all__ = ["BACKLOG", "HIGH_FD", "VARIABLES", "ListenError", "Listener", "accepted_by", "bind",
+           "bind_all", "close", "environment"]

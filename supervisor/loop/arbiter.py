@@ -302,7 +302,7 @@ class Arbiter:
         env = worker_env(dict(os.environ), spec, number, action.profile,
                          investigate_on_retire=self.cfg.investigate_on_retire)
         listeners = self.listeners.get(spec.name, ())
-        env.update(handoff.environment(listeners) if listeners else {})
+        handoff.environment(env, listeners)
         try:
             child = process.spawn(
                 spec.argv,

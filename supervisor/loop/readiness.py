@@ -112,7 +112,9 @@ class Prober:
         try:
             await done.wait()
         finally:
-            if not status:  # cancelled by the attempt's bound: end it; the reaper reaps it
+            if status:
+                del self._exits[popen.pid]
+            else:  # cancelled by the attempt's bound: end it; the reaper reaps it
                 with contextlib.suppress(OSError):
                     os.killpg(popen.pid, signal.SIGKILL)
             popen.returncode = status[0] if status else -1  # never waited on by subprocess

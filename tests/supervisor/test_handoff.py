@@ -155,6 +155,10 @@ def test_bound_sockets_sit_above_the_fds_they_move_to() -> None:
         assert len(bound) == 1  # one address, one socket
         (listener,) = bound.values()
         assert listener.fd >= handoff.HIGH_FD
-        assert handoff.environment((listener,))["LISTEN_FDS"] == "1"
+        env = {"LISTEN_PID": "1", "LISTEN_FDS": "2"}  # memwarden's own, from systemd
+        handoff.environment(env, (listener,))
+        assert env == {"LISTEN_FDS": "1", "LISTEN_FDNAMES": listener.name}
+        handoff.environment(env, ())
+        assert env == {}
     finally:
         handoff.close(bound.values())

@@ -323,7 +323,7 @@ class Arbiter:
         tree = CgroupTree(child.pid, cg.procs) if cg is not None else ProcTree(child.pid,
                                                                                 child.start)
         h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills(),
-                   profile=action.profile)
+                   profile=action.profile, started=now)
         self.handles[h.key] = h
         self.by_pid[h.pid] = h
         self.sampler.watch(h.key, h.pid, tree, cg.memory if cg is not None else None,

@@ -34,6 +34,8 @@ ATTEMPT_S = 2.0
 PAUSE_S = 0.1
 #: How often a connection still in the backlog is looked at again.
 ACCEPT_POLL_S = 0.01
+#: How far a file's timestamp may lag the clock it is compared with.
+COARSE_S = 0.01
 #: The most of an HTTP answer read: the status line is all a probe needs.
 HEAD_BYTES = 4096
 
@@ -181,7 +183,9 @@ def _file(p: Probe, started_wall: float) -> Answer:
         st = os.stat(p.path)
     except OSError as e:
         return Answer(False, f"{p.path}: {e.strerror or e}")
-    if st.st_mtime < started_wall:
+    # Files are stamped from the kernel's coarse clock, up to a tick (10 ms at HZ=100)
+    # behind the time the generation's start was taken from.
+    if st.st_mtime < started_wall - COARSE_S:
         return Answer(False, f"{p.path} is older than the generation")
     return Answer(True, f"{p.path} written")
 

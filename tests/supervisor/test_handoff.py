@@ -94,6 +94,56 @@ def test_gunicorn_replaced_under_load_refuses_no_request(memwarden, tmp_path) ->
     assert "Connection in use" not in log and "ready (guessed" not in log, log[-3000:]
 
 
+ASGI_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok\\n"})
+"""
+
+
+@pytest.mark.slow  # a real server under a loop of requests
+def test_uvicorn_takes_the_socket_by_fd_and_refuses_nothing_when_replaced(
+        memwarden, tmp_path) -> None:
+    uvicorn = shutil.which("uvicorn", path=os.path.dirname(sys.executable))
+    if uvicorn is None:
+        pytest.skip("uvicorn is not installed (it comes with the dev extras)")
+    (tmp_path / "asgi.py").write_text(ASGI_APP)
+    port = free_port()
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--listen", f"127.0.0.1:{port}",
+                  "--ready-http", f"http://127.0.0.1:{port}/", "--cooldown", "0s",
+                  "--control", str(sock), "--", uvicorn, "--fd", "3", "--app-dir",
+                  str(tmp_path), "asgi:app")
+    wait_until(lambda: "ready (--ready-http" in m.stderr(), timeout=60,
+               what="generation 1 ready by its probe")
+    def retired(number: int) -> bool:
+        return any(f"[worker gen {number} " in x and "(retired)" in x
+                   for x in m.stderr().splitlines())
+
+    failures: dict[str, int] = {}
+    sent = 0
+    deadline = time.monotonic() + 120
+    # Two replacements asked for by hand while requests go on, at least 500 requests.
+    for asked in (1, 2):
+        r = subprocess.run([sys.executable, "-m", "supervisor", "replace", "worker",
+                            "--control", str(sock)], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        while time.monotonic() < deadline and (sent < 250 * asked or not retired(asked)):
+            failed = _get(port)
+            sent += 1
+            if failed is not None:
+                failures[failed] = failures.get(failed, 0) + 1
+    log = m.stderr()
+    assert retired(1) and retired(2) and sent >= 500, (sent, log[-3000:])
+    assert not failures, f"{sum(failures.values())} of {sent} requests failed: {failures}"
+    assert "address already in use" not in log.lower(), log[-3000:]
+    print(f"uvicorn: {sent} requests, 2 replacements, none failed")
+
+
 def test_a_port_probe_without_listen_is_called_ambiguous_at_start(memwarden, tmp_path) -> None:
     port = free_port()
     m = memwarden("run", "--ready-http", f"http://127.0.0.1:{port}/health", "--control", "",

@@ -13,7 +13,12 @@ actions and reports back what the world did.
   that dies or never says ready before it takes over is a failed start, counted against
   the same budget. A worker whose budget is spent, or that will not restart, ends;
   memwarden exits once every worker has ended, with the first non-zero status among them.
-  A generation that ends a requested stop as asked (`STOPPED_AS_ASKED`) counts as 0.
+  A stop asked of memwarden (TERM, INT, `memwarden stop`) changes nothing in that: as
+  tini and dumb-init do, a worker that dies of the signal passed on to it ends with 128+N
+  (143, 130), and only one that exits 0 (it caught the signal and finished) is a clean
+  stop. Rewriting that to 0 would let an evicted batch Job count as succeeded and a CI
+  step killed by its timeout pass; where a death by TERM is fine, the service manager
+  says so (systemd's `SuccessExitStatus=143`).
 * A first generation, or a restart, that never says ready is supervised as ready after
   the ready timeout: nothing else of the worker is alive to keep.
 """
@@ -21,7 +26,6 @@ actions and reports back what the world did.
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,12 +37,6 @@ from supervisor.core.restarts import Restart, RestartTracker
 from supervisor.core.states import GenerationState, transition
 from supervisor.core.units import format_duration, format_size
 from workers.protocol import Level
-
-#: Exits that end a stop asked of memwarden (TERM, INT, `memwarden stop`) as asked: by
-#: itself with 0, or by the signal memwarden sent. They count as status 0, so that a
-#: requested stop exits 0, as systemd and an orchestrator expect of a service that stopped
-#: cleanly; a worker killed after its grace, or that failed, keeps its status.
-STOPPED_AS_ASKED = frozenset({0, 128 + signal.SIGTERM, 128 + signal.SIGINT})
 
 #: The shortest MEDIUM reminder period when it follows a cooldown of 0: one a second.
 MIN_RENOTIFY_S = 1.0
@@ -189,7 +187,6 @@ class Lifecycle:
                                   initial_s=settings.backoff_initial_s,
                                   max_s=settings.backoff_max_s),
                 cooldown_s=settings.cooldown_s)
-        self._stopping = False
         self._forced_status: int | None = None
         self._finished = False
 
@@ -279,13 +276,15 @@ class Lifecycle:
                 now, w, g, f"exited before it was ready ({exit.description})", exit.status)
         elif generation == w.pending:
             w.pending = None  # stopped with its worker
+        elif generation == w.current and w.ending:
+            # Stopped for good: its status is the worker's as it ended, a death by the
+            # signal memwarden passed on included (tini's rule, see the module docstring).
+            w.current = None
+            w.status = exit.status
         elif generation == w.current:
             w.current = None
             w.status = exit.status
-            if w.ending:
-                if self._stopping and exit.by_us and exit.status in STOPPED_AS_ASKED:
-                    w.status = 0  # it stopped as memwarden was asked to stop it
-            elif was is RETIRING and exit.by_us:
+            if was is RETIRING and exit.by_us:
                 if w.plan is not None and w.plan.due is None:  # break before make
                     acts += self._spawn(now, w, w.plan, after=g.number)
             else:
@@ -298,7 +297,6 @@ class Lifecycle:
         The exit status is `status` when given, else the first non-zero status among the
         workers' last current generations.
         """
-        self._stopping = True
         if status is not None and self._forced_status is None:
             self._forced_status = status
         acts: list[Action] = []

@@ -42,22 +42,65 @@ def check(reply: control.Reply, what: str = "ready") -> tuple[int, str]:
     return EXIT_OK, f"ready: {workers} worker(s) with a ready generation, the sampler ticks"
 
 
-def render(reply: control.Reply, members: int = MEMBERS_SHOWN) -> list[str]:
+#: The columns of a generation's row, in their order on screen: (header, width, alignment,
+#: rank). A terminal too narrow for them all loses the highest ranks first, so that what
+#: says whether a worker is in trouble (its level, memory, growth) stays on an 80-column
+#: screen: cut at the width instead, every row lost its level, growth and uptime there.
+COLUMNS: tuple[tuple[str, int, str, int], ...] = (
+    ("worker", 16, "<", 0), ("gen", 4, ">", 1), ("pid", 7, ">", 7), ("state", 9, "<", 6),
+    ("profile", 8, "<", 8), ("memory", 11, ">", 2), ("rss", 11, ">", 9),
+    ("procs", 5, ">", 10), ("level", 8, "<", 3), ("growth", 11, ">", 4),
+    ("uptime", 8, ">", 5),
+)
+
+
+def _fit(widths: dict[str, int], width: int | None) -> list[str]:
+    """The columns shown: all of them without a `width`, else the lowest ranks that fit
+    (the worker's name always)."""
+    kept = [name for name, *_ in COLUMNS]
+    if width is None:
+        return kept
+    for name, *_ in sorted(COLUMNS, key=lambda c: -c[3]):
+        if sum(widths[c] for c in kept) + len(kept) - 1 <= width or name == "worker":
+            break
+        kept.remove(name)
+    return kept
+
+
+def render(reply: control.Reply, members: int = MEMBERS_SHOWN,
+           width: int | None = None) -> list[str]:
     """The status table: a summary line, one row per live generation and its biggest
-    processes, and a line saying why memwarden is not live or not ready."""
+    processes, and a line saying why memwarden is not live or not ready.
+
+    With a `width` (a terminal's), the rows leave out columns by rank (`COLUMNS`) until
+    they fit, and the name column is only as wide as the longest name (a longer one than
+    16 characters is cut); the other lines are the caller's to cut."""
     limit = format_size(reply.limit) if reply.limit else "none"
     used = format_size(reply.container) if reply.container is not None else "-"
+    widths = {name: w for name, w, *_ in COLUMNS}
+    if width is not None:
+        longest = max((len(w.name) for w in reply.workers), default=0)
+        widths["worker"] = min(widths["worker"], max(len("worker"), longest))
+    shown = _fit(widths, width)
+    align = {name: a for name, _, a, _ in COLUMNS}
+
+    def row(cells: dict[str, str]) -> str:
+        if width is not None:
+            cells["worker"] = cells["worker"][:widths["worker"]]
+        return " ".join(f"{cells[c]:{align[c]}{widths[c]}}" for c in shown)
+
     lines = [f"limit {limit}  container {used}  memory by {reply.measure}  ticks "
              f"{reply.ticks}  late {reply.late}  missed {reply.missed}",
-             f"{'worker':16} {'gen':>4} {'pid':>7} {'state':9} {'profile':8} {'memory':>11} "
-             f"{'rss':>11} {'procs':>5} {'level':8} {'growth':>11} {'uptime':>8}"]
+             row({name: name for name, *_ in COLUMNS})]
     for w in reply.workers:
-        growth = f"{w.growth / 1e6:+.2f}MB/s" if w.growth is not None else "-"
-        rss = format_size(w.rss) if w.rss is not None else "-"
-        memory = format_size(w.memory) if w.memory is not None else "-"
-        lines.append(f"{w.name:16} {w.generation:>4} {w.pid:>7} {w.state:9} {w.profile:8} "
-                     f"{memory:>11} {rss:>11} {w.procs or 0:>5} {w.level or '-':8} "
-                     f"{growth:>11} {w.uptime_s:>7.0f}s")
+        lines.append(row({
+            "worker": w.name, "gen": str(w.generation), "pid": str(w.pid), "state": w.state,
+            "profile": w.profile,
+            "memory": format_size(w.memory) if w.memory is not None else "-",
+            "rss": format_size(w.rss) if w.rss is not None else "-",
+            "procs": str(w.procs or 0), "level": w.level or "-",
+            "growth": f"{w.growth / 1e6:+.2f}MB/s" if w.growth is not None else "-",
+            "uptime": f"{w.uptime_s:.0f}s"}))
         ranked = sorted(w.members, key=lambda m: -m.rss)
         for m in ranked[:members]:
             share = f"{m.share:>4.0%}" if m.share is not None else "   -"
@@ -88,10 +131,10 @@ def top(ask: Callable[[], control.Reply], interval: float, count: int | None,
     try:
         shown = 0
         while True:
+            width = _columns(out) if screen else None
             lines = [f"memwarden top  {time.strftime('%H:%M:%S')}  every {interval:g}s",
-                     *render(ask())]
+                     *render(ask(), width=width)]
             if screen:
-                width = _columns(out)
                 # Home, then each line cut to the width and cleared to its end, then the rest
                 # of the screen cleared: the old frame is overwritten, never blanked first.
                 out.write("\x1b[H" + "".join(f"{line[:width]}\x1b[K\r\n" for line in lines)
@@ -118,5 +161,5 @@ def _columns(out: TextIO) -> int:
         return 80
 
 
-__all__ = ["EXIT_NOT_LIVE", "EXIT_NOT_READY", "EXIT_NO_ANSWER", "EXIT_OK", "MEMBERS_SHOWN",
-           "check", "render", "top"]
+__all__ = ["COLUMNS", "EXIT_NOT_LIVE", "EXIT_NOT_READY", "EXIT_NO_ANSWER", "EXIT_OK",
+           "MEMBERS_SHOWN", "check", "render", "top"]

@@ -34,6 +34,12 @@ def set_oom_score_adj(value: int, pid: int | str = "self") -> None:
         f.write(str(value))
 
 
+def oom_score_adj(pid: int | str = "self") -> int:
+    """The oom_score_adj of PID now; raise OSError when it cannot be read."""
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        return int(f.read())
+
+
 def set_parent_death_signal(signum: int) -> None:
     """Deliver `signum` to this process when the thread that forked it exits."""
     prctl(PR_SET_PDEATHSIG, signum)

@@ -125,6 +125,7 @@ class Arbiter:
         self.health = Health(self.sampler, self.policy, cfg.interval)
         self._terminal = len(self.specs) == 1
         self._stop_signal = signal.SIGTERM  # what stops workers; SIGINT after a Ctrl-C
+        self._untold: dict[str, int] = {}  # worker -> the generation said "not told" of
 
     # -- running ---------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class Arbiter:
                 if signum == signal.SIGCHLD:
                     self._reap()
                 elif signum in STOPPING:
-                    self.stop(f"received {signal_name(signum)}", signum)
+                    self.stop(f"received {signal_name(signum)}", signum, received=True)
                 else:
                     self._forward(signum)
 
@@ -198,19 +199,54 @@ class Arbiter:
         because a worker the kernel killed has not given its memory back yet, memwarden's
         own next allocation (reading /proc, starting the next generation) makes it the only
         candidate left, and a supervisor killed there ends the container.
-        """
-        try:
-            prctl.set_oom_score_adj(self.cfg.own_oom_score_adj)
-        except OSError as e:
-            log.info("memwarden keeps its oom_score_adj (setting %d: %s)",
-                     self.cfg.own_oom_score_adj, e.strerror or e)
 
-    def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
-        """Stop every worker by escalation, with `sig` in place of TERM; a second request
-        kills at once."""
+        Lowering a score needs CAP_SYS_RESOURCE, which most containers lack, root or not:
+        there every run failed here, and an INFO line at every start ("keeps its
+        oom_score_adj (setting -1000: Permission denied)") told the user of nothing to act
+        on, since the workers' raised score (`--oom-score-adj`, +500) still makes them the
+        kernel's choice over memwarden. So that case is said at DEBUG, with the reason; a
+        WARNING only when the workers' score would not be above memwarden's own, where the
+        kernel may pick memwarden first and the user can act (grant CAP_SYS_RESOURCE, or
+        raise `--oom-score-adj`).
+        """
+        wanted = self.cfg.own_oom_score_adj
+        try:
+            prctl.set_oom_score_adj(wanted)
+        except OSError as e:
+            try:
+                kept = prctl.oom_score_adj()
+            except OSError:
+                kept = None
+            if kept is not None and self.cfg.oom_score_adj > kept:
+                log.debug("memwarden keeps its oom_score_adj %d (setting %d: %s; it needs "
+                          "CAP_SYS_RESOURCE); the workers' %d still makes them the OOM "
+                          "killer's choice first", kept, wanted, e.strerror or e,
+                          self.cfg.oom_score_adj)
+            else:
+                log.warning("memwarden keeps its oom_score_adj %s (setting %d: %s; it needs "
+                            "CAP_SYS_RESOURCE), not below the workers' %d: the kernel's OOM "
+                            "killer may pick memwarden before a worker; grant "
+                            "CAP_SYS_RESOURCE or raise --oom-score-adj",
+                            "unknown" if kept is None else kept, wanted, e.strerror or e,
+                            self.cfg.oom_score_adj)
+
+    def stop(self, reason: str, sig: int = signal.SIGTERM, *, received: bool = False) -> None:
+        """Stop every worker by escalation, with `sig` in place of TERM.
+
+        A repeated request changes nothing in the stop under way: a TERM or INT `received`
+        again is forwarded to every live worker's process group like any other signal (as
+        tini does; a worker that catches TERM to finish its work may ignore a repeat), and
+        only the grace leads to KILL. Killing every worker at the second signal, as before,
+        cut such a worker short mid-work, where an orchestrator's repeated TERM meant no
+        more than the first.
+        """
         if self.stopping:
-            self.events.emit(EventType.SIGNAL, f"{reason} again: killing every worker now")
-            self._kill_everything()
+            if received:
+                self._forward(sig, note=" (received while stopping: SIGKILL still only "
+                              "once the grace has run out)")
+            else:  # not a second `shutdown` record: the analysis dates the stop by the last
+                self.events.emit(EventType.SIGNAL, f"{reason}: already stopping; SIGKILL "
+                                 "only once the grace has run out")
             return
         self.stopping = True
         self._stop_signal = sig
@@ -219,11 +255,12 @@ class Arbiter:
                          f"{len(live)} generation(s)")
         self.execute(self.policy.stop(time.monotonic(), reason))
 
-    def _forward(self, signum: int) -> None:
+    def _forward(self, signum: int, note: str = "") -> None:
         for h in self.handles.values():
             if h.alive and process.signal_group(h.child, signum):
                 self.events.emit(EventType.SIGNAL,
-                                 f"forwarded {signal_name(signum)} to process group {h.pid}",
+                                 f"forwarded {signal_name(signum)} to process group {h.pid}"
+                                 f"{note}",
                                  **_ids(h), signal=signal_name(signum))
 
     async def _change_loop(self) -> None:
@@ -378,23 +415,47 @@ class Arbiter:
         self._done.set()
 
     def _notify(self, action: Notify) -> None:
+        """Tell the generation of `action.level`: on its channel when it speaks it, with
+        `--medium-signal` from MEDIUM up; the event says which of the two happened.
+
+        A worker that never spoke its channel is not written to (as `shutdown` is not):
+        nothing there reads it, and "told via channel" would be a lie. One that can be told
+        neither way gets "not told" once per generation rather than once per reminder: it
+        cannot change, and seventeen such lines in 85 s said nothing new.
+        """
         h = self.handles.get(str(GenerationId(action.worker, action.generation)))
         if h is None or not h.alive:
             return
         view = self.sampler.view(h.key)
         rss = view.memory if view is not None else 0
         change = action.change
-        sent = self.send(h, protocol.Pressure(
-            level=action.level.label, rss=rss, limit=self.limit,
+        level = action.level.label
+        told = h.spoke and self.send(h, protocol.Pressure(
+            level=level, rss=rss, limit=self.limit,
             metric=change.metric if change else "", threshold=change.threshold if change else None))
-        how = ["channel"] if sent else []
         sig = self.specs[h.worker].medium_signal
-        if sig is not None and action.level >= Level.MEDIUM and \
-                process.signal_group(h.child, sig):
-            how.append(sig.name)
-        self.events.emit(EventType.NOTIFY, f"told of {action.level.label} pressure via "
-                         f"{' and '.join(how) or 'nothing (no channel, no --medium-signal)'}",
-                         **_ids(h), level=action.level.label, rss=rss)
+        signalled = sig is not None and action.level >= Level.MEDIUM and \
+            process.signal_group(h.child, sig)
+        if told or signalled:
+            how = [f"told of {level} pressure via channel"] if told else []
+            if signalled and sig is not None:
+                how.append(f"signalled {signal_name(sig)} for {level} pressure")
+            message = "; ".join(how)
+        elif self._untold.get(h.worker) == h.number:
+            return  # said once for this generation already
+        else:
+            self._untold[h.worker] = h.number
+            no_channel = "its channel is closed" if h.spoke else "no channel (it never spoke one)"
+            if sig is None:
+                no_signal = "no --medium-signal"
+            elif action.level < Level.MEDIUM:
+                no_signal = f"{signal_name(sig)} is for MEDIUM and up"
+            else:
+                no_signal = f"{signal_name(sig)} could not be sent"
+            message = f"not told of {level} pressure: {no_channel} and {no_signal}; said " \
+                      "once for this generation"
+        self.events.emit(EventType.NOTIFY, message, **_ids(h), level=level, rss=rss,
+                         data={"channel": told, "signalled": signalled})
 
     # -- readiness and the channel ---------------------------------------------------------
 
@@ -590,14 +651,6 @@ class Arbiter:
             for key in [k for k, h in self.handles.items() if h.cgroup is cg and not h.alive]:
                 del self.handles[key]
         self._leftover = kept
-
-    def _kill_everything(self) -> None:
-        for h in self.handles.values():
-            h.signalled.add(signal.SIGKILL)
-            process.signal_pids(h.tree.members(), signal.SIGKILL)
-            if h.cgroup is not None:
-                h.cgroup.kill()
-        process.kill_all_descendants(signal.SIGKILL)
 
     async def _last_rites(self) -> None:
         """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all; then

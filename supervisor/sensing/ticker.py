@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from supervisor.core.pressure import Change, ContainerClassifier
 from supervisor.linux import procfs
@@ -116,10 +116,10 @@ class Ticker:
         self._pending.append(work)
         self.control[PENDING] = 1  # after the append: a drain clears it before it runs
 
-    def retire(self, readers: object) -> None:
-        """Close these descriptors (an iterable of `KeptOpen`) at the next drain; on the
-        ticker's thread only, or once it has stopped."""
-        self._retired.extend(readers)  # type: ignore[arg-type]
+    def retire(self, readers: Iterable[KeptOpen]) -> None:
+        """Close these descriptors at the next drain; on the ticker's thread only, or once
+        it has stopped."""
+        self._retired.extend(readers)
 
     def run(self) -> None:
         """The thread's body: the compiled loop where chosen, else the Python one."""

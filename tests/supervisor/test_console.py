@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import re
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 
 from supervisor.faces import console, control
 from tests.conftest import ROOT, wait_until
@@ -36,6 +40,26 @@ def test_the_table_lists_the_biggest_processes_first() -> None:
     assert " 25%" in members[0]
     assert lines[8].strip() == "... and 2 more processes (memwarden status --json lists them all)"
     assert lines[-1] == "worker 'x' has no ready generation (none running)"
+
+
+def test_rows_drop_columns_by_rank_to_fit_a_terminal() -> None:
+    reply = control.Reply(ok=True, workers=[_worker(2)], measure="pss", live=True, ready=True)
+    every = console.render(reply)[1].split()
+    assert every == [name for name, *_ in console.COLUMNS]  # no width: every column
+    for width, shown in [
+            (200, every),
+            (80, ["worker", "gen", "pid", "state", "memory", "level", "growth", "uptime"]),
+            (60, ["worker", "gen", "memory", "level", "growth", "uptime"]),
+            (10, ["worker"])]:
+        header, row = console.render(reply, width=width)[1:3]
+        assert header.split() == shown, width
+        # Every cell of the row under its header (sizes hold a space: "650.0 MB").
+        assert len(row) == len(header) <= max(width, len("browser")), (row, header)
+    # A name longer than the widest column is cut, never pushes the others out.
+    long = control.Reply(ok=True, workers=[_worker(0)], measure="pss", live=True, ready=True)
+    long.workers[0].name = "a-worker-with-a-very-long-name"
+    row = console.render(long, width=80)[2]
+    assert row.startswith("a-worker-with-a- ") and len(row) <= 80
 
 
 def test_check_exit_statuses() -> None:
@@ -82,7 +106,7 @@ def test_top_prints_blocks_without_escape_codes_when_not_a_terminal(memwarden,
                            timeout=30)
         assert r.returncode == 2 and "expected a duration such as" in r.stderr, r.stderr
     m.signal(signal.SIGTERM)
-    assert m.wait() == 0
+    assert m.wait() == 128 + signal.SIGTERM  # the worker died of the TERM passed on
 
 
 def test_top_draws_on_the_alternate_screen_of_a_terminal(memwarden, tmp_path) -> None:
@@ -90,6 +114,7 @@ def test_top_draws_on_the_alternate_screen_of_a_terminal(memwarden, tmp_path) ->
     m = memwarden("run", "--control", str(sock), "--snapshots", "", "--", "sleep", "600")
     wait_until(sock.exists, what="the control socket")
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
     proc = subprocess.Popen([sys.executable, "-m", "supervisor", "top", "--count", "3",
                              "--interval", "0.1", "--control", str(sock)],
                             stdin=slave, stdout=slave, stderr=slave)
@@ -116,5 +141,12 @@ def test_top_draws_on_the_alternate_screen_of_a_terminal(memwarden, tmp_path) ->
     assert text.endswith("\x1b[?25h\x1b[?1049l")  # and left, the cursor back
     assert "\x1b[2J" not in text  # redrawn in place, never blanked first
     assert text.count("\x1b[H") == 3 and text.count("memwarden top") == 3
+    # The last frame's lines (the terminal turns each \n into \r\n).
+    frame = re.split(r"\x1b\[K\r*\n", text.split("\x1b[H")[-1].split("\x1b[J")[0])
+    assert all(len(line) <= 80 for line in frame), frame
+    header, row = frame[2].split(), frame[3].split()
+    # The columns that say whether a worker is in trouble are all there, on every row.
+    assert header[-3:] == ["level", "growth", "uptime"], frame
+    assert len(frame[3]) == len(frame[2]) and row[-1].endswith("s"), frame  # the uptime
     m.signal(signal.SIGTERM)
-    assert m.wait() == 0
+    assert m.wait() == 128 + signal.SIGTERM  # the worker died of the TERM passed on

@@ -80,7 +80,7 @@ def test_a_run_with_json_logs_parses_line_by_line(memwarden, tmp_path) -> None:
                       f"import time; open({str(ready)!r}, 'w').close(); time.sleep(600)"))
     wait_until(lambda: '"event":"ready"' in m.stderr(), what="the ready event in the log")
     m.signal(signal.SIGTERM)
-    assert m.wait() == 0
+    assert m.wait() == 128 + signal.SIGTERM  # the worker died of the TERM passed on
     lines = [json.loads(line) for line in m.stderr().splitlines()]
     assert lines and all(line["logger"].startswith("memwarden.") for line in lines)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
@@ -90,7 +90,7 @@ def test_a_run_with_json_logs_parses_line_by_line(memwarden, tmp_path) -> None:
     assert (started["worker"], started["generation"]) == ("worker", 1)
     assert started["pid"] > 0 and started["logger"] == "memwarden.events"
     assert any(line.get("event") == "exit" for line in lines)
-    assert lines[-1]["message"].startswith("exiting with status 0")
+    assert lines[-1]["message"].startswith("exiting with status 143")
 
 
 def test_text_logs_name_the_level_of_a_warning(memwarden) -> None:
@@ -98,7 +98,7 @@ def test_text_logs_name_the_level_of_a_warning(memwarden) -> None:
                   "sleep", "600")
     wait_until(lambda: "started sleep 600" in m.stderr(), what="the start in the log")
     m.signal(signal.SIGTERM)
-    assert m.wait() == 0
+    assert m.wait() == 128 + signal.SIGTERM  # the worker died of the TERM passed on
     assert "memwarden: warning: critical (default): 500MB is above the memory limit" in \
         m.stderr()
     assert "memwarden: [worker gen 1 pid " in m.stderr()

@@ -480,15 +480,15 @@ def test_profiles_escalate_and_never_relax() -> None:
 
 
 @pytest.mark.parametrize(("exit", "status"), [
-    (BY_US, 0),  # died of the TERM memwarden sent: stopped as asked
-    (Exit(130, ok=False, description="killed by SIGINT", by_us=True), 0),
-    (Exit(0, ok=True, description="exited with status 0", by_us=True), 0),
+    (BY_US, 143),  # died of the TERM memwarden passed on: 128+N, as tini exits
+    (Exit(130, ok=False, description="killed by SIGINT", by_us=True), 130),
+    (Exit(0, ok=True, description="exited with status 0", by_us=True), 0),  # caught it
     (Exit(5, ok=False, description="exited with status 5", by_us=True), 5),  # failed its stop
     (Exit(137, ok=False, description="killed by SIGKILL", by_us=True), 137),  # past its grace
     (KILLED, 137),  # the OOM killer during the stop
 ])
-def test_a_requested_stop_exits_0_when_the_worker_stopped_as_asked(exit: Exit,
-                                                                    status: int) -> None:
+def test_a_requested_stop_exits_with_the_workers_status_as_tini(exit: Exit,
+                                                                status: int) -> None:
     policy = make()
     play(policy, [(ready(0.5, 1), []), (stop(1.0), [("retire", 1, 10.0)]),
                   (exited(2.0, 1, exit), [("finish", status)])])
@@ -518,7 +518,7 @@ def test_dry_run_acts_on_nothing_but_starts_and_stops() -> None:
          [("record", 1, DRY_RUN), ("record", 1, DRY_RUN), ("record", 2, DRY_RUN)]),
         (tick(26.0), []),
         (stop(27.0), [("retire", 1, 10.0)]),
-        (exited(28.0, 1), [("finish", 0)]),
+        (exited(28.0, 1), [("finish", 143)]),
     ])
     assert steps[1][0].message.startswith("would notify generation 1 of 'worker' of medium")
     assert steps[2][1].message.startswith(

@@ -19,7 +19,9 @@ LEAKY = [sys.executable, str(ROOT / "scripts" / "leaky_worker.py")]
 MB = 1_000_000
 
 # Grows only in generations up to argv[3], logs its start and exit on the system-wide
-# monotonic clock, so that the test can check that two generations overlapped.
+# monotonic clock, so that the test can check that two generations overlapped. With a
+# sixth argument it says "ready" on the channel once its first argv[5] MB are held (a
+# readiness timer would guess, and on a busy host guess before they are).
 GROWER = r"""
 import os, signal, sys, time
 gen = int(os.environ["MEMWARDEN_GENERATION"])
@@ -33,19 +35,24 @@ target = int(float(sys.argv[2]) * 1e6) if gen <= int(sys.argv[3]) else 0
 rate = float(sys.argv[4]) * 1e6
 start = int(float(sys.argv[5]) * 1e6) if len(sys.argv) > 5 else 0
 hold, held, t0 = [], 0, time.monotonic()
+say_ready = len(sys.argv) > 6
 while True:
     want = start + min(target, int((time.monotonic() - t0) * rate))
     while held < want:
         hold.append(b"\xa5" * (1 << 20))
         held += 1 << 20
+    if say_ready:
+        from workers.client import client
+        client().ready()
+        say_ready = False
     time.sleep(0.002)
 """
 
 
 def grower(log: pathlib.Path, mb: float, generations: int, rate_mb_s: float,
-           start_mb: float = 0) -> list[str]:
+           start_mb: float = 0, *, say_ready: bool = False) -> list[str]:
     return [sys.executable, "-c", GROWER, str(log), str(mb), str(generations), str(rate_mb_s),
-            str(start_mb)]
+            str(start_mb), *(["ready"] if say_ready else [])]
 
 
 def config(tmp_path: pathlib.Path, text: str = "") -> str:
@@ -204,9 +211,11 @@ def test_critical_with_small_headroom_stops_first(memwarden, memory_cgroup, tmp_
     snaps, log = tmp_path / "s", tmp_path / "gens"
     # Generation 1 starts with 150 MB and then leaks; at CRITICAL (250 MB) the container has
     # less headroom than a new generation's expected footprint (~150 MB): stop, then start.
+    # It says ready once it holds its 150 MB: that is the footprint the policy expects.
     m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
-                          "--high", "off", "--critical", "250MB"),
-                  "--", *grower(log, 1000, 1, 40, start_mb=150), prefix=in_cgroup(memory_cgroup))
+                          "--high", "off", "--critical", "250MB", "--ready-after", "20s"),
+                  "--", *grower(log, 1000, 1, 40, start_mb=150, say_ready=True),
+                  prefix=in_cgroup(memory_cgroup))
     wait_until(lambda: log.exists() and "start 2" in log.read_text(), timeout=60,
                what="generation 2")
     m.signal(signal.SIGTERM)

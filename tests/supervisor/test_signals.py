@@ -43,15 +43,17 @@ def received(log) -> list[int]:
     return [int(line) for line in log.read_text().split()] if log.exists() else []
 
 
-def start(tmp_path, *, pid1: bool) -> tuple[subprocess.Popen[bytes], int]:
-    """memwarden running RECORDER, as a child or as PID 1 of a new PID namespace; returns
-    the process started and memwarden's pid (as seen from here)."""
+def start(tmp_path, *, pid1: bool, worker: str = RECORDER,
+          options: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
+    """memwarden running `worker` (RECORDER: it writes to tmp_path/"signals", and creates
+    "signals.ready" once its handlers are in), as a child or as PID 1 of a new PID
+    namespace; returns the process started and memwarden's pid (as seen from here)."""
     log = tmp_path / "signals"
     prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
     with open(tmp_path / "memwarden.err", "wb") as err:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "supervisor", "run", "--snapshots", "",
-             "--control", "", "--", sys.executable, "-c", RECORDER, str(log)],
+             "--control", "", *options, "--", sys.executable, "-c", worker, str(log)],
             cwd=ROOT, stdout=err, stderr=err)
     wait_until(lambda: (tmp_path / "signals.ready").exists(), what="the worker's handlers")
     if not pid1:
@@ -88,7 +90,7 @@ def _forwards_every_signal(tmp_path, *, pid1: bool) -> None:
         assert alive(memwarden)
     finally:
         status = stop(proc, memwarden)
-    assert status == 0  # stopped as asked
+    assert status == 128 + signal.SIGTERM  # the worker died of the TERM passed on, as tini's
 
 
 def _survives_a_storm(tmp_path, *, pid1: bool) -> None:
@@ -109,7 +111,7 @@ def _survives_a_storm(tmp_path, *, pid1: bool) -> None:
         assert alive(memwarden) and proc.poll() is None
     finally:
         status = stop(proc, memwarden)
-    assert status == 0  # it ran to the end, then stopped as asked
+    assert status == 128 + signal.SIGTERM  # it ran to the end, then died of the TERM passed on
 
 
 def test_every_catchable_signal_is_forwarded_as_a_child(tmp_path) -> None:
@@ -163,4 +165,89 @@ def test_a_broken_pipe_of_memwarden_itself_is_not_forwarded(tmp_path) -> None:
         assert proc.poll() is None
     finally:
         status = stop(proc, proc.pid)
-    assert status == 0
+    assert status == 128 + signal.SIGTERM
+
+
+# Leaves TERM and INT at their default dispositions: the forwarded signal kills it.
+DEFAULT = r"""
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python's own handler would raise instead
+open(sys.argv[1] + ".ready", "w").close()
+time.sleep(600)
+"""
+
+# Catches TERM to finish its work, writing a line for each TERM it gets and ignoring
+# every repeat; exits 0 once the test creates argv[1] + ".finish" (its work done).
+FINISHER = r"""
+import os, signal, sys, time
+out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+signal.signal(signal.SIGTERM, lambda *_: os.write(out, b"TERM\n"))
+open(sys.argv[1] + ".ready", "w").close()
+while not os.path.exists(sys.argv[1] + ".finish"):
+    time.sleep(0.02)
+"""
+
+AS_CHILD_AND_PID1 = pytest.mark.parametrize("pid1", [
+    False, pytest.param(True, marks=[pytest.mark.root, *needs_unshare], id="pid1")])
+
+
+@AS_CHILD_AND_PID1
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_worker_killed_by_the_forwarded_signal_makes_memwarden_exit_128_plus_n(
+        tmp_path, pid1: bool, sig: int) -> None:
+    # As tini and dumb-init: an evicted Job's pod, a CI step killed by its timeout, must
+    # not read as a success.
+    proc, memwarden = start(tmp_path, pid1=pid1, worker=DEFAULT)
+    try:
+        os.kill(memwarden, sig)
+        assert proc.wait(30) == 128 + sig
+    finally:
+        kill_tree(proc)
+    err = (tmp_path / "memwarden.err").read_text()
+    assert f"exiting with status {128 + sig}" in err, err
+
+
+def _terms(tmp_path) -> int:
+    log = tmp_path / "signals"
+    return log.read_text().count("TERM") if log.exists() else 0
+
+
+def _term_twice(tmp_path, *, pid1: bool, grace: str) -> subprocess.Popen[bytes]:
+    """memwarden running FINISHER with `grace`, sent TERM, and TERM again once the worker
+    has the first; the caller kills what is left of it."""
+    proc, memwarden = start(tmp_path, pid1=pid1, worker=FINISHER, options=("--grace", grace))
+    try:
+        os.kill(memwarden, signal.SIGTERM)
+        wait_until(lambda: _terms(tmp_path) == 1, what="the first TERM at the worker")
+        os.kill(memwarden, signal.SIGTERM)
+    except BaseException:
+        kill_tree(proc)
+        raise
+    return proc
+
+
+@AS_CHILD_AND_PID1
+def test_a_repeated_term_is_forwarded_and_a_worker_that_ignores_it_finishes(
+        tmp_path, pid1: bool) -> None:
+    proc = _term_twice(tmp_path, pid1=pid1, grace="10min")
+    try:
+        wait_until(lambda: _terms(tmp_path) == 2, what="the repeated TERM at the worker")
+        assert proc.poll() is None  # both survived: only the grace escalates
+        (tmp_path / "signals.finish").touch()
+        assert proc.wait(30) == 0  # it caught TERM and finished: a clean stop
+    finally:
+        kill_tree(proc)
+    err = (tmp_path / "memwarden.err").read_text()
+    assert "SIGKILL to" not in err, err  # nobody was killed
+
+
+@AS_CHILD_AND_PID1
+def test_a_worker_ignoring_repeated_terms_is_killed_only_once_the_grace_has_run_out(
+        tmp_path, pid1: bool) -> None:
+    proc = _term_twice(tmp_path, pid1=pid1, grace="2s")
+    try:
+        assert proc.wait(30) == 128 + signal.SIGKILL
+    finally:
+        kill_tree(proc)
+    err = (tmp_path / "memwarden.err").read_text()
+    assert "still running 2s after SIGTERM: SIGKILL to 1 process" in err, err

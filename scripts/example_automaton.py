@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="KB per step leaked outside every bounded store (default 0)")
     p.add_argument("--bounded", action="store_true",
                    help="use the default profile's limits even without a supervisor")
+    p.add_argument("--ready-file", default=None,
+                   help="touch this file once the state is loaded (memwarden --ready-file)")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.object_kb <= 0:
         p.error("--rate and --object-kb must be positive")
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     limits = None if client.supervised or args.bounded else UNBOUNDED
     automaton = Example(args.state, int(args.object_kb * 1000), limits,
                         int(args.leak_kb * 1000))
+    if args.ready_file:  # the state is loaded: this generation can take over
+        Path(args.ready_file).touch()
     mode = "supervised" if client.supervised else ("bounded" if args.bounded else "unbounded")
     print(f"example_automaton: {mode}, max_objects {automaton.limits.max_objects}, "
           f"{args.rate:g} steps/s of {args.object_kb:g} KB", file=sys.stderr, flush=True)

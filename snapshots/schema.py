@@ -112,6 +112,7 @@ class EventType(enum.StrEnum):
     BACKOFF = "backoff"
     LIMITS = "limits"
     DRY_RUN = "dry_run"
+    NOT_READY = "not_ready"
 
 
 class Event(Record, tag="event"):

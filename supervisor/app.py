@@ -26,18 +26,20 @@ from snapshots.writer import STDOUT, SnapshotWriter
 from supervisor.core.policy import PolicySettings
 from supervisor.core.pressure import Thresholds
 from supervisor.faces import control, endpoint, requests, sdnotify
-from supervisor.linux import sigwait
+from supervisor.linux import handoff, sigwait
 from supervisor.linux.cgroup import CgroupMemory
 from supervisor.loop.arbiter import Arbiter
 from supervisor.loop.events import EventLog
 from supervisor.loop.recorder import Recorder
 from supervisor.sensing import measure
 from supervisor.settings import config
+from supervisor.settings.probes import ambiguity
 from supervisor.settings.specs import WorkerSpec, policy_settings, specs, thresholds
 
 log = logging.getLogger("memwarden.app")
 
 Sockets = tuple[socket.socket | None, socket.socket | None]  # (control, metrics)
+Listeners = dict[str, tuple[handoff.Listener, ...]]  # handed-over sockets, by worker
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,36 @@ def assemble(cfg: config.Config) -> Assembly:
                     specs=tuple(specs(cfg, limit)), policy=policy_settings(cfg))
 
 
-def build(assembly: Assembly, events: EventLog) -> Arbiter:
+def build(assembly: Assembly, events: EventLog, listeners: Listeners | None = None) -> Arbiter:
     """The arbiter (with its sampler, policy and health), memory measured as asked; raise
     ConfigError for a `--measure` that is not possible here. Nothing runs yet."""
     how = measure.choose(assembly.cfg.measure, assembly.cgroup, assembly.limit)
     return Arbiter(assembly.cfg, events, specs=assembly.specs, policy=assembly.policy,
                    thresholds=assembly.thresholds, limit=assembly.limit,
-                   cgroup=assembly.cgroup, measure=how)
+                   cgroup=assembly.cgroup, measure=how, listeners=listeners)
+
+
+def open_listeners(assembly: Assembly) -> Listeners:
+    """Bind every worker's `--listen` addresses once, before any worker starts (a worker
+    sharing an address with another shares the socket); raise handoff.ListenError (a
+    ValueError of one line) for one that cannot be bound."""
+    bound = handoff.bind_all([a for spec in assembly.specs for a in spec.listen])
+    for listener in bound.values():
+        log.info("listening on %s:%d for the workers (handed to every generation as "
+                 "LISTEN_FDS)", *listener.address)
+    return {spec.name: tuple(bound[a] for a in spec.listen)
+            for spec in assembly.specs if spec.listen}
+
+
+def probe_warnings(assembly: Assembly) -> list[str]:
+    """What to say at start-up about probes that cannot tell a generation from its
+    replacement (`probes.ambiguity`), one line per worker."""
+    out = []
+    for spec in assembly.specs:
+        why = ambiguity(spec.probe, spec.listen)
+        if why is not None:
+            out.append(f"worker {spec.name!r}: {why}")
+    return out
 
 
 def open_sockets(cfg: config.Config) -> Sockets:
@@ -107,14 +132,14 @@ def _services(arbiter: Arbiter, sockets: Sockets
     return out
 
 
-def supervise(assembly: Assembly, sockets: Sockets) -> int:
+def supervise(assembly: Assembly, sockets: Sockets, listeners: Listeners | None = None) -> int:
     """Run everything until the workers are done or memwarden is stopped; return the exit
     status. Raise ConfigError, before any worker starts, for a `--measure` that is not
     possible here."""
     sigwait.block()  # before the first thread (the snapshot writer's) starts
     notifier = sdnotify.Notifier.from_environ()  # before any worker could inherit it
     events = EventLog()
-    arbiter = build(assembly, events)
+    arbiter = build(assembly, events, listeners)
     writer = open_writer(arbiter)
     if writer is not None:
         events.sink = writer
@@ -167,5 +192,5 @@ def open_writer(arbiter: Arbiter) -> SnapshotWriter | None:
     return writer
 
 
-__all__ = ["Assembly", "assemble", "build", "header", "open_sockets", "open_writer",
-           "supervise"]
+__all__ = ["Assembly", "Listeners", "assemble", "build", "header", "open_listeners",
+           "open_sockets", "open_writer", "probe_warnings", "supervise"]

@@ -56,6 +56,10 @@ RUN_OPTIONS: list[tuple[str, str | None, str]] = [
     ("backoff-max", "DURATION", "longest delay between restarts"),
     ("ready-after", "DURATION", "a worker that does not speak the channel is ready after this"),
     ("ready-timeout", "DURATION", "a replacement not ready by then is a failed start"),
+    ("ready-tcp", "HOST:PORT", "ready once a connection to this address is accepted"),
+    ("ready-http", "URL", "ready once this http:// URL on this machine answers 2xx or 3xx"),
+    ("ready-exec", "CMD", "ready once this command exits 0"),
+    ("ready-file", "PATH", "ready once this file exists, newer than the generation"),
     ("on-baseline-high", "ACTION", "continue or exit (status 3) when fresh generations are "
      "already above HIGH when they become ready"),
     ("baseline-generations", "N", "with --on-baseline-high exit: how many such generations in "
@@ -144,6 +148,9 @@ def build_parser(*, analyze_arguments: bool = True,
         default = "" if "default:" in text else f" (default: {_default(name)})"
         run.add_argument(f"--{name}", metavar=metavar, default=argparse.SUPPRESS,
                          help=text + default)
+    run.add_argument("--listen", metavar="HOST:PORT", action="append", default=argparse.SUPPRESS,
+                     help="bind this address once and hand it to every generation as "
+                     "LISTEN_FDS, fd 3 on (repeatable; default: none)")
     run.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
                      help="classify and record everything, act on nothing (default: off)")
     run.add_argument("--investigate-on-retire", action="store_true", default=argparse.SUPPRESS,
@@ -341,6 +348,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         from supervisor.settings import validate  # deferred: start-up of the client commands
         assembly = app.assemble(cfg)  # resolves signal names and per-worker values
         warnings = validate.against_limit(cfg, origin, assembly.limit)
+        warnings += app.probe_warnings(assembly)
+        listeners = app.open_listeners(assembly)
         sockets = app.open_sockets(cfg)
     except (config.ConfigError, ValueError) as e:
         if cfg.log_format == "json":
@@ -351,7 +360,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     for warning in warnings:
         _log().warning("%s", escape(warning, 1000))
     try:
-        return app.supervise(assembly, sockets)
+        return app.supervise(assembly, sockets, listeners)
     except config.ConfigError as e:  # a --measure that is not possible here
         _say(str(e))
         return 2

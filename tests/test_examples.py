@@ -16,7 +16,7 @@ import yaml
 from supervisor import cli
 from supervisor.core import units
 from supervisor.faces import endpoint, metrics
-from supervisor.settings import config, loading, validate
+from supervisor.settings import config, loading, probes, validate
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -66,6 +66,7 @@ def test_the_dockerfile_runs_memwarden_as_its_entrypoint() -> None:
             env.update(_env_pairs(args))
     cfg = _memwarden_env(env)
     assert cfg.snapshots == "-" and cfg.log_format == "json"
+    _ready_file_is_touched(cfg, cmd)
     port = validate.parse_address(cfg.metrics or "")[1]
     assert dict(steps)["EXPOSE"] == str(port)
     health = dict(steps)["HEALTHCHECK"]
@@ -76,6 +77,14 @@ def test_the_dockerfile_runs_memwarden_as_its_entrypoint() -> None:
     assert "util-linux" in runs  # setpriv: starts workers without forking memwarden
     stop = re.search(r"--stop-timeout (\d+)", (EXAMPLES / "Dockerfile").read_text())
     assert stop and int(stop.group(1)) >= _stop_budget(cfg)
+
+
+def _ready_file_is_touched(cfg: config.Config, argv: list[str]) -> None:
+    """The worker touches the file memwarden's readiness probe waits for."""
+    probe = probes.probe_of(None, cfg)
+    assert probe is not None and probe.kind == "file"
+    assert argv[argv.index("--ready-file") + 1] == probe.path
+    assert "--ready-file" in (ROOT / "scripts" / "example_automaton.py").read_text()
 
 
 def _documents() -> list[dict]:
@@ -99,6 +108,7 @@ def test_the_kubernetes_manifest_matches_the_code() -> None:
         assert f'os.environ.get("{name}")' in source
     cfg = _memwarden_env({k: e["value"] for k, e in env.items() if "value" in e})
     assert cfg.snapshots == "-"
+    _ready_file_is_touched(cfg, container["args"])
 
     # One port: served by --metrics, named for the probes, announced to Prometheus.
     port = validate.parse_address(cfg.metrics or "")[1]
@@ -146,6 +156,12 @@ def test_the_systemd_unit_agrees_with_memwarden() -> None:
     assert units.parse_duration(unit["WatchdogSec"][0]) >= 10 * float(cfg.interval)
     argv = shlex.split(unit["ExecStart"][0])
     assert argv[0].endswith("/memwarden") and argv[1:3] == ["run", "--"]
+    # A probe that tells the generations apart: on the port memwarden hands over.
+    probe = probes.probe_of(None, cfg)
+    listen = probes.listen_of(None, cfg)
+    assert probe is not None and probe.kind == "http" and listen
+    assert probes.ambiguity(probe, listen) is None
+    assert argv[3].endswith("/gunicorn") and "-b" not in argv  # gunicorn reads LISTEN_FDS
     # memwarden exits 143 when the worker dies of the TERM of systemd's stop (as tini).
     assert unit["SuccessExitStatus"] == ["143"]
     assert unit["RestartPreventExitStatus"] == ["2"]

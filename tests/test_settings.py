@@ -91,6 +91,14 @@ EFFECTS: dict[str, tuple[Any, Check]] = {
     "backoff_max": ("1min", lambda b: b.assembly.policy.backoff_max_s == 60.0),
     "ready_after": ("3s", lambda b: b.spec.ready_after == 3.0),
     "ready_timeout": ("45s", lambda b: b.assembly.policy.ready_timeout_s == 45.0),
+    "ready_tcp": ("127.0.0.1:9", lambda b: _probe(b.spec) == ("tcp", "127.0.0.1", 9)),
+    "ready_http": ("http://[::1]:8000/up", lambda b: _probe(b.spec) == ("http", "::1", 8000)
+                   and b.spec.probe is not None and b.spec.probe.path == "/up"),
+    "ready_exec": ("test -e /tmp", lambda b: b.spec.probe is not None
+                   and b.spec.probe.argv == ("test", "-e", "/tmp")),
+    "ready_file": ("/tmp/up", lambda b: _probe(b.spec) == ("file", "", 0)),
+    "listen": (["127.0.0.1:0", ":8077"], lambda b: b.spec.listen == (
+        ("127.0.0.1", 0), ("127.0.0.1", 8077))),
     "baseline_generations": (5, lambda b: b.assembly.policy.baseline_generations == 5),
     "medium_signal": ("USR1", lambda b: b.spec.medium_signal == signal.SIGUSR1),
     "investigate_on_retire": (True, lambda b: b.env()[
@@ -139,6 +147,14 @@ EFFECTS: dict[str, tuple[Any, Check]] = {
                         and b.spec.thresholds.rss[2] == 500 * MB),
     "worker.medium_signal": ("USR2", lambda b: _worker(b).medium_signal == signal.SIGUSR2),
     "worker.ready_after": ("2s", lambda b: _worker(b).ready_after == 2.0),
+    "worker.ready_tcp": (":9", lambda b: _probe(_worker(b)) == ("tcp", "127.0.0.1", 9)
+                         and b.spec.probe is None),
+    "worker.ready_http": ("http://localhost/", lambda b: _probe(_worker(b)) == (
+        "http", "localhost", 80)),
+    "worker.ready_exec": ("true", lambda b: _probe(_worker(b)) == ("exec", "", 0)),
+    "worker.ready_file": ("/tmp/w", lambda b: _probe(_worker(b)) == ("file", "", 0)),
+    "worker.listen": (["127.0.0.1:0"], lambda b: _worker(b).listen == (("127.0.0.1", 0),)
+                      and b.spec.listen == ()),
     "worker.grace": ("6s", lambda b: _settings(b, _worker(b).name).grace_s
                      == 6.0),
     "worker.profiles": ({"high": {"max_objects": 7}}, lambda b: json.loads(worker_env(
@@ -210,6 +226,12 @@ def _settings(b: Built, worker: str) -> Any:
 def _worker(b: Built) -> WorkerSpec:
     """The `[[worker]]` entry's spec (the command line's worker comes first)."""
     return b.assembly.specs[1]
+
+
+def _probe(spec: WorkerSpec) -> tuple[str, str, int] | None:
+    """A spec's readiness probe as (kind, host, port)."""
+    p = spec.probe
+    return None if p is None else (p.kind, p.host, p.port)
 
 
 def _writer(b: Built) -> Any:

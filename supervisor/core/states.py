@@ -1,7 +1,8 @@
 """The life of one worker generation as named states and the one table of legal moves.
 
 A generation is STARTING from the moment its process is spawned, READY once it says so on
-the channel (or has been alive for `--ready-after`), RETIRING once memwarden has decided to
+the channel (or its readiness probe succeeded, or it was guessed ready after `--ready-after`
+alive), RETIRING once memwarden has decided to
 stop it (TERM, grace, KILL), and EXITED once its exit has been reaped. Any state may end in
 EXITED because a process can die at any moment; nothing comes back from EXITED.
 """

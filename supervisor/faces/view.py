@@ -12,11 +12,13 @@ from supervisor.linux import breakdown
 
 if TYPE_CHECKING:
     from supervisor.loop.arbiter import Arbiter
+    from supervisor.loop.handles import Handle
 
 
 def status(arbiter: Arbiter,
            members: dict[str, list[control.Member]] | None = None) -> control.Reply:
-    """What `memwarden status` shows: every live generation, the container, the sampler,
+    """What `memwarden status` shows: every live generation (and a retired one until the
+    rest of its tree is gone and its cgroup removed), the container, the sampler,
     whether memwarden is live and ready.
 
     States, roles and profiles come from the policy, which owns them; pids and figures from
@@ -39,6 +41,9 @@ def status(arbiter: Arbiter,
             level=view.level.label if view else None, growth=view.slope if view else None,
             members=(members or {}).get(h.key, []),
             thresholds=_lines(arbiter.specs[gen.worker].thresholds)))
+    for h in arbiter.handles.values():
+        if not h.alive:  # its main process is gone; what it left is being stopped
+            workers.append(_leftover(arbiter, h, members))
     container = arbiter.sampler.container()
     stats = arbiter.sampler.stats
     live, ready = arbiter.health.live(), arbiter.health.ready()
@@ -57,6 +62,21 @@ def status(arbiter: Arbiter,
                          measure=arbiter.measure.how)
 
 
+def _leftover(arbiter: Arbiter, h: Handle,
+              members: dict[str, list[control.Member]] | None) -> control.WorkerStatus:
+    """A generation whose main process has exited while the rest of its tree is stopped
+    and its cgroup removed: still `retiring`, with its figure and members, so that the
+    memory it holds is seen until it is gone."""
+    view = arbiter.sampler.view(h.key)
+    return control.WorkerStatus(
+        name=h.worker, generation=h.number, pid=h.pid, state="retiring", profile=h.profile,
+        uptime_s=h.uptime, generations=arbiter.policy.started(h.worker), role="retiring",
+        memory=view.memory if view else None, rss=view.rss if view else None,
+        procs=view.procs if view else 0, level=view.level.label if view else None,
+        growth=view.slope if view else None, members=(members or {}).get(h.key, []),
+        thresholds=_lines(arbiter.specs[h.worker].thresholds))
+
+
 def _lines(thresholds: Thresholds) -> dict[str, int]:
     return {name: int(value) for name, value in zip(("medium", "high", "critical"),
                                                     thresholds.rss, strict=True)
@@ -64,8 +84,9 @@ def _lines(thresholds: Thresholds) -> dict[str, int]:
 
 
 def trees(arbiter: Arbiter) -> list[tuple[str, tuple[int, ...], int]]:
-    """(key, pids, memory) of every live generation, taken on the event loop's thread."""
-    return [(h.key, view.pids, view.memory) for h in arbiter.live()
+    """(key, pids, memory) of every sampled generation (a retiring one's leftovers
+    included), taken on the event loop's thread."""
+    return [(h.key, view.pids, view.memory) for h in arbiter.handles.values()
             if (view := arbiter.sampler.view(h.key)) is not None]
 
 

@@ -8,6 +8,7 @@ process, reaper, sigwait, prctl, timing, breakdown (a tree's processes for peopl
 __all__ = [
     "breakdown",
     "cgroup",
+    "handoff",
     "prctl",
     "process",
     "procfs",

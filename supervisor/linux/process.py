@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from supervisor.linux import prctl as linux
@@ -88,11 +89,14 @@ def spawn(
     oom_score_adj: int | None,
     take_terminal: bool,
     launcher: list[str] | None = None,
+    listen: Sequence[int] = (),
 ) -> Child:
     """Start `argv` in a new process group; return the Child or raise SpawnError.
 
     `launcher` is a command prefix that does its part and execs the rest under the same pid
     (joining the generation's cgroup, `workercgroup.GenerationCgroup.launcher`).
+    `listen` are descriptors the worker gets at 3, 4, ... (`handoff`; `env` holds their
+    LISTEN_FDS), with LISTEN_PID set to its own pid by the last launcher before it.
 
     Must be called from the thread that lives as long as the supervisor (the main
     thread): PR_SET_PDEATHSIG fires when the forking *thread* exits.
@@ -101,9 +105,13 @@ def spawn(
                     else (None, None))
     child_env = dict(env)
     pass_fds: tuple[int, ...] = ()
+    channel_fd = -1
     if theirs is not None:
-        child_env[protocol.ENV_FD] = str(theirs.fileno())
-        pass_fds = (theirs.fileno(),)
+        # With sockets handed over, the channel sits above the fds they move to.
+        channel_fd = (fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 3 + len(listen))
+                      if listen else theirs.fileno())
+        child_env[protocol.ENV_FD] = str(channel_fd)
+        pass_fds = (channel_fd,)
     parent = os.getpid()
     terminal = take_terminal and _owns_terminal()
 
@@ -115,13 +123,17 @@ def spawn(
             with contextlib.suppress(OSError):
                 linux.set_oom_score_adj(oom_score_adj)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if listen:
+            _hand_over(listen, channel_fd)
         if terminal:
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             os.tcsetpgrp(0, os.getpgrp())
             signal.signal(signal.SIGTTOU, signal.SIG_DFL)
 
+    if listen:
+        launcher = [*(launcher or ()), *_LISTEN_PID]
     try:
-        if _SETPRIV is not None and not terminal:
+        if _SETPRIV is not None and not terminal and not listen:
             _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
             choom = ([_CHOOM, "-n", str(oom_score_adj), "--"]
                      if _CHOOM is not None and oom_score_adj is not None else [])
@@ -133,20 +145,27 @@ def spawn(
         else:
             if launcher:
                 _check_runnable(argv[0], child_env.get("PATH", os.defpath), cwd)
+            # With sockets handed over the child closes what it must not inherit itself
+            # (`_hand_over`): close_fds would close the fds they were moved to.
             popen = subprocess.Popen(
-                [*(launcher or ()), *argv], env=child_env, cwd=cwd, pass_fds=pass_fds,
-                process_group=0, preexec_fn=child_setup, close_fds=True)
+                [*(launcher or ()), *argv], env=child_env, cwd=cwd,
+                pass_fds=() if listen else pass_fds, process_group=0,
+                preexec_fn=child_setup, close_fds=not listen)
     except FileNotFoundError as e:
+        _close_fd(channel_fd, theirs)
         _close(ours, theirs)
         where = f" in {cwd}" if cwd and e.filename == cwd else ""
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror}{where}", 127) from None
     except PermissionError as e:
+        _close_fd(channel_fd, theirs)
         _close(ours, theirs)
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror} (not executable?)", 126) from None
     except OSError as e:
+        _close_fd(channel_fd, theirs)
         _close(ours, theirs)
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", 126) from None
     if theirs is not None:
+        _close_fd(channel_fd, theirs)
         theirs.close()
     if ours is not None:
         ours.setblocking(False)
@@ -155,6 +174,35 @@ def spawn(
     if terminal:
         give_terminal(popen.pid)
     return Child(popen.pid, procfs.start_time(popen.pid), list(argv), ours, popen)
+
+
+#: The last launcher before a worker that inherits sockets: the shell sets LISTEN_PID to its
+#: own pid and execs the worker under it, which is how the worker knows they are its own
+#: (sd_listen_fds(3) ignores them when LISTEN_PID is another process's).
+_LISTEN_PID = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh"]
+
+
+def _hand_over(listen: Sequence[int], channel_fd: int) -> None:
+    """In the child before exec: `listen` to fds 3, 4, ..., the channel kept, every other
+    descriptor from 3 on closed (close_fds is off on this path)."""
+    for i, fd in enumerate(listen):
+        os.dup2(fd, 3 + i)  # dup2 leaves the copy inheritable
+    first = 3 + len(listen)
+    if channel_fd >= 0:
+        os.set_inheritable(channel_fd, True)
+        os.closerange(first, channel_fd)
+        os.closerange(channel_fd + 1, _MAX_FD)
+    else:
+        os.closerange(first, _MAX_FD)
+
+
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
+
+
+def _close_fd(fd: int, theirs: socket.socket | None) -> None:
+    if theirs is not None and fd >= 0 and fd != theirs.fileno():
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _check_runnable(program: str, path: str, cwd: str | None) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "events",
     "handles",
     "health",
+    "readiness",
     "recorder",
     "stopping",
 ]

@@ -27,8 +27,9 @@ from supervisor.core.exitstatus import ExitStatus, signal_name
 from supervisor.core.identity import GenerationId
 from supervisor.core.policy import Policy, PolicySettings
 from supervisor.core.pressure import Change, Thresholds, explain
+from supervisor.core.states import GenerationState
 from supervisor.core.units import format_duration, format_size
-from supervisor.linux import prctl, process, reaper, sigwait
+from supervisor.linux import handoff, prctl, process, reaper, sigwait
 from supervisor.linux.cgroup import CgroupMemory
 from supervisor.linux.trees import CgroupTree, ProcTree
 from supervisor.linux.workercgroup import GenerationCgroup
@@ -36,6 +37,7 @@ from supervisor.loop import channel
 from supervisor.loop.events import EventLog
 from supervisor.loop.handles import Handle
 from supervisor.loop.health import Health
+from supervisor.loop.readiness import Prober, wall_of
 from supervisor.loop.recorder import Recorder
 from supervisor.loop.stopping import KILL_WAIT_S, stop_generation
 from supervisor.sensing.measure import Measure
@@ -52,6 +54,7 @@ Service = Callable[[anyio.abc.TaskGroup], Awaitable[None]]
 log = logging.getLogger("memwarden.arbiter")
 
 STOPPING = (signal.SIGTERM, signal.SIGINT)
+STARTING = GenerationState.STARTING
 #: Signals not forwarded: the stopping ones (they stop the workers, which get TERM or INT
 #: in turn), CHLD, job control (`process.SWALLOWED`), and those no process can catch.
 NOT_FORWARDED = frozenset({
@@ -81,16 +84,18 @@ class Arbiter:
     def __init__(self, cfg: Config, events: EventLog, *, specs: Sequence[WorkerSpec],
                  policy: PolicySettings, thresholds: Thresholds, limit: int | None,
                  cgroup: CgroupMemory | None, measure: Measure,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 listeners: dict[str, tuple[handoff.Listener, ...]] | None = None) -> None:
         """Everything comes resolved from the composition root (`supervisor.app`): the
         workers' specs, the policy's settings, the container's thresholds, the limit and
-        memwarden's own cgroup (discovered once), how memory is measured."""
+        memwarden's own cgroup (discovered once), how memory is measured, the sockets
+        bound once and handed to every generation, by worker."""
         self.cfg = cfg
         self.events = events
         self.recorder = recorder
         self.specs = {s.name: s for s in specs}
         self.policy = Policy(policy, [worker_settings(s) for s in self.specs.values()])
-        self.handles: dict[str, Handle] = {}  # by key, until reaped and stopped
+        self.handles: dict[str, Handle] = {}  # by key, until reaped, stopped, cgroup removed
         self.by_pid: dict[int, Handle] = {}  # roots not yet reaped
         self.stopping = False
         self.exit_status: int | None = None
@@ -104,6 +109,8 @@ class Arbiter:
         self.thresholds = thresholds
         self.measure = measure
         self._leftover: list[GenerationCgroup] = []  # cgroups not empty yet when retired
+        self.listeners = listeners or {}
+        self._probers: dict[str, Prober] = {}  # by key, while a probe runs
         self.sampler = Sampler(
             interval_s=cfg.interval,
             discover_interval_s=cfg.discover_interval,
@@ -283,7 +290,7 @@ class Arbiter:
                                                container=self._container_level()))
             if self.recorder is not None:
                 with self._contained("writing samples"):
-                    self.recorder.tick(self.live(), self.sampler)
+                    self.recorder.tick(list(self.handles.values()), self.sampler)
             if self._leftover:
                 with self._contained("removing cgroups of ended generations"):
                     self._remove_leftovers()
@@ -329,16 +336,20 @@ class Arbiter:
                     message=f"cannot create the cgroup of generation {number} of "
                     f"{spec.name!r}: {e.strerror or e}"))
                 return
+        env = worker_env(dict(os.environ), spec, number, action.profile,
+                         investigate_on_retire=self.cfg.investigate_on_retire)
+        listeners = self.listeners.get(spec.name, ())
+        handoff.environment(env, listeners)
         try:
             child = process.spawn(
                 spec.argv,
-                env=worker_env(dict(os.environ), spec, number, action.profile,
-                               investigate_on_retire=self.cfg.investigate_on_retire),
+                env=env,
                 cwd=spec.cwd,
                 with_channel=True,
                 oom_score_adj=self.cfg.oom_score_adj,
                 take_terminal=self._terminal and number == 1,
                 launcher=cg.launcher() if cg is not None else None,
+                listen=[x.fd for x in listeners],
             )
         except process.SpawnError as e:
             if cg is not None:
@@ -348,7 +359,8 @@ class Arbiter:
             return
         tree = CgroupTree(child.pid, cg.procs) if cg is not None else ProcTree(child.pid,
                                                                                 child.start)
-        h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills())
+        h = Handle(spec.name, number, child, tree, cg, oom_kills_at_start=self._oom_kills(),
+                   profile=action.profile, started=now)
         self.handles[h.key] = h
         self.by_pid[h.pid] = h
         self.sampler.watch(h.key, h.pid, tree, cg.memory if cg is not None else None,
@@ -448,13 +460,40 @@ class Arbiter:
     # -- readiness and the channel ---------------------------------------------------------
 
     async def _ready_timer(self, h: Handle) -> None:
-        ready_after = self.specs[h.worker].ready_after
+        spec = self.specs[h.worker]
+        if spec.probe is not None:
+            await self._probe(h, Prober(spec.probe, wall_of(h.started), cwd=spec.cwd,
+                                        members=lambda: [pid for pid, _ in h.tree.members()]))
+            return
+        ready_after = spec.ready_after
         await anyio.sleep(ready_after)
         # A worker that speaks the channel says when it is ready; one that does not is
-        # ready once it has stayed alive this long.
+        # guessed ready once it has stayed alive this long.
         if h.alive and not h.spoke:
             with self._contained("the readiness of %s", h.key):
-                self._ready(h, f"alive for {format_duration(ready_after)}")
+                self._ready(h, f"guessed: alive for {format_duration(ready_after)}")
+
+    async def _probe(self, h: Handle, prober: Prober) -> None:
+        """Probe until the generation serves (ready), or stops waiting: ready by the channel,
+        or failed by the policy's ready timeout (the probe's last answer is logged), or gone."""
+        def starting() -> bool:
+            return h.alive and self.policy.state_of(h.worker, h.number) is STARTING
+
+        self._probers[h.key] = prober
+        try:
+            answer = await prober.until_ready(starting)
+        finally:
+            self._probers.pop(h.key, None)
+        with self._contained("the readiness of %s", h.key):
+            if answer is not None:
+                self._ready(h, f"{prober.probe.describe()}: {answer.detail}")
+            elif prober.last is not None and not h.spoke and (
+                    self.policy.state_of(h.worker, h.number) is not GenerationState.READY):
+                self.events.emit(
+                    EventType.NOT_READY, f"{prober.probe.describe()} never succeeded "
+                    f"({prober.attempts} attempts; the last: {prober.last.detail})",
+                    **_ids(h), data={"probe": prober.probe.describe(),
+                                     "attempts": prober.attempts, "last": prober.last.detail})
 
     def _ready(self, h: Handle, how: str) -> None:
         view = self.sampler.view(h.key)
@@ -555,6 +594,11 @@ class Arbiter:
     def _reap(self) -> None:
         for pid, raw in reaper.reap():
             h = self.by_pid.pop(pid, None)
+            prober = None if h is not None else next(
+                (p for p in self._probers.values() if p.owns(pid)), None)
+            if prober is not None:  # a readiness probe's command
+                prober.exited(pid, raw)
+                continue
             if h is None:
                 log.debug("reaped orphan %d (%s)", pid, ExitStatus.from_wait(raw).describe())
                 continue
@@ -567,7 +611,8 @@ class Arbiter:
         h.exited.set()
         if self.recorder is not None:
             self.recorder.burst_later(h, "exit", self.sampler)
-        self.sampler.unwatch(h.key)
+        # Still sampled until what it left of its tree is gone (`_forget`): a retiring
+        # generation's leftovers stay in `status`, the metrics and the snapshots.
         if h.channel_scope is not None:
             h.channel_scope.cancel()
         by_us = h.by_us(status)
@@ -592,13 +637,25 @@ class Arbiter:
                  by_us=by_us)))
 
     def _forget(self, h: Handle) -> None:
-        """The generation is reaped and its tree gone: drop its handle, remove its cgroup."""
-        self.handles.pop(h.key, None)
-        if h.cgroup is not None and not h.cgroup.remove():
-            self._leftover.append(h.cgroup)  # tried again by the housekeeping
+        """The generation is reaped and its tree gone: stop sampling it. Without a cgroup
+        its handle goes now; with one, once the housekeeping has removed the cgroup (the
+        ticker lets go of its files first, at its next tick), so that `status` shows the
+        generation until nothing of it is left."""
+        self.sampler.unwatch(h.key)
+        if h.cgroup is None:
+            self.handles.pop(h.key, None)
+        elif h.cgroup not in self._leftover:
+            self._leftover.append(h.cgroup)
 
     def _remove_leftovers(self) -> None:
-        self._leftover = [cg for cg in self._leftover if not cg.remove()]
+        kept = []
+        for cg in self._leftover:
+            if not cg.remove():
+                kept.append(cg)
+                continue
+            for key in [k for k, h in self.handles.items() if h.cgroup is cg and not h.alive]:
+                del self.handles[key]
+        self._leftover = kept
 
     async def _last_rites(self) -> None:
         """Nothing we started may outlive us: TERM stragglers, then KILL, reaping all; then

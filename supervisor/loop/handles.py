@@ -46,6 +46,7 @@ class Handle:
     told_shutdown: bool = False
     signalled: set[int] = field(default_factory=set)  # signals memwarden sent to its tree
     oom_kills_at_start: int = 0
+    profile: str = ""  # what it was started with, shown while its leftovers are stopped
     status: ExitStatus | None = None
     stopping: bool = False  # a stop (shutdown, TERM, KILL) is under way
     exited: anyio.Event = field(default_factory=anyio.Event)

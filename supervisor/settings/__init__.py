@@ -5,6 +5,7 @@ resolved settings (`specs`), which the composition root hands to the layers abov
 __all__ = [
     "config",
     "loading",
+    "probes",
     "specs",
     "validate",
 ]

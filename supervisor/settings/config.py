@@ -95,6 +95,11 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     critical: Size | None = None
     medium_signal: str | None = None
     ready_after: Duration | None = None
+    ready_tcp: str | None = None
+    ready_http: str | None = None
+    ready_exec: str | None = None
+    ready_file: str | None = None
+    listen: list[str] | None = None
     grace: Duration | None = None
     profiles: Profiles | None = None
 
@@ -121,6 +126,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backoff_max: Duration = Duration(30.0)
     ready_after: Duration = Duration(1.0)
     ready_timeout: Duration = Duration(30.0)
+    ready_tcp: str | None = None
+    ready_http: str | None = None
+    ready_exec: str | None = None
+    ready_file: str | None = None
+    listen: list[str] = []
     baseline_generations: PositiveInt = 3
     medium_signal: str | None = None
     investigate_on_retire: bool = False
@@ -202,6 +212,8 @@ def from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]
             if low not in _BOOL_TRUE | _BOOL_FALSE:
                 raise ConfigError(f"{key}: expected true or false, got {raw!r}")
             values[name] = low in _BOOL_TRUE
+        elif name == "listen":  # several addresses: separated by spaces
+            values[name] = raw.split()
         elif name == "command":
             try:
                 values[name] = shlex.split(raw)

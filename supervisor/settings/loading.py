@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor.settings import config, validate
+from supervisor.settings import config, probes, validate
 from workers.protocol import escape
 
 
@@ -57,4 +57,5 @@ def load_with_origin(
                 merged[table] = {**inner, name: value}
     cfg = validate.derive(config.convert(merged, origin), merged, origin)
     validate.check(cfg, origin)
+    probes.check(cfg, origin)
     return cfg, origin

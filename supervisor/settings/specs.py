@@ -18,6 +18,7 @@ from supervisor.core.pressure import Thresholds
 from supervisor.core.restarts import Restart
 from supervisor.core.units import Size
 from supervisor.settings.config import Config, Profiles, WorkerConfig
+from supervisor.settings.probes import Probe, listen_of, probe_of
 from workers import protocol
 
 
@@ -37,6 +38,11 @@ class WorkerSpec:
     #: The classifier's lines for this worker: its own medium/high/critical, else the
     #: top-level ones, resolved against the limit.
     thresholds: Thresholds
+    #: How a generation that does not speak the channel shows it serves (None: it is
+    #: guessed ready after `ready_after` alive).
+    probe: Probe | None = None
+    #: The addresses bound once and handed to every generation (`LISTEN_FDS`).
+    listen: tuple[tuple[str, int], ...] = ()
 
 
 def thresholds(cfg: Config, limit: int | None, *, medium: Size | None = None,
@@ -88,6 +94,8 @@ def specs(cfg: Config, limit: int | None = None) -> list[WorkerSpec]:
                     profiles=w.profiles or cfg.profiles,
                     thresholds=thresholds(cfg, limit, medium=w.medium, high=w.high,
                                           critical=w.critical, ready_after=w.ready_after),
+                    probe=probe_of(w, cfg),
+                    listen=listen_of(w, cfg),
                 )
             )
     return out

@@ -33,7 +33,7 @@ from snapshots.cli import write_output
 from snapshots.schema import Event, Header, Record
 from snapshots.series import BurstView
 from supervisor.core.identity import GenerationId
-from supervisor.core.pressure import Change, Thresholds, WorkerClassifier
+from supervisor.core.pressure import Change, Thresholds, WorkerClassifier, quantity
 from supervisor.settings import config as config_mod
 from supervisor.settings import loading
 from supervisor.settings.specs import specs, thresholds
@@ -299,9 +299,8 @@ def _when(t: float, t0: float, approximate: bool = False) -> str:
 def _line(f: Fired | None, t0: float) -> str:
     if f is None:
         return ""
-    unit = "MB/s" if f.metric == "growth" else "MB"
-    cause = f" {f.metric} {f.value / 1e6:.1f}/{f.threshold / 1e6:.1f} {unit}" if (
-        f.metric and f.value is not None and f.threshold is not None) else ""
+    cause = (f" {f.metric} {quantity(f.metric, f.value)}/{quantity(f.metric, f.threshold)}"
+             if f.metric and f.value is not None and f.threshold is not None else "")
     when = f.confirmed_t if f.confirmed_t is not None else f.t
     return f"{_when(when, t0, f.approximate)} g{f.generation} {f.previous}->{f.level}{cause}"
 

@@ -42,8 +42,9 @@ def _ctl(sock: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _generation(sock: pathlib.Path, number: int) -> dict | None:
+    listening = sock.exists()  # looked at before asking: the socket may appear meanwhile
     r = _ctl(sock, "status", "--json")
-    assert r.returncode == 0 or not sock.exists(), r.stderr  # not listening yet: no socket
+    assert r.returncode == 0 or not listening, r.stderr  # not listening yet: no socket
     if r.returncode != 0:
         return None
     return next((w for w in json.loads(r.stdout).get("workers", [])

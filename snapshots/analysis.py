@@ -15,13 +15,17 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from snapshots import lifecycle, reader, recommend
+from snapshots import lifecycle, pooled, reader, recommend
 from snapshots.report import (
     VERDICTS,
     Attribution,
+    Ending,
     Generation,
     LevelTime,
+    PooledLeak,
+    Projection,
     ReadSummary,
+    Replacement,
     Report,
     Segment,
     SourceSummary,
@@ -114,7 +118,8 @@ def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
         limit = data.limit or (h.limit if h else None)
         period = h.sample_period_s if h else 1.0
         results.append(analyze_worker(data, thresholds, limit, period, options,
-                                      collector.source_events.get(label, [])))
+                                      collector.source_events.get(label, []),
+                                      h.measure if h else "rss"))
     worst = max((VERDICTS.index(r.out.verdict) for r in results), default=0)
     max_level = max((LEVELS.index(r.out.max_level) for r in results), default=0)
     advice = []
@@ -180,14 +185,14 @@ def peak(w: Windows, f: Fit, at: float | None = None) -> float:
 
 def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | None,
                    period_s: float, options: Options,
-                   source_events: list[Event] | None = None) -> WorkerResult:
+                   source_events: list[Event] | None = None, measure: str = "rss"
+                   ) -> WorkerResult:
     """Analyse one worker's folded data (see the module docstring)."""
     reference = limit or thresholds.get("critical")
     gens = [_analyse_generation(gd, reference, options)
             for _, gd in sorted(data.gens.items())]
     judged = [g for g in gens if len(g.windows) >= MIN_WINDOWS]
     main = judged[-1] if judged else (max(gens, key=lambda g: len(g.windows)) if gens else None)
-    verdict, reasons = _verdict(data, gens, main)
 
     by_gen: dict[int, list[Event]] = {}
     for e in data.events:
@@ -210,12 +215,16 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
     flaps_h = flaps / (span / 3600.0) if span > 0 else 0.0
     max_level = max((LEVELS.index(line.max_level) for line in lines.values()), default=0)
     trims = lifecycle.trims(data)
+    ready = {e.generation: e.t for e in data.events if e.type == "ready"}
+    at_ready = {g.generation: lifecycle.after(g.data, ready.get(g.generation, g.start))
+                for g in gens}
+    replaced = lifecycle.replacements(data, [g.data for g in gens], at_ready)
+    leak, rates = _pooled(data, gens, ready, replaced, reference, options)
+    verdict, reasons = _verdict(data, gens, main, leak)
+    ending = lifecycle.ending(data, source_events or [])
     targets_map = {k: v for k, v in (("high", thresholds.get("high")),
                                      ("critical", thresholds.get("critical")),
                                      ("limit", limit)) if v}
-    projections = (project(main.shape.relevant, peak(main.windows, main.shape.relevant),
-                           targets_map) if main is not None and main.shape.name != "short"
-                   else [])
     out = Worker(
         source=data.source, worker=data.worker, start=start, end=end, samples=data.samples,
         windows=sum(len(g.windows) for g in gens),
@@ -223,31 +232,53 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
         limit=limit, thresholds=thresholds, verdict=verdict, reasons=reasons,
         main_generation=main.generation if main else 0,
         segment=_segment(main) if main else None,
-        attribution=_attribution(data, main, trims.count,
+        attribution=_attribution(data, main, gens, leak, trims.count,
                                  trims.dropped_share_mean is not None
                                  and trims.dropped_share_mean > 0),
-        projections=projections,
+        projections=_projections(gens, leak, ending, end, targets_map),
         levels=[LevelTime(level=k, seconds=v, share=v / total) for k, v in seconds.items()],
         max_level=LEVELS[max_level], transitions=len(changes),
         transition_list=changes[:200], flaps_per_hour=flaps_h,
         flapping=flaps >= 3 and flaps_h >= 6.0,
-        replacements=lifecycle.replacements(data, [g.data for g in gens]), trims=trims,
+        replacements=replaced, trims=trims,
         gc=lifecycle.gc(data, [g.generation for g in gens], span),
-        generations=[_generation_out(data, g, by_gen.get(g.generation, [])) for g in gens],
+        generations=[_generation_out(data, g, by_gen.get(g.generation, []),
+                                     at_ready[g.generation], rates.get(g.generation),
+                                     leak is not None and g.generation in leak.generations)
+                     for g in gens],
         events=dict(Counter(e.type for e in data.events)), bursts=data.bursts,
-        ending=lifecycle.ending(data, source_events or []))
-    out.targets = _targets(out, main, gens)
+        ending=ending, leak=leak, measure=measure)
+    out.targets = _targets(out, main, gens, leak)
     return WorkerResult(out, data, gens, main, level_runs)
 
 
-def _verdict(data: WorkerData, gens: list[GenerationResult], main: GenerationResult | None
-             ) -> tuple[Verdict, list[str]]:
+def _pooled(data: WorkerData, gens: list[GenerationResult], ready: dict[int, float],
+            replaced: list[Replacement], reference: int | None, options: Options
+            ) -> tuple[PooledLeak | None, dict[int, pooled.GenerationRate]]:
+    """The leak every generation shows together (`pooled.py`), and each generation's rate
+    after start-up (absent when too short)."""
+    lasted = pooled.lifetimes({g.generation: g.start for g in gens},
+                              {g.generation: g.end for g in gens}, replaced)
+    rates = {g.generation: r for g in gens
+             if (r := pooled.rate(g.generation, g.windows, ready.get(g.generation, g.start),
+                                  data.warmup_s, *lasted[g.generation])) is not None}
+    return pooled.pool(list(rates.values()), reference, options.gate), rates
+
+
+def _verdict(data: WorkerData, gens: list[GenerationResult], main: GenerationResult | None,
+             leak: PooledLeak | None) -> tuple[Verdict, list[str]]:
     if main is None:
         kinds = sorted({e.type for e in data.events})
         return "none", [f"no samples; events only ({', '.join(kinds) or 'none'})"]
     verdict = main.verdict
     reasons = list(main.reasons)
-    if main.shape.name == "short":
+    if leak is not None:
+        reasons.insert(0, f"{leak.summary} (rates {leak.low_mb_s:.2f} to "
+                       f"{leak.high_mb_s:.2f} MB/s after start-up; generations "
+                       + ", ".join(map(str, leak.generations)) + f"): {leak.verdict}")
+        if VERDICTS.index(leak.verdict) > VERDICTS.index(verdict):
+            verdict = leak.verdict
+    elif main.shape.name == "short":
         longest = max(len(g.windows) for g in gens)
         reasons.append(f"no generation was recorded long enough to judge a trend (the longest "
                        f"has {longest} windows of {main.data.width:g} s)")
@@ -270,12 +301,23 @@ def _segment(g: GenerationResult) -> Segment:
                    verdict=g.verdict, reasons=g.reasons)
 
 
-def _attribution(data: WorkerData, main: GenerationResult | None, trims: int, dropped: bool
-                 ) -> Attribution:
-    if main is None or main.shape.name == "short":
+def _attribution(data: WorkerData, main: GenerationResult | None,
+                 gens: list[GenerationResult], leak: PooledLeak | None, trims: int,
+                 dropped: bool) -> Attribution:
+    """Where growth comes from, judged on the main generation; for a pooled leak whose main
+    generation shows no growth of its own, on the longest generation of the leak."""
+    judged = main is not None and main.shape.name != "short"
+    growing = judged and main is not None and main.verdict != "none" \
+        and main.shape.relevant.slope > 0
+    if leak is not None and not growing:
+        main = max((g for g in gens if g.generation in leak.generations),
+                   key=lambda g: len(g.windows))
+        rss_fit, growing = fit(main.windows.t, main.windows.med), True
+    elif main is None or not judged:
         return Attribution(kind="unknown", detail="no generation was recorded long enough "
                            f"({MIN_WINDOWS} windows) to tell whether memory grows")
-    growing = main.verdict != "none" and main.shape.relevant.slope > 0
+    else:
+        rss_fit = main.shape.relevant
     objects_fit = None
     objects_level = None
     if data.has_counters:
@@ -284,14 +326,15 @@ def _attribution(data: WorkerData, main: GenerationResult | None, trims: int, dr
             objects_fit = fit(ts, vs)
             objects_level = median(vs)
     rss_level = median(main.windows.med) if len(main.windows) else 0.0
-    return attribute(main.shape.relevant, growing, objects_fit, objects_level, rss_level, trims,
-                     dropped)
+    return attribute(rss_fit, growing, objects_fit, objects_level, rss_level, trims, dropped)
 
 
-def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResult]
-             ) -> Targets:
+def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResult],
+             leak: PooledLeak | None) -> Targets:
     sustained = None
-    if main is not None and main.shape.name != "short":
+    if leak is not None:
+        sustained = leak.rate_mb_s * 1e6
+    elif main is not None and main.shape.name != "short":
         sustained = max(0.0, main.shape.relevant.slope)
     peaks = [g.data.growth_max for g in gens if g.data.growth_max > 0]
     period = gens[0].data.period_s if gens else 1.0
@@ -300,7 +343,31 @@ def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResu
                    w.attribution.objects_per_mb)
 
 
-def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event]) -> Generation:
+def _projections(gens: list[GenerationResult], leak: PooledLeak | None, ending: Ending | None,
+                 end: float, targets: dict[str, int]) -> list[Projection]:
+    """Time to each threshold from the record's end, for the generation still running there
+    (none when supervision ended: no generation is left to reach anything). Its rate is its
+    own trend when it was judged, else the pooled leak's; not at this rate when its verdict
+    is `none` (no significant growth) or the rate is not above zero."""
+    if not gens or not targets or (ending is not None and ending.kind != "stopped"):
+        return []
+    live = max(gens, key=lambda g: (g.end, g.generation))
+    at_end = max((hi for _, _, hi in live.data.tail[-1:]), default=0.0)
+    rate: float | None = None
+    low = high = 0.0
+    source = ""
+    f = live.shape.relevant
+    if live.shape.name != "short" and live.verdict != "none" and f.slope > 0:
+        rate, low, high, source = f.slope, f.lo, f.hi, "trend"
+    elif leak is not None:
+        rate, low, high = leak.rate_mb_s * 1e6, leak.low_mb_s * 1e6, leak.high_mb_s * 1e6
+        source = "pooled"
+    return project(rate, low, high, at_end, end, live.generation, source, targets)
+
+
+def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event],
+                    at_ready: int | None, rate: pooled.GenerationRate | None, in_leak: bool
+                    ) -> Generation:
     """The table row of one generation; `events` are the generation's own."""
     gd = g.data
     head = [v for _, v in gd.head[:5]] or [0.0]
@@ -319,37 +386,62 @@ def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event]) 
         objects_per_mb=lifecycle.objects_per_mb(data, g.generation),
         level_seconds={k: v for k, v in line.seconds.items() if v} if line else {},
         growth_peak_mb_s=gd.growth_max / 1e6 if gd.growth_max > 0 else None,
-        finding=found[1] if found else None, finding_t=found[0] if found else None)
+        finding=found[1] if found else None, finding_t=found[0] if found else None,
+        at_ready=at_ready, growth_mb_s=rate.slope / 1e6 if rate else None, in_leak=in_leak)
 
 
 def _observed(r: WorkerResult) -> recommend.Observed:
-    """What the recommendation needs of one analysed worker."""
+    """What the recommendation needs of one analysed worker.
+
+    The healthy peak comes from healthy operation only: generations that leaked (pooled or
+    judged `likely` or worse) and every generation's start-up (up to its ready event plus the
+    growth window) are left out, and the reason says so. When every generation leaked there
+    is no healthy peak: the advice is to fix or bound the leak.
+    """
     w = r.out
-    main = r.main
+    leak = w.leak
     leaking = w.verdict in ("likely", "confirmed")
-    startups = []
     ready = {e.generation: e.t for e in r.data.events if e.type == "ready"}
-    for g in r.generations:
-        at = lifecycle.after(g.data, ready.get(g.generation, g.start))
-        if at is not None:
-            startups.append(float(at))
+    startups = [float(g.at_ready) for g in w.generations if g.at_ready is not None]
     highs = [h for g in r.generations for h in thin(g.windows.t, g.windows.hi, 2000)[1]]
-    healthy = max((max(g.windows.hi) for g in r.generations if len(g.windows)), default=0.0)
+    leaked = set(leak.generations) if leak else set()
+    leaked |= {g.generation for g in r.generations if g.verdict in ("likely", "confirmed")}
+    healthy: list[float] = []
+    for g in r.generations:
+        if g.generation in leaked:
+            continue
+        after = ready.get(g.generation, g.start) + r.data.warmup_s
+        healthy.extend(h for t, h in zip(g.windows.t, g.windows.hi, strict=True) if t >= after)
     slope = 0.0
-    if leaking and main is not None and main.shape.name != "short":
-        f = main.shape.relevant
-        slope = max(0.0, f.slope)
-        healthy = peak(main.windows, f, at=main.start)
+    if leak is not None:
+        slope = leak.rate_mb_s * 1e6
+    elif leaking and r.main is not None and r.main.shape.name != "short":
+        slope = max(0.0, r.main.shape.relevant.slope)
+    # Every generation that ran past its start-up leaked: there is no healthy operation.
+    all_leaked = bool(leaked) and not healthy
+    if healthy:
+        peak_seen = max(healthy)
+    elif all_leaked and r.main is not None and r.main.shape.name != "short":
+        peak_seen = peak(r.main.windows, r.main.shape.relevant, at=r.main.start)
+    else:  # nothing ran past its start-up: the highest memory recorded, said so
+        peak_seen = max((max(g.windows.hi) for g in r.generations if len(g.windows)),
+                        default=0.0)
+    excluded = []
+    if leaked:
+        excluded.append("the leaking generation(s) " + ", ".join(map(str, sorted(leaked))))
+    excluded.append(f"each generation's start-up (to {r.data.warmup_s:g} s after ready)")
     killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}
     ooms = [max(g.windows.hi) for g in r.generations
             if len(g.windows) and g.generation in killed]
     return recommend.Observed(
-        worker=w.worker, verdict=w.verdict, leaking=leaking, slope=slope,
-        startups=startups, highs=highs, healthy_peak=healthy,
+        worker=w.worker, verdict=w.verdict, leaking=leaking or leak is not None, slope=slope,
+        startups=startups, highs=highs, healthy_peak=peak_seen,
         ready_s=[x.ready_after_s for x in w.replacements if x.ready_after_s is not None],
         thresholds=w.thresholds, ending=w.ending, oom_peaks=ooms, flapping=w.flapping,
         baseline_high=w.events.get("baseline_high", 0), span_s=w.end - w.start,
-        judged=main is not None and main.shape.name != "short")
+        judged=leak is not None or (r.main is not None and r.main.shape.name != "short"),
+        all_leaked=all_leaked, excluded=" and ".join(excluded),
+        lifetime_s=leak.lifetime_max_s if leak else None)
 
 
 __all__ = ["Analysis", "GenerationResult", "Options", "WorkerResult", "analyze",

@@ -10,12 +10,16 @@ projections and the chart's trend. Levels, flaps and replacements are per genera
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from snapshots import lifecycle, pooled, reader, recommend
+from snapshots import fleet, lifecycle, pooled, reader, recommend
+from snapshots.observed import observed, peak
 from snapshots.report import (
     VERDICTS,
     Attribution,
@@ -25,6 +29,7 @@ from snapshots.report import (
     PooledLeak,
     Projection,
     ReadSummary,
+    Recommendation,
     Replacement,
     Report,
     Segment,
@@ -36,9 +41,9 @@ from snapshots.report import (
 from snapshots.schema import Event, Header
 from snapshots.series import ANALYSIS_TYPES, LEVELS, Collector, Frame, WorkerData
 from snapshots.shape import MIN_WINDOWS, Shape, classify
-from snapshots.trend import Fit, fit, thin
+from snapshots.trend import fit
 from snapshots.verdict import Gate, attribute, judge, project, targets, trend_out
-from snapshots.windows import GenerationData, Windows, median, quantile
+from snapshots.windows import GenerationData, Windows, median
 
 #: Growth is judged live over `pressure.growth_window` (5 s by default): a generation's first
 #: window of growth is its start-up, not growth to judge against the targets.
@@ -54,6 +59,7 @@ class Options:
     gate: Gate = field(default_factory=Gate)
     max_windows: int = 2000
     margin: float = recommend.MARGIN
+    jobs: int | None = None  # processes for several sources; None: every core allowed
 
 
 @dataclass
@@ -86,60 +92,109 @@ class Analysis:
     workers: list[WorkerResult]
 
 
+@dataclass
+class _Part:
+    """One source analysed, in a process of its own when there are several."""
+
+    summary: SourceSummary
+    header: Header | None
+    results: list[WorkerResult]
+    observed: list[recommend.Observed]
+    advice: Recommendation | None
+    stats: reader.ReadStats
+    dropped: int
+
+
 def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
-    """Read and analyse the snapshots `paths` name.
+    """Read and analyse the snapshots `paths` name: each source (a host, pod or container)
+    on its own, in parallel across cores when there are several (`_parts`).
 
     Raises reader.SnapshotError (nothing readable) and reader.UnsupportedVersion.
     """
     options = options or Options()
+    parts = _parts(reader.sources(list(paths)), options)
     stats = reader.ReadStats()
-    collector = Collector()
-    srcs = reader.sources(list(paths))
-    summaries: list[SourceSummary] = []
-    headers: dict[str, Header | None] = {}
-    for src in srcs:
-        label = src.label
-        collector.frames[label] = _frame(src, options)
-        for sf in src.files:
-            for chunk in reader.iter_chunks(sf, stats, types=ANALYSIS_TYPES):
-                for h in collector.add(label, chunk):
-                    reader.check_version(h.version, sf.path)
-        h = src.header
-        headers[label] = h
-        summaries.append(SourceSummary(
-            label=label, host=src.key[0], pod=src.key[2] or None, container=src.key[3] or None,
-            files=len(src.files), limit=h.limit if h else None, version=h.version if h else None,
-            events=dict(Counter(e.type for e in collector.source_events.get(label, [])))))
-    collector.finish()
-    results = []
-    for (label, _), data in sorted(collector.workers.items()):
-        h = headers.get(label)
-        thresholds = dict(h.thresholds) if h else {}
-        limit = data.limit or (h.limit if h else None)
-        period = h.sample_period_s if h else 1.0
-        results.append(analyze_worker(data, thresholds, limit, period, options,
-                                      collector.source_events.get(label, []),
-                                      h.measure if h else "rss"))
+    for p in parts:
+        for name in ("files", "bytes", "records", "corrupt", "truncated", "unknown"):
+            setattr(stats, name, getattr(stats, name) + getattr(p.stats, name))
+        stats.problems.extend(p.stats.problems)
+    results = [r for p in parts for r in p.results]
     worst = max((VERDICTS.index(r.out.verdict) for r in results), default=0)
     max_level = max((LEVELS.index(r.out.max_level) for r in results), default=0)
-    advice = []
-    for label in sorted({r.out.source for r in results if r.out.samples}):
-        mine = [r for r in results if r.out.source == label and r.out.samples]
-        h = headers.get(label)
-        advice.append(recommend.recommend(
-            label, [_observed(r) for r in mine], h.config if h else {},
-            headers[label].limit if h else None, options.margin))
     report = Report(
         generated=time.time(), verdict=VERDICTS[worst], max_level=LEVELS[max_level],
         read=ReadSummary(files=stats.files, bytes=stats.bytes, records=stats.records,
                          corrupt=stats.corrupt, truncated=stats.truncated,
-                         unknown=stats.unknown, dropped_by_writer=collector.dropped,
+                         unknown=stats.unknown, dropped_by_writer=sum(p.dropped for p in parts),
                          problems=stats.problems[:50]),
-        sources=summaries, workers=[r.out for r in results],
+        sources=[p.summary for p in parts], workers=[r.out for r in results],
         gave_up=[f"{r.out.source} / {r.out.worker}" for r in results
                  if r.out.ending is not None and r.out.ending.kind == "gave_up"],
-        recommendations=advice)
+        recommendations=[p.advice for p in parts if p.advice is not None])
+    if len(parts) > 1:
+        report.workloads = fleet.workloads(
+            [(p.summary, p.header, r.out, o) for p in parts
+             for r, o in zip([r for r in p.results if r.out.samples], p.observed,
+                             strict=True)], options.margin)
     return Analysis(report, results)
+
+
+#: Below this many bytes in all, sources are read in this process: starting processes
+#: costs more than it saves.
+_PARALLEL_BYTES = 4 * 2**20
+
+
+def _parts(srcs: list[reader.Source], options: Options) -> list[_Part]:
+    """Analyse every source, the biggest first, across `options.jobs` processes (default:
+    the cores this process may run on, for sets of `_PARALLEL_BYTES` or more); in source
+    order."""
+    sizes = [sum(_size(f.path) for f in src.files) for src in srcs]
+    jobs = min(options.jobs or len(os.sched_getaffinity(0)), len(srcs))
+    if jobs <= 1 or (options.jobs is None and sum(sizes) < _PARALLEL_BYTES):
+        return [_source(src, options) for src in srcs]
+    # fork: the children inherit the imported modules instead of importing them again.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {i: pool.submit(_source, srcs[i], options)
+                   for i in sorted(range(len(srcs)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(srcs))]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _source(src: reader.Source, options: Options) -> _Part:
+    """Read and analyse one source: its workers, and the settings recommended for it."""
+    stats = reader.ReadStats()
+    collector = Collector()
+    label = src.label
+    collector.frames[label] = _frame(src, options)
+    for sf in src.files:
+        for chunk in reader.iter_chunks(sf, stats, types=ANALYSIS_TYPES):
+            for h in collector.add(label, chunk):
+                reader.check_version(h.version, sf.path)
+    h = src.header
+    summary = SourceSummary(
+        label=label, host=src.key[0], pod=src.key[2] or None, container=src.key[3] or None,
+        files=len(src.files), limit=h.limit if h else None, version=h.version if h else None,
+        events=dict(Counter(e.type for e in collector.source_events.get(label, []))),
+        namespace=src.key[1] or None)
+    collector.finish()
+    results = []
+    for (_, _), data in sorted(collector.workers.items()):
+        limit = data.limit or (h.limit if h else None)
+        results.append(analyze_worker(data, dict(h.thresholds) if h else {}, limit,
+                                      h.sample_period_s if h else 1.0, options,
+                                      collector.source_events.get(label, []),
+                                      h.measure if h else "rss"))
+    mine = [r for r in results if r.out.samples]
+    seen = [observed(r) for r in mine]
+    advice = recommend.recommend(label, seen, h.config if h else {}, h.limit if h else None,
+                                 options.margin) if mine else None
+    return _Part(summary, h, results, seen, advice, stats, collector.dropped)
 
 
 def _frame(src: reader.Source, options: Options) -> Frame:
@@ -171,16 +226,6 @@ def _analyse_generation(gd: GenerationData, reference: int | None,
     verdict, reasons = judge(shape, span, peak(w, shape.relevant), reference, options.gate)
     return GenerationResult(gd.generation, w, shape, verdict, reasons, gd.first_t, gd.last_t,
                             gd)
-
-
-def peak(w: Windows, f: Fit, at: float | None = None) -> float:
-    """Where the peaks are at time `at` (default: the end): the trend line there plus the
-    95th percentile of the peaks' excess over the line."""
-    if not len(w):
-        return 0.0
-    ts, his = thin(w.t, w.hi, 1000)
-    excess = quantile([h - f.at(x) for x, h in zip(ts, his, strict=True)], 0.95)
-    return f.at(w.t[-1] if at is None else at) + max(0.0, excess)
 
 
 def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | None,
@@ -326,7 +371,9 @@ def _attribution(data: WorkerData, main: GenerationResult | None,
             objects_fit = fit(ts, vs)
             objects_level = median(vs)
     rss_level = median(main.windows.med) if len(main.windows) else 0.0
-    return attribute(rss_fit, growing, objects_fit, objects_level, rss_level, trims, dropped)
+    steady = leak is not None or main.shape.name == "linear"
+    return attribute(rss_fit, growing, objects_fit, objects_level, rss_level, trims, dropped,
+                     steady)
 
 
 def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResult],
@@ -390,59 +437,5 @@ def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event],
         at_ready=at_ready, growth_mb_s=rate.slope / 1e6 if rate else None, in_leak=in_leak)
 
 
-def _observed(r: WorkerResult) -> recommend.Observed:
-    """What the recommendation needs of one analysed worker.
-
-    The healthy peak comes from healthy operation only: generations that leaked (pooled or
-    judged `likely` or worse) and every generation's start-up (up to its ready event plus the
-    growth window) are left out, and the reason says so. When every generation leaked there
-    is no healthy peak: the advice is to fix or bound the leak.
-    """
-    w = r.out
-    leak = w.leak
-    leaking = w.verdict in ("likely", "confirmed")
-    ready = {e.generation: e.t for e in r.data.events if e.type == "ready"}
-    startups = [float(g.at_ready) for g in w.generations if g.at_ready is not None]
-    highs = [h for g in r.generations for h in thin(g.windows.t, g.windows.hi, 2000)[1]]
-    leaked = set(leak.generations) if leak else set()
-    leaked |= {g.generation for g in r.generations if g.verdict in ("likely", "confirmed")}
-    healthy: list[float] = []
-    for g in r.generations:
-        if g.generation in leaked:
-            continue
-        after = ready.get(g.generation, g.start) + r.data.warmup_s
-        healthy.extend(h for t, h in zip(g.windows.t, g.windows.hi, strict=True) if t >= after)
-    slope = 0.0
-    if leak is not None:
-        slope = leak.rate_mb_s * 1e6
-    elif leaking and r.main is not None and r.main.shape.name != "short":
-        slope = max(0.0, r.main.shape.relevant.slope)
-    # Every generation that ran past its start-up leaked: there is no healthy operation.
-    all_leaked = bool(leaked) and not healthy
-    if healthy:
-        peak_seen = max(healthy)
-    elif all_leaked and r.main is not None and r.main.shape.name != "short":
-        peak_seen = peak(r.main.windows, r.main.shape.relevant, at=r.main.start)
-    else:  # nothing ran past its start-up: the highest memory recorded, said so
-        peak_seen = max((max(g.windows.hi) for g in r.generations if len(g.windows)),
-                        default=0.0)
-    excluded = []
-    if leaked:
-        excluded.append("the leaking generation(s) " + ", ".join(map(str, sorted(leaked))))
-    excluded.append(f"each generation's start-up (to {r.data.warmup_s:g} s after ready)")
-    killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}
-    ooms = [max(g.windows.hi) for g in r.generations
-            if len(g.windows) and g.generation in killed]
-    return recommend.Observed(
-        worker=w.worker, verdict=w.verdict, leaking=leaking or leak is not None, slope=slope,
-        startups=startups, highs=highs, healthy_peak=peak_seen,
-        ready_s=[x.ready_after_s for x in w.replacements if x.ready_after_s is not None],
-        thresholds=w.thresholds, ending=w.ending, oom_peaks=ooms, flapping=w.flapping,
-        baseline_high=w.events.get("baseline_high", 0), span_s=w.end - w.start,
-        judged=leak is not None or (r.main is not None and r.main.shape.name != "short"),
-        all_leaked=all_leaked, excluded=" and ".join(excluded),
-        lifetime_s=leak.lifetime_max_s if leak else None)
-
-
 __all__ = ["Analysis", "GenerationResult", "Options", "WorkerResult", "analyze",
-           "analyze_worker", "peak"]
+           "analyze_worker"]

@@ -13,7 +13,7 @@ import math
 import zlib
 
 from snapshots.analysis import Analysis, WorkerResult
-from snapshots.report import Recommendation, Replacement
+from snapshots.report import Recommendation, Replacement, Report
 from snapshots.text import (
     GENERATION_COLUMNS,
     duration,
@@ -336,6 +336,21 @@ def recommendation(rec: Recommendation) -> str:
             f"{_rows(['setting', 'value', 'why'], rows)}<ul>{notes}</ul>{snippets}</div>")
 
 
+def workloads(rep: Report) -> str:
+    """The fleet: one row per workload, its verdict over the replicas and one recommendation."""
+    if not rep.workloads:
+        return ""
+    rows = [[w.workload, str(w.replicas), w.verdict,
+             "-" if w.rate_median_mb_s is None else
+             f"{w.rate_low_mb_s:.1f} to {w.rate_high_mb_s:.1f} (median {w.rate_median_mb_s:.1f})",
+             size(w.healthy_peak), w.recommendation.workers[0].high.text,
+             w.recommendation.workers[0].critical.text, w.recommendation.limit.text,
+             w.recommendation.request.text, w.summary] for w in rep.workloads]
+    return ('<div class="panel workloads"><h2>Workloads</h2>'
+            + _rows(["workload", "replicas", "verdict", "leak MB/s", "healthy peak (p90)",
+                     "high", "critical", "limit", "request", "summary"], rows) + "</div>")
+
+
 def render(analysis: Analysis) -> str:
     """The whole report as one HTML document."""
     rep = analysis.report
@@ -343,7 +358,8 @@ def render(analysis: Analysis) -> str:
     summary = (f"{rd.files} file(s), {rd.bytes / 1e6:.1f} MB, {rd.records} records; "
                f"{rd.corrupt} corrupt, {rd.truncated} truncated, "
                f"{rd.dropped_by_writer} dropped by the writer")
-    body = "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
+    body = workloads(rep)
+    body += "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
     body += "".join(recommendation(rec) for rec in rep.recommendations)
     if rep.gave_up:
         body = (f'<p class="ended">SUPERVISION ENDED: memwarden gave up on '
@@ -358,4 +374,4 @@ def render(analysis: Analysis) -> str:
 
 
 __all__ = ["TREND_COLOUR", "chart", "legend", "panel", "recommendation", "render",
-           "targets_of", "trend_label"]
+           "targets_of", "trend_label", "workloads"]

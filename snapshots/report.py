@@ -315,6 +315,34 @@ class Recommendation(_Out, kw_only=True):
     compose: str
 
 
+class Workload(_Out, kw_only=True):
+    """One workload over its replicas (several sources: `fleet.py`).
+
+    `workload` is the pod's owner (from the pod name the downward API gives memwarden:
+    `by` = `pod_owner`) and the worker, else the worker's name and command (`by` =
+    `worker_command`). `verdict` is the highest verdict at least half the replicas reach,
+    `verdicts` how many reached each; the rate's spread is over the replicas that leaked
+    (MB/s); `healthy_peak` the `percentile` of the replicas' healthy peaks, from which the
+    one `recommendation` of the workload is derived.
+    """
+
+    workload: str
+    by: str
+    worker: str
+    replicas: int
+    members: list[str]
+    verdict: Verdict
+    verdicts: dict[str, int]
+    leaking: int
+    rate_low_mb_s: float | None
+    rate_median_mb_s: float | None
+    rate_high_mb_s: float | None
+    percentile: float
+    healthy_peak: int
+    recommendation: Recommendation
+    summary: str
+
+
 class ReadSummary(_Out, kw_only=True):
     files: int
     bytes: int
@@ -335,6 +363,7 @@ class SourceSummary(_Out, kw_only=True):
     limit: int | None
     version: str | None
     events: dict[str, int] = {}  # supervisor-wide events (start, signal, give_up...) by type
+    namespace: str | None = None
 
 
 class Report(_Out, kw_only=True):
@@ -347,6 +376,7 @@ class Report(_Out, kw_only=True):
     workers: list[Worker]
     gave_up: list[str] = []  # "source / worker" of each worker memwarden gave up on
     recommendations: list[Recommendation] = []
+    workloads: list[Workload] = []  # several sources: records grouped by workload (fleet.py)
 
 
 __all__ = [
@@ -374,4 +404,5 @@ __all__ = [
     "Verdict",
     "Worker",
     "WorkerAdvice",
+    "Workload",
 ]

@@ -13,6 +13,7 @@ from snapshots.report import (
     Report,
     Targets,
     Worker,
+    Workload,
 )
 
 
@@ -219,6 +220,16 @@ def recommendation_lines(r: Recommendation) -> list[str]:
     return lines
 
 
+def workload_lines(w: Workload) -> list[str]:
+    """One workload of a fleet: its verdict over the replicas and its one recommendation."""
+    r = w.recommendation
+    a = r.workers[0]
+    return [f"  {w.workload}: {w.summary}",
+            f"    high {a.high.text}: {a.high.reason}",
+            f"    critical {a.critical.text}; container memory limit {r.limit.text}, request "
+            f"{r.request.text}; cooldown {r.cooldown.text}"]
+
+
 def render(report: Report) -> str:
     """The whole terminal report."""
     r = report.read
@@ -237,6 +248,11 @@ def render(report: Report) -> str:
         if src.events:
             lines.append(f"{src.label}: supervisor events: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(src.events.items())))
+    if report.workloads:
+        lines.append(f"workloads ({len(report.workloads)}, from {len(report.sources)} "
+                     "sources grouped by pod owner, else by worker name and command):")
+        for wl in report.workloads:
+            lines.extend(workload_lines(wl))
     lines.append("")
     for w in report.workers:
         lines.extend(worker_lines(w))
@@ -249,4 +265,4 @@ def render(report: Report) -> str:
 
 __all__ = ["GENERATION_COLUMNS", "duration", "ending_line", "figures", "generation_row",
            "measure", "projection", "recommendation_lines", "render", "size", "stamp",
-           "targets_line", "worker_lines"]
+           "targets_line", "worker_lines", "workload_lines"]

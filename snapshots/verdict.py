@@ -97,8 +97,13 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
 
 
 def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: float | None,
-              rss_level: float, trims: int, trims_dropped: bool) -> Attribution:
-    """Name where growth comes from, using the worker's object counters when it sends them."""
+              rss_level: float, trims: int, trims_dropped: bool, steady: bool = False
+              ) -> Attribution:
+    """Name where growth comes from, using the worker's object counters when it sends them.
+
+    `steady`: memory grows at one rate (a linear shape, or a leak pooled over generations).
+    Fragmentation holds on to what trims free; it does not grow at a steady rate, so steady
+    growth beside bounded object counts is memory held outside the counted objects."""
     per_mb = (objects_level / (rss_level / 1e6)) if objects_level and rss_level > 0 else None
     if not growing:
         return Attribution(kind="none", detail="memory is not growing", objects_per_mb=per_mb)
@@ -114,14 +119,15 @@ def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: f
                            detail=f"objects grow with memory ({objects.slope * 3600:+.0f}/h); "
                            "look for a store or cache without a bound",
                            objects_per_mb=per_mb, bytes_per_object=per_object)
-    if trims and trims_dropped:
+    if trims and trims_dropped and not steady:
         return Attribution(kind="fragmentation",
                            detail="object counts stay bounded and trims drop objects, yet "
                            "memory does not come back: allocator fragmentation or retention",
                            objects_per_mb=per_mb)
     return Attribution(kind="native",
-                       detail="memory grows while Python object counts do not: a native "
-                       "(C extension, subprocess) leak or allocator retention",
+                       detail="memory grows while the object counts the worker reports do "
+                       "not: it is held outside them (a module-level cache, a C extension, a "
+                       "subprocess) or retained by the allocator",
                        objects_per_mb=per_mb)
 
 

@@ -305,8 +305,9 @@ def _pooled(data: WorkerData, gens: list[GenerationResult], ready: dict[int, flo
     lasted = pooled.lifetimes({g.generation: g.start for g in gens},
                               {g.generation: g.end for g in gens}, replaced)
     rates = {g.generation: r for g in gens
-             if (r := pooled.rate(g.generation, g.windows, ready.get(g.generation, g.start),
-                                  data.warmup_s, *lasted[g.generation])) is not None}
+             if (r := pooled.rate(g.generation, g.windows, pooled.startup_end(
+                 ready.get(g.generation, g.start), data.period_s), *lasted[g.generation]))
+             is not None}
     return pooled.pool(list(rates.values()), reference, options.gate), rates
 
 

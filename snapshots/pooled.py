@@ -6,14 +6,14 @@ suspicion): each generation is short, and on its own says little. Together they 
 the same growth, at the same rate, in generation after generation, each ended by a
 replacement. This module pools that evidence.
 
-A generation counts as growing when, after its start-up (the first `warmup_s` seconds, where
-loading a program reads as growth), the Theil-Sen trend of its window medians has a 95 %
-interval above zero, its line explains at least half the variance, and it still rises in its
-second half (a warm-up that levels off is not a leak). The pooled rate is the median of the
-growing generations' rates; generations more than twice as fast or half as slow as it are
-left out as inconsistent. Two consistent generations make a leak `likely`; three or more,
-each replaced by memwarden for pressure, `confirmed`. The growth must also matter, by the
-same effect-size gate as a single generation's (`verdict.Gate`).
+A generation counts as growing when, after its start-up (to its `ready` event and two sample
+periods more, where loading a program reads as growth), the Theil-Sen trend of its window
+medians has a 95 % interval above zero, its line explains at least half the variance, and it
+still rises in its second half (a warm-up that levels off is not a leak). The pooled rate is
+the median of the growing generations' rates; generations more than twice as fast or half as
+slow as it are left out as inconsistent. Two consistent generations make a leak `likely`;
+three or more, each replaced by memwarden for pressure, `confirmed`. The growth must also
+matter, by the same effect-size gate as a single generation's (`verdict.Gate`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ from snapshots.windows import Windows, median
 
 #: Fewest windows after start-up for a generation's rate to count.
 MIN_POINTS = 6
+#: A generation's start-up lasts until its `ready` event (else its first sample) and this
+#: many sample periods more: what it allocates to start is not growth, nor its working set.
+STARTUP_PERIODS = 2
+
+
+def startup_end(ready_t: float, period_s: float) -> float:
+    """When a generation's start-up ends (the one definition used for rates and peaks)."""
+    return ready_t + STARTUP_PERIODS * period_s
 #: A generation's rate within this factor of the pooled rate is consistent with it.
 CONSISTENT = 2.0
 
@@ -45,11 +53,11 @@ class GenerationRate:
     replaced: bool
 
 
-def rate(generation: int, w: Windows, start: float, warmup_s: float, lifetime_s: float,
-         replaced: bool) -> GenerationRate | None:
-    """The rate of one generation's windows `w` after `start + warmup_s`; None when fewer
-    than MIN_POINTS windows remain."""
-    i = next((k for k, t in enumerate(w.t) if t >= start + warmup_s), len(w))
+def rate(generation: int, w: Windows, after: float, lifetime_s: float, replaced: bool
+         ) -> GenerationRate | None:
+    """The rate of one generation's windows `w` from `after` (its start-up's end); None when
+    fewer than MIN_POINTS windows remain."""
+    i = next((k for k, t in enumerate(w.t) if t >= after), len(w))
     ts, vs = w.t[i:], w.med[i:]
     if len(ts) < MIN_POINTS:
         return None
@@ -124,5 +132,5 @@ def summary(slope: float, generations: int, spans: list[float]) -> str:
     return text
 
 
-__all__ = ["CONSISTENT", "MIN_POINTS", "GenerationRate", "lifetimes", "pool", "rate",
-           "summary"]
+__all__ = ["CONSISTENT", "MIN_POINTS", "STARTUP_PERIODS", "GenerationRate", "lifetimes",
+           "pool", "rate", "startup_end", "summary"]

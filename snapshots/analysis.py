@@ -215,7 +215,8 @@ def _frame(src: reader.Source, options: Options) -> Frame:
     window = pressure.get("growth_window") if isinstance(pressure, dict) else None
     growth_window = float(window) if isinstance(window, int | float) else _GROWTH_WINDOW_S
     return Frame(origin=first or 0.0, width=width, period_s=period,
-                 max_windows=options.max_windows, warmup_s=growth_window + period)
+                 max_windows=options.max_windows, warmup_s=growth_window + period,
+                 span_s=last - first if first is not None and last is not None else 0.0)
 
 
 def _analyse_generation(gd: GenerationData, reference: int | None,
@@ -301,7 +302,10 @@ def _pooled(data: WorkerData, gens: list[GenerationResult], ready: dict[int, flo
             replaced: list[Replacement], reference: int | None, options: Options
             ) -> tuple[PooledLeak | None, dict[int, pooled.GenerationRate]]:
     """The leak every generation shows together (`pooled.py`), and each generation's rate
-    after start-up (absent when too short)."""
+    after start-up (absent when too short, and for a single generation: there is nothing to
+    pool, and its own trend is in the table)."""
+    if len(gens) < 2:
+        return None, {}
     lasted = pooled.lifetimes({g.generation: g.start for g in gens},
                               {g.generation: g.end for g in gens}, replaced)
     rates = {g.generation: r for g in gens

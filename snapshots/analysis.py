@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from snapshots import fleet, lifecycle, pooled, reader, recommend
 from snapshots.observed import observed, peak
+from snapshots.plausible import time_ok
 from snapshots.report import (
     VERDICTS,
     Attribution,
@@ -103,6 +104,8 @@ class _Part:
     advice: Recommendation | None
     stats: reader.ReadStats
     dropped: int
+    implausible: int
+    beyond_workers: int
 
 
 def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
@@ -126,7 +129,9 @@ def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
         read=ReadSummary(files=stats.files, bytes=stats.bytes, records=stats.records,
                          corrupt=stats.corrupt, truncated=stats.truncated,
                          unknown=stats.unknown, dropped_by_writer=sum(p.dropped for p in parts),
-                         problems=stats.problems[:50]),
+                         problems=stats.problems[:50],
+                         implausible=sum(p.implausible for p in parts),
+                         beyond_workers=sum(p.beyond_workers for p in parts)),
         sources=[p.summary for p in parts], workers=[r.out for r in results],
         gave_up=[f"{r.out.source} / {r.out.worker}" for r in results
                  if r.out.ending is not None and r.out.ending.kind == "gave_up"],
@@ -194,7 +199,9 @@ def _source(src: reader.Source, options: Options) -> _Part:
     seen = [observed(r) for r in mine]
     advice = recommend.recommend(label, seen, h.config if h else {}, h.limit if h else None,
                                  options.margin) if mine else None
-    return _Part(summary, h, results, seen, advice, stats, collector.dropped)
+    return _Part(summary, h, results, seen, advice, stats, collector.dropped,
+                 collector.implausible + sum(d.implausible for d in collector.workers.values()),
+                 collector.beyond_workers)
 
 
 def _frame(src: reader.Source, options: Options) -> Frame:
@@ -204,6 +211,9 @@ def _frame(src: reader.Source, options: Options) -> Frame:
     period = h.sample_period_s if h else 1.0
     first = reader.first_time(src.files[0])
     last = reader.last_time(src.files[-1])
+    # An implausible time (dropped when read) must not size the windows either.
+    first = first if first is not None and time_ok(first) else None
+    last = last if last is not None and time_ok(last) else None
     if last is None:
         stamps = [f.header.t for f in src.files if f.header]
         # compressed: estimate the last file's length from the previous one's

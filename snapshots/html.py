@@ -14,6 +14,7 @@ import zlib
 
 from snapshots.analysis import Analysis, WorkerResult
 from snapshots.report import Recommendation, Replacement, Report
+from snapshots.series import MAX_WORKERS
 from snapshots.text import (
     GENERATION_COLUMNS,
     duration,
@@ -357,7 +358,9 @@ def render(analysis: Analysis) -> str:
     rd = rep.read
     summary = (f"{rd.files} file(s), {rd.bytes / 1e6:.1f} MB, {rd.records} records; "
                f"{rd.corrupt} corrupt, {rd.truncated} truncated, "
-               f"{rd.dropped_by_writer} dropped by the writer")
+               f"{rd.dropped_by_writer} dropped by the writer, {rd.implausible} with a time or "
+               f"size no record can hold, {rd.beyond_workers} of workers beyond the first "
+               f"{MAX_WORKERS} of a source")
     body = workloads(rep)
     body += "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
     body += "".join(recommendation(rec) for rec in rep.recommendations)

@@ -344,6 +344,9 @@ class Workload(_Out, kw_only=True):
 
 
 class ReadSummary(_Out, kw_only=True):
+    """What was read; `implausible` records (a time or size no record can hold) and those
+    of workers beyond the first 256 of a source (`beyond_workers`) were dropped."""
+
     files: int
     bytes: int
     records: int
@@ -352,6 +355,8 @@ class ReadSummary(_Out, kw_only=True):
     unknown: int
     dropped_by_writer: int
     problems: list[str]
+    implausible: int = 0
+    beyond_workers: int = 0
 
 
 class SourceSummary(_Out, kw_only=True):

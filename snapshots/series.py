@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from snapshots import memory, plausible
 from snapshots.burst import decode_burst
+from snapshots.plausible import time_ok
 from snapshots.schema import Burst, Event, Header, Record
 from snapshots.windows import LEVELS, GenerationData
 
 #: Most worker-counter readings kept per worker (see WorkerData): far more than the fits on
 #: them see (200 points), enough for the cumulative gc counters' increases.
 MAX_COUNTERS = 1024
+#: Workers analysed per source (far more than one supervisor runs): the records of any
+#: further name are dropped and counted, so that a damaged or forged set of many names
+#: cannot make the analysis' memory and time grow without bound.
+MAX_WORKERS = 256
 #: Bursts kept per generation (those around a change to HIGH or CRITICAL).
 MAX_BURSTS = 8
 #: A burst spans at most this long (2 s before its cause and 1 s after, and some slack).
@@ -150,21 +156,28 @@ class WorkerData:
     events: list[Event] = field(default_factory=list)
     bursts: int = 0
     kept_bursts: dict[int, list[BurstView]] = field(default_factory=dict)
+    implausible: int = 0  # samples dropped: a time or size no record can hold
     _seen: int = 0
     _raw: bool = False
     _series: dict[tuple[str, int | None], tuple[list[float], list[float], list[float]]] = \
         field(default_factory=dict)
 
     def add(self, group: list[SampleView]) -> None:
-        """Fold one chunk's samples of this worker (in file order) in."""
-        self.samples += len(group)
+        """Fold one chunk's samples of this worker (in file order) in; implausible ones
+        (`plausible.py`) are dropped and counted."""
         gens = set(map(_GEN, group))
+        dropped = 0
         if len(gens) == 1:
-            self._generation(group[0].generation).add(list(map(_T, group)), group)
+            dropped = self._generation(group[0].generation).add(list(map(_T, group)), group)
         else:  # a replacement overlaps its predecessor: split by generation
             for g in sorted(gens):
                 part = [s for s in group if s.generation == g]
-                self._generation(g).add(list(map(_T, part)), part)
+                dropped += self._generation(g).add(list(map(_T, part)), part)
+        if dropped:  # rare: the counters of the dropped samples are not kept either
+            self.implausible += dropped
+            kept = plausible.keep(list(map(_T, group)), *memory.columns(group))
+            group = [group[i] for i in kept]
+        self.samples += len(group)
         self.keep_counters(group)
 
     def _generation(self, g: int) -> GenerationData:
@@ -264,10 +277,18 @@ class Collector:
         self.source_events: dict[str, list[Event]] = {}
         self.frames: dict[str, Frame] = {}
         self.dropped = 0
+        self.implausible = 0  # events and bursts of a time no record can have
+        self.beyond_workers = 0  # records of workers beyond MAX_WORKERS in their source
+        self._count: dict[str, int] = {}
 
-    def _worker(self, source: str, name: str) -> WorkerData:
+    def _worker(self, source: str, name: str) -> WorkerData | None:
+        """The worker's data; None (its records to be dropped and counted) for a worker
+        beyond the first MAX_WORKERS of its source."""
         w = self.workers.get((source, name))
         if w is None:
+            if self._count.get(source, 0) >= MAX_WORKERS:
+                return None
+            self._count[source] = self._count.get(source, 0) + 1
             f = self.frames.get(source) or Frame(0.0, 1.0)
             w = self.workers[(source, name)] = WorkerData(
                 source, name, f.origin, f.width, f.period_s, f.max_windows, f.warmup_s)
@@ -286,18 +307,27 @@ class Collector:
         is_sample = SampleView.__instancecheck__
         for r in itertools.filterfalse(is_sample, records):  # few: events, bursts, headers
             cls = r.__class__
+            if cls is Header:
+                headers.append(r)  # type: ignore[arg-type]
+                continue
+            if not time_ok(r.t):
+                self.implausible += 1
+                continue
             if cls is Event:
                 e: Event = r  # type: ignore[assignment]
                 if e.type == "dropped" and e.dropped:
                     self.dropped += e.dropped
-                if e.worker:
-                    self._worker(source, e.worker).events.append(e)
-                else:
+                if not e.worker:
                     self.source_events.setdefault(source, []).append(e)
+                elif (w := self._worker(source, e.worker)) is not None:
+                    w.events.append(e)
+                else:
+                    self.beyond_workers += 1
             elif cls is BurstView:
-                self._worker(source, r.worker).burst(r)  # type: ignore[attr-defined,arg-type]
-            elif cls is Header:
-                headers.append(r)  # type: ignore[arg-type]
+                if (w := self._worker(source, r.worker)) is not None:  # type: ignore[attr-defined]
+                    w.burst(r)  # type: ignore[arg-type]
+                else:
+                    self.beyond_workers += 1
         samples: list[SampleView] = list(filter(is_sample, records))  # type: ignore[arg-type]
         names = list(map(_WORKER, samples))
         distinct = set(names)
@@ -317,6 +347,9 @@ class Collector:
                 group.append(r)
         for name, group in groups.items():
             w = self._worker(source, name)
+            if w is None:
+                self.beyond_workers += len(group)
+                continue
             w.add(group)
             limit = next(filter(None, map(_LIMIT, reversed(group))), None)
             if limit is not None:

@@ -15,6 +15,7 @@ from snapshots.report import (
     Worker,
     Workload,
 )
+from snapshots.series import MAX_WORKERS
 
 
 def size(n: float | None) -> str:
@@ -38,7 +39,11 @@ def duration(s: float | None) -> str:
 
 
 def stamp(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
+    """A UTC date and time; a time no calendar function takes is printed as a number."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
+    except (OverflowError, OSError, ValueError):
+        return f"t={t:.6g}"
 
 
 def projection(p: Projection) -> str:
@@ -240,6 +245,11 @@ def render(report: Report) -> str:
              + (f"; skipped {r.corrupt} corrupt line(s)" if r.corrupt else "")
              + (f"; {r.truncated} truncated" if r.truncated else "")
              + (f"; {r.unknown} of unknown kind" if r.unknown else "")
+             + (f"; dropped {r.implausible} with a time or size no record can hold"
+                if r.implausible else "")
+             + (f"; dropped {r.beyond_workers} of workers beyond the first {MAX_WORKERS} of a "
+                "source"
+                if r.beyond_workers else "")
              + (f"; the writer dropped {r.dropped_by_writer} record(s)"
                 if r.dropped_by_writer else "")]
     if report.gave_up:

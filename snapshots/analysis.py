@@ -407,13 +407,16 @@ def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResu
 
 def _projections(gens: list[GenerationResult], leak: PooledLeak | None, ending: Ending | None,
                  end: float, targets: dict[str, int]) -> list[Projection]:
-    """Time to each threshold from the record's end, for the generation still running there
+    """Time to each threshold from the record's end, for the newest generation running there
     (none when supervision ended: no generation is left to reach anything). Its rate is its
     own trend when it was judged, else the pooled leak's; not at this rate when its verdict
     is `none` (no significant growth) or the rate is not above zero."""
     if not gens or not targets or (ending is not None and ending.kind != "stopped"):
         return []
-    live = max(gens, key=lambda g: (g.end, g.generation))
+    # The newest generation sampled in the record's last two periods: during a replacement
+    # the one being retired may have the very last sample, but it is on its way out.
+    live = max((g for g in gens if end - g.end <= 2 * g.data.period_s),
+               key=lambda g: g.generation)
     at_end = max((hi for _, _, hi in live.data.tail[-1:]), default=0.0)
     rate: float | None = None
     low = high = 0.0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from snapshots import fleet, lifecycle, pooled, reader, recommend
 from snapshots.observed import observed, peak
-from snapshots.plausible import time_ok
+from snapshots.plausible import MAX_BYTES, time_ok
 from snapshots.report import (
     VERDICTS,
     Attribution,
@@ -272,8 +272,13 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
     max_level = max((LEVELS.index(line.max_level) for line in lines.values()), default=0)
     trims = lifecycle.trims(data)
     ready = {e.generation: e.t for e in data.events if e.type == "ready"}
-    at_ready = {g.generation: lifecycle.after(g.data, ready.get(g.generation, g.start))
-                for g in gens}
+    # At ready: what memwarden measured when the generation became ready (the `ready`
+    # event's figure, the one its log prints), else its first sample period from then.
+    measured = {e.generation: e.rss for e in data.events
+                if e.type == "ready" and e.rss is not None and 0 <= e.rss <= MAX_BYTES}
+    at_ready = {g.generation: measured.get(g.generation)
+                if g.generation in measured
+                else lifecycle.after(g.data, ready.get(g.generation, g.start)) for g in gens}
     replaced = lifecycle.replacements(data, [g.data for g in gens], at_ready)
     leak, rates = _pooled(data, gens, ready, replaced, reference, options)
     verdict, reasons = _verdict(data, gens, main, leak)

@@ -198,8 +198,8 @@ def _at(g: GenerationData, t0: float) -> int | None:
 
 
 def after(g: GenerationData, start: float) -> int | None:
-    """A generation's memory once ready ("at ready" in docs/analyze.md): the mean memory of
-    its first sample period from `start`, its `ready` event (else its first sample)."""
+    """A generation's memory over its first sample period from `start`, its `ready` event
+    (else its first sample): "at ready" (docs/analyze.md) where the event has no figure."""
     values = [v for t, v in g.head if t >= start] or [v for _, v in g.head]
     return int(values[0]) if values else None
 

@@ -179,12 +179,18 @@ def test_a_chromium_record_gives_figures_consistent_with_the_record(
     by_gen: dict[int, list[Sample]] = {}
     for s in sorted(samples, key=lambda s: s.t):
         by_gen.setdefault(s.generation, []).append(s)
-    ready = {e.generation: e.t for e in events if e.type == "ready"}
+    ready = {e.generation: e for e in events if e.type == "ready"}
     for g in w.generations:
         mine = by_gen[g.generation]
         assert g.uptime_s == mine[-1].t - mine[0].t <= last - first
-        at = [s for s in mine if s.t >= ready.get(g.generation, mine[0].t)] or mine
-        assert g.at_ready == int(memory.columns(at[:1])[1][0])
+        if g.generation in ready:  # at ready: the figure memwarden measured and logged
+            assert g.at_ready == ready[g.generation].rss
+            assert text.size(g.at_ready) in ready[g.generation].message
+        else:
+            assert g.at_ready == int(memory.columns(mine[:1])[1][0])
+    for x in w.replacements:
+        assert x.rss_after == next(g.at_ready for g in w.generations
+                                   if g.generation == x.generation)
     # the newest generation sampled in the record's last two periods, not one that exited
     live = max(g for g, mine in by_gen.items() if last - mine[-1].t <= 2.0)
     gone = {e.generation for e in events if e.type == "exit" and e.t <= last}

@@ -12,7 +12,7 @@ import html
 import math
 import zlib
 
-from snapshots.analysis import Analysis, WorkerResult
+from snapshots.analysis import Analysis
 from snapshots.report import Recommendation, Replacement, Report
 from snapshots.series import MAX_WORKERS
 from snapshots.text import (
@@ -27,6 +27,7 @@ from snapshots.text import (
     targets_line,
 )
 from snapshots.trend import thin
+from snapshots.worker import WorkerResult
 
 W, H, STRIP = 960, 300, 14
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 14, 26
@@ -306,11 +307,6 @@ def legend(r: WorkerResult) -> str:
                   f"level strip: {name}") for name, c in LEVEL_COLOURS.items())
     body = "".join(f"<li>{mark} {_e(text)}</li>" for mark, text in items)
     return (f'<ul class="legend"><li><b>memory: {_e(measure(w.measure))}</b></li>{body}</ul>')
-
-
-def _at_high(seconds: dict[str, float]) -> str:
-    s = seconds.get("high", 0.0) + seconds.get("critical", 0.0)
-    return "-" if not s else f"{s:.1f} s" if s < 120 else duration(s)
 
 
 def _crossing(x: Replacement) -> str:

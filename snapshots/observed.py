@@ -16,7 +16,7 @@ from snapshots.trend import Fit, thin
 from snapshots.windows import Windows, quantile
 
 if TYPE_CHECKING:
-    from snapshots.analysis import WorkerResult
+    from snapshots.worker import WorkerResult
 
 
 def peak(w: Windows, f: Fit, at: float | None = None) -> float:

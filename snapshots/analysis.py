@@ -1,140 +1,157 @@
-"""`memwarden analyze`: read snapshots, fold them into per-worker windows, judge each worker.
+"""`memwarden analyze`: read the sources, analyse each (in parallel), assemble the report.
 
-Per worker, every generation is analysed on its own (a replacement resets memory, so a trend
-across generations would measure the replacements, not the worker). The worker's verdict is
-the worst of its generations, raised to "confirmed" when growth recurs in two or more
-generations. Its main generation (the last one long enough to judge) gives the shape, the
-projections and the chart's trend. Levels, flaps and replacements are per generation
-(`lifecycle.py`); the recommendation is per source, a container (`recommend.py`).
+Each source (a host, pod or container) is read, folded into per-worker windows
+(`series.py`), its workers judged (`worker.py`) and its settings recommended
+(`recommend.py`) on its own, in a process of its own when there are several; the report
+then gathers them, with the workloads of a fleet (`fleet.py`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
-from snapshots import lifecycle, reader, recommend
+from snapshots import fleet, reader, recommend
+from snapshots.observed import observed
+from snapshots.plausible import time_ok
 from snapshots.report import (
     VERDICTS,
-    Attribution,
-    Generation,
-    LevelTime,
     ReadSummary,
+    Recommendation,
     Report,
-    Segment,
     SourceSummary,
-    Targets,
-    Verdict,
-    Worker,
 )
-from snapshots.schema import Event, Header
-from snapshots.series import ANALYSIS_TYPES, LEVELS, Collector, Frame, WorkerData
-from snapshots.shape import MIN_WINDOWS, Shape, classify
-from snapshots.trend import Fit, fit, thin
-from snapshots.verdict import Gate, attribute, judge, project, targets, trend_out
-from snapshots.windows import GenerationData, Windows, median, quantile
+from snapshots.schema import Header
+from snapshots.series import ANALYSIS_TYPES, LEVELS, Collector, Frame
+from snapshots.worker import GenerationResult, Options, WorkerResult, analyze_worker
 
 #: Growth is judged live over `pressure.growth_window` (5 s by default): a generation's first
 #: window of growth is its start-up, not growth to judge against the targets.
 _GROWTH_WINDOW_S = 5.0
 
 
-@dataclass(frozen=True)
-class Options:
-    """How to analyse: window length, effect-size gate, cap on windows per generation, and
-    the safety margin of the recommendation."""
-
-    window_s: float = 1.0
-    gate: Gate = field(default_factory=Gate)
-    max_windows: int = 2000
-    margin: float = recommend.MARGIN
-
-
-@dataclass
-class GenerationResult:
-    generation: int
-    windows: Windows
-    shape: Shape
-    verdict: Verdict
-    reasons: list[str]
-    start: float
-    end: float
-    data: GenerationData
-    line: lifecycle.Timeline | None = None
-
-
-@dataclass
-class WorkerResult:
-    """The report entry plus what a chart needs (windows, shape fits, level runs, events)."""
-
-    out: Worker
-    data: WorkerData
-    generations: list[GenerationResult]
-    main: GenerationResult | None
-    level_runs: list[tuple[float, float, str]]
-
-
 @dataclass
 class Analysis:
+    """The report, and each worker's result for what only the HTML charts need."""
+
     report: Report
     workers: list[WorkerResult]
 
 
+@dataclass
+class _Part:
+    """One source analysed, in a process of its own when there are several."""
+
+    summary: SourceSummary
+    header: Header | None
+    results: list[WorkerResult]
+    observed: list[recommend.Observed]
+    advice: Recommendation | None
+    stats: reader.ReadStats
+    dropped: int
+    implausible: int
+    beyond_workers: int
+
+
 def analyze(paths: Iterable[str], options: Options | None = None) -> Analysis:
-    """Read and analyse the snapshots `paths` name.
+    """Read and analyse the snapshots `paths` name: each source (a host, pod or container)
+    on its own, in parallel across cores when there are several (`_parts`).
 
     Raises reader.SnapshotError (nothing readable) and reader.UnsupportedVersion.
     """
     options = options or Options()
+    parts = _parts(reader.sources(list(paths)), options)
     stats = reader.ReadStats()
-    collector = Collector()
-    srcs = reader.sources(list(paths))
-    summaries: list[SourceSummary] = []
-    headers: dict[str, Header | None] = {}
-    for src in srcs:
-        label = src.label
-        collector.frames[label] = _frame(src, options)
-        for sf in src.files:
-            for chunk in reader.iter_chunks(sf, stats, types=ANALYSIS_TYPES):
-                for h in collector.add(label, chunk):
-                    reader.check_version(h.version, sf.path)
-        h = src.header
-        headers[label] = h
-        summaries.append(SourceSummary(
-            label=label, host=src.key[0], pod=src.key[2] or None, container=src.key[3] or None,
-            files=len(src.files), limit=h.limit if h else None, version=h.version if h else None,
-            events=dict(Counter(e.type for e in collector.source_events.get(label, [])))))
-    collector.finish()
-    results = []
-    for (label, _), data in sorted(collector.workers.items()):
-        h = headers.get(label)
-        thresholds = dict(h.thresholds) if h else {}
-        limit = data.limit or (h.limit if h else None)
-        period = h.sample_period_s if h else 1.0
-        results.append(analyze_worker(data, thresholds, limit, period, options,
-                                      collector.source_events.get(label, [])))
+    for p in parts:
+        for name in ("files", "bytes", "records", "corrupt", "truncated", "unknown"):
+            setattr(stats, name, getattr(stats, name) + getattr(p.stats, name))
+        stats.problems.extend(p.stats.problems)
+    results = [r for p in parts for r in p.results]
     worst = max((VERDICTS.index(r.out.verdict) for r in results), default=0)
     max_level = max((LEVELS.index(r.out.max_level) for r in results), default=0)
-    advice = []
-    for label in sorted({r.out.source for r in results if r.out.samples}):
-        mine = [r for r in results if r.out.source == label and r.out.samples]
-        h = headers.get(label)
-        advice.append(recommend.recommend(
-            label, [_observed(r) for r in mine], h.config if h else {},
-            headers[label].limit if h else None, options.margin))
     report = Report(
         generated=time.time(), verdict=VERDICTS[worst], max_level=LEVELS[max_level],
         read=ReadSummary(files=stats.files, bytes=stats.bytes, records=stats.records,
                          corrupt=stats.corrupt, truncated=stats.truncated,
-                         unknown=stats.unknown, dropped_by_writer=collector.dropped,
-                         problems=stats.problems[:50]),
-        sources=summaries, workers=[r.out for r in results],
+                         unknown=stats.unknown, dropped_by_writer=sum(p.dropped for p in parts),
+                         problems=stats.problems[:50],
+                         implausible=sum(p.implausible for p in parts),
+                         beyond_workers=sum(p.beyond_workers for p in parts)),
+        sources=[p.summary for p in parts], workers=[r.out for r in results],
         gave_up=[f"{r.out.source} / {r.out.worker}" for r in results
                  if r.out.ending is not None and r.out.ending.kind == "gave_up"],
-        recommendations=advice)
+        recommendations=[p.advice for p in parts if p.advice is not None])
+    if len(parts) > 1:
+        report.workloads = fleet.workloads(
+            [(p.summary, p.header, r.out, o) for p in parts
+             for r, o in zip([r for r in p.results if r.out.samples], p.observed,
+                             strict=True)], options.margin)
     return Analysis(report, results)
+
+
+#: Below this many bytes in all, sources are read in this process: starting processes
+#: costs more than it saves.
+_PARALLEL_BYTES = 4 * 2**20
+
+
+def _parts(srcs: list[reader.Source], options: Options) -> list[_Part]:
+    """Analyse every source, the biggest first, across `options.jobs` processes (default:
+    the cores this process may run on, for sets of `_PARALLEL_BYTES` or more); in source
+    order."""
+    sizes = [sum(_size(f.path) for f in src.files) for src in srcs]
+    jobs = min(options.jobs or len(os.sched_getaffinity(0)), len(srcs))
+    if jobs <= 1 or (options.jobs is None and sum(sizes) < _PARALLEL_BYTES):
+        return [_source(src, options) for src in srcs]
+    # fork: the children inherit the imported modules instead of importing them again.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {i: pool.submit(_source, srcs[i], options)
+                   for i in sorted(range(len(srcs)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(srcs))]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _source(src: reader.Source, options: Options) -> _Part:
+    """Read and analyse one source: its workers, and the settings recommended for it."""
+    stats = reader.ReadStats()
+    collector = Collector()
+    label = src.label
+    collector.frames[label] = _frame(src, options)
+    for sf in src.files:
+        for chunk in reader.iter_chunks(sf, stats, types=ANALYSIS_TYPES):
+            for h in collector.add(label, chunk):
+                reader.check_version(h.version, sf.path)
+    h = src.header
+    summary = SourceSummary(
+        label=label, host=src.key[0], pod=src.key[2] or None, container=src.key[3] or None,
+        files=len(src.files), limit=h.limit if h else None, version=h.version if h else None,
+        events=dict(Counter(e.type for e in collector.source_events.get(label, []))),
+        namespace=src.key[1] or None)
+    collector.finish()
+    results = []
+    for (_, _), data in sorted(collector.workers.items()):
+        limit = data.limit or (h.limit if h else None)
+        results.append(analyze_worker(data, dict(h.thresholds) if h else {}, limit,
+                                      h.sample_period_s if h else 1.0, options,
+                                      collector.source_events.get(label, []),
+                                      h.measure if h else "rss"))
+    mine = [r for r in results if r.out.samples]
+    seen = [observed(r) for r in mine]
+    advice = recommend.recommend(label, seen, h.config if h else {}, h.limit if h else None,
+                                 options.margin) if mine else None
+    return _Part(summary, h, results, seen, advice, stats, collector.dropped,
+                 collector.implausible + sum(d.implausible for d in collector.workers.values()),
+                 collector.beyond_workers)
 
 
 def _frame(src: reader.Source, options: Options) -> Frame:
@@ -144,6 +161,9 @@ def _frame(src: reader.Source, options: Options) -> Frame:
     period = h.sample_period_s if h else 1.0
     first = reader.first_time(src.files[0])
     last = reader.last_time(src.files[-1])
+    # An implausible time (dropped when read) must not size the windows either.
+    first = first if first is not None and time_ok(first) else None
+    last = last if last is not None and time_ok(last) else None
     if last is None:
         stamps = [f.header.t for f in src.files if f.header]
         # compressed: estimate the last file's length from the previous one's
@@ -155,202 +175,10 @@ def _frame(src: reader.Source, options: Options) -> Frame:
     window = pressure.get("growth_window") if isinstance(pressure, dict) else None
     growth_window = float(window) if isinstance(window, int | float) else _GROWTH_WINDOW_S
     return Frame(origin=first or 0.0, width=width, period_s=period,
-                 max_windows=options.max_windows, warmup_s=growth_window + period)
+                 max_windows=options.max_windows, warmup_s=growth_window + period,
+                 span_s=last - first if first is not None and last is not None else 0.0)
 
-
-def _analyse_generation(gd: GenerationData, reference: int | None,
-                        options: Options) -> GenerationResult:
-    w = gd.finish()
-    shape = classify(w)
-    span = gd.last_t - gd.first_t if gd.samples else 0.0
-    verdict, reasons = judge(shape, span, peak(w, shape.relevant), reference, options.gate)
-    return GenerationResult(gd.generation, w, shape, verdict, reasons, gd.first_t, gd.last_t,
-                            gd)
-
-
-def peak(w: Windows, f: Fit, at: float | None = None) -> float:
-    """Where the peaks are at time `at` (default: the end): the trend line there plus the
-    95th percentile of the peaks' excess over the line."""
-    if not len(w):
-        return 0.0
-    ts, his = thin(w.t, w.hi, 1000)
-    excess = quantile([h - f.at(x) for x, h in zip(ts, his, strict=True)], 0.95)
-    return f.at(w.t[-1] if at is None else at) + max(0.0, excess)
-
-
-def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | None,
-                   period_s: float, options: Options,
-                   source_events: list[Event] | None = None) -> WorkerResult:
-    """Analyse one worker's folded data (see the module docstring)."""
-    reference = limit or thresholds.get("critical")
-    gens = [_analyse_generation(gd, reference, options)
-            for _, gd in sorted(data.gens.items())]
-    judged = [g for g in gens if len(g.windows) >= MIN_WINDOWS]
-    main = judged[-1] if judged else (max(gens, key=lambda g: len(g.windows)) if gens else None)
-    verdict, reasons = _verdict(data, gens, main)
-
-    by_gen: dict[int, list[Event]] = {}
-    for e in data.events:
-        by_gen.setdefault(e.generation, []).append(e)
-    for g in gens:
-        g.line = lifecycle.timeline(g.data, by_gen.get(g.generation, []), period_s)
-    lines = {g.generation: g.line for g in gens if g.line is not None}
-    level_runs = sorted((run for line in lines.values() for run in line.runs),
-                        key=lambda r: r[0])
-    seconds = dict.fromkeys(LEVELS, 0.0)
-    for line in lines.values():
-        for k, v in line.seconds.items():
-            seconds[k] = seconds.get(k, 0.0) + v
-    total = sum(seconds.values()) or 1.0
-    changes = lifecycle.transitions(data, lines)
-    flaps = lifecycle.flaps(changes)
-    start = min((g.start for g in gens), default=data.events[0].t if data.events else 0.0)
-    end = max((g.end for g in gens), default=data.events[-1].t if data.events else 0.0)
-    span = end - start
-    flaps_h = flaps / (span / 3600.0) if span > 0 else 0.0
-    max_level = max((LEVELS.index(line.max_level) for line in lines.values()), default=0)
-    trims = lifecycle.trims(data)
-    targets_map = {k: v for k, v in (("high", thresholds.get("high")),
-                                     ("critical", thresholds.get("critical")),
-                                     ("limit", limit)) if v}
-    projections = (project(main.shape.relevant, peak(main.windows, main.shape.relevant),
-                           targets_map) if main is not None and main.shape.name != "short"
-                   else [])
-    out = Worker(
-        source=data.source, worker=data.worker, start=start, end=end, samples=data.samples,
-        windows=sum(len(g.windows) for g in gens),
-        window_s=main.data.width if main else options.window_s,
-        limit=limit, thresholds=thresholds, verdict=verdict, reasons=reasons,
-        main_generation=main.generation if main else 0,
-        segment=_segment(main) if main else None,
-        attribution=_attribution(data, main, trims.count,
-                                 trims.dropped_share_mean is not None
-                                 and trims.dropped_share_mean > 0),
-        projections=projections,
-        levels=[LevelTime(level=k, seconds=v, share=v / total) for k, v in seconds.items()],
-        max_level=LEVELS[max_level], transitions=len(changes),
-        transition_list=changes[:200], flaps_per_hour=flaps_h,
-        flapping=flaps >= 3 and flaps_h >= 6.0,
-        replacements=lifecycle.replacements(data, [g.data for g in gens]), trims=trims,
-        gc=lifecycle.gc(data, [g.generation for g in gens], span),
-        generations=[_generation_out(data, g, by_gen.get(g.generation, [])) for g in gens],
-        events=dict(Counter(e.type for e in data.events)), bursts=data.bursts,
-        ending=lifecycle.ending(data, source_events or []))
-    out.targets = _targets(out, main, gens)
-    return WorkerResult(out, data, gens, main, level_runs)
-
-
-def _verdict(data: WorkerData, gens: list[GenerationResult], main: GenerationResult | None
-             ) -> tuple[Verdict, list[str]]:
-    if main is None:
-        kinds = sorted({e.type for e in data.events})
-        return "none", [f"no samples; events only ({', '.join(kinds) or 'none'})"]
-    verdict = main.verdict
-    reasons = list(main.reasons)
-    if main.shape.name == "short":
-        longest = max(len(g.windows) for g in gens)
-        reasons.append(f"no generation was recorded long enough to judge a trend (the longest "
-                       f"has {longest} windows of {main.data.width:g} s)")
-    for g in gens:
-        if g is not main and VERDICTS.index(g.verdict) > VERDICTS.index(verdict):
-            verdict = g.verdict
-            reasons.append(f"generation {g.generation}: {g.verdict} ({g.shape.name})")
-    growing = [g.generation for g in gens if g.verdict in ("likely", "confirmed")]
-    if len(growing) >= 2:
-        verdict = "confirmed"
-        reasons.append("growth recurs after replacement in generations "
-                       + ", ".join(map(str, growing)))
-    return verdict, reasons
-
-
-def _segment(g: GenerationResult) -> Segment:
-    s = g.shape
-    return Segment(shape=s.name, shape_detail=s.detail, trend=trend_out(s.trend),
-                   baseline=trend_out(s.baseline), relevant=trend_out(s.relevant),
-                   verdict=g.verdict, reasons=g.reasons)
-
-
-def _attribution(data: WorkerData, main: GenerationResult | None, trims: int, dropped: bool
-                 ) -> Attribution:
-    if main is None or main.shape.name == "short":
-        return Attribution(kind="unknown", detail="no generation was recorded long enough "
-                           f"({MIN_WINDOWS} windows) to tell whether memory grows")
-    growing = main.verdict != "none" and main.shape.relevant.slope > 0
-    objects_fit = None
-    objects_level = None
-    if data.has_counters:
-        ts, vs, _ = data.counter_series("objects", main.generation)
-        if len(vs) >= 4:
-            objects_fit = fit(ts, vs)
-            objects_level = median(vs)
-    rss_level = median(main.windows.med) if len(main.windows) else 0.0
-    return attribute(main.shape.relevant, growing, objects_fit, objects_level, rss_level, trims,
-                     dropped)
-
-
-def _targets(w: Worker, main: GenerationResult | None, gens: list[GenerationResult]
-             ) -> Targets:
-    sustained = None
-    if main is not None and main.shape.name != "short":
-        sustained = max(0.0, main.shape.relevant.slope)
-    peaks = [g.data.growth_max for g in gens if g.data.growth_max > 0]
-    period = gens[0].data.period_s if gens else 1.0
-    over = [sum(g.data.growth_over[i] for g in gens) * period for i in range(3)]
-    return targets(sustained, max(peaks) if peaks else None, over,
-                   w.attribution.objects_per_mb)
-
-
-def _generation_out(data: WorkerData, g: GenerationResult, events: list[Event]) -> Generation:
-    """The table row of one generation; `events` are the generation's own."""
-    gd = g.data
-    head = [v for _, v in gd.head[:5]] or [0.0]
-    tail = [v for _, v, _ in gd.tail[-5:]] or [0.0]
-    # "spawn" starts a replacement; "start" a first generation or a crash restart.
-    spawn = next((e for e in events if e.type in ("spawn", "start")), None)
-    line = g.line
-    found = lifecycle.finding(events)
-    return Generation(
-        generation=g.generation, profile=spawn.profile if spawn else None, start=g.start,
-        end=g.end, uptime_s=g.end - g.start, samples=gd.samples, rss_start=int(median(head)),
-        rss_end=int(median(tail)), rss_max=int(max(g.windows.hi, default=0.0)),
-        slope_mb_h=g.shape.relevant.slope * 3600 / 1e6, shape=g.shape.name,
-        verdict=g.verdict, max_level=line.max_level if line else "low",
-        trims=sum(1 for e in events if e.type == "trimmed"),
-        objects_per_mb=lifecycle.objects_per_mb(data, g.generation),
-        level_seconds={k: v for k, v in line.seconds.items() if v} if line else {},
-        growth_peak_mb_s=gd.growth_max / 1e6 if gd.growth_max > 0 else None,
-        finding=found[1] if found else None, finding_t=found[0] if found else None)
-
-
-def _observed(r: WorkerResult) -> recommend.Observed:
-    """What the recommendation needs of one analysed worker."""
-    w = r.out
-    main = r.main
-    leaking = w.verdict in ("likely", "confirmed")
-    startups = []
-    ready = {e.generation: e.t for e in r.data.events if e.type == "ready"}
-    for g in r.generations:
-        at = lifecycle.after(g.data, ready.get(g.generation, g.start))
-        if at is not None:
-            startups.append(float(at))
-    highs = [h for g in r.generations for h in thin(g.windows.t, g.windows.hi, 2000)[1]]
-    healthy = max((max(g.windows.hi) for g in r.generations if len(g.windows)), default=0.0)
-    slope = 0.0
-    if leaking and main is not None and main.shape.name != "short":
-        f = main.shape.relevant
-        slope = max(0.0, f.slope)
-        healthy = peak(main.windows, f, at=main.start)
-    killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}
-    ooms = [max(g.windows.hi) for g in r.generations
-            if len(g.windows) and g.generation in killed]
-    return recommend.Observed(
-        worker=w.worker, verdict=w.verdict, leaking=leaking, slope=slope,
-        startups=startups, highs=highs, healthy_peak=healthy,
-        ready_s=[x.ready_after_s for x in w.replacements if x.ready_after_s is not None],
-        thresholds=w.thresholds, ending=w.ending, oom_peaks=ooms, flapping=w.flapping,
-        baseline_high=w.events.get("baseline_high", 0), span_s=w.end - w.start,
-        judged=main is not None and main.shape.name != "short")
 
 
 __all__ = ["Analysis", "GenerationResult", "Options", "WorkerResult", "analyze",
-           "analyze_worker", "peak"]
+           "analyze_worker"]

@@ -12,10 +12,22 @@ import html
 import math
 import zlib
 
-from snapshots.analysis import Analysis, WorkerResult
-from snapshots.report import Recommendation, Replacement
-from snapshots.text import duration, ending_line, size, stamp, targets_line
+from snapshots.analysis import Analysis
+from snapshots.report import Recommendation, Replacement, Report
+from snapshots.series import MAX_WORKERS
+from snapshots.text import (
+    GENERATION_COLUMNS,
+    duration,
+    ending_line,
+    figures,
+    generation_row,
+    measure,
+    size,
+    stamp,
+    targets_line,
+)
 from snapshots.trend import thin
+from snapshots.worker import WorkerResult
 
 W, H, STRIP = 960, 300, 14
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 14, 26
@@ -34,6 +46,7 @@ text-align:left;font-variant-numeric:tabular-nums}
 ul{margin:4px 0}svg text{font:11px system-ui,sans-serif;fill:#444}
 .ended{background:#d43d3d;color:#fff;padding:6px 10px;border-radius:6px;font-weight:600}
 pre{background:#f6f6f6;padding:8px;border-radius:4px;overflow-x:auto}
+.legend{list-style:none;padding:0;columns:2;font-size:12px}.legend svg{vertical-align:middle}
 """
 
 
@@ -42,15 +55,18 @@ def _e(x: object) -> str:
 
 
 class _Scale:
-    def __init__(self, t0: float, t1: float, v1: float) -> None:
-        self.t0, self.t1 = t0, max(t1, t0 + 1e-9)
-        self.v1 = max(v1, 1.0)
+    """Linear maps from (time, bytes) to the plot; a span of zero (records sharing one time
+    stamp, one memory figure) is widened, never divided by."""
+
+    def __init__(self, t0: float, t1: float, v0: float, v1: float) -> None:
+        self.t0, self.t1 = t0, max(t1, t0 + max(abs(t0) * 1e-12, 1e-6))
+        self.v0, self.v1 = v0, max(v1, v0 + max(abs(v0) * 1e-9, 1.0))
 
     def x(self, t: float) -> float:
         return PAD_L + (t - self.t0) / (self.t1 - self.t0) * (W - PAD_L - PAD_R)
 
     def y(self, v: float) -> float:
-        return PAD_T + (1 - v / self.v1) * (H - PAD_T - PAD_B)
+        return PAD_T + (1 - (v - self.v0) / (self.v1 - self.v0)) * (H - PAD_T - PAD_B)
 
 
 _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
@@ -66,38 +82,47 @@ def _nice_step(span: float, target: int = 6) -> float:
     return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
 
 
+def _range(r: WorkerResult) -> tuple[float, float]:
+    """The memory axis: from the data (the lowest and highest memory of every generation),
+    with a twentieth of room on each side; thresholds do not stretch it."""
+    los = [min(g.windows.lo) for g in r.generations if len(g.windows)]
+    his = [max(g.windows.hi) for g in r.generations if len(g.windows)]
+    if not los:
+        return 0.0, 1e6
+    lo, hi = min(los), max(his)
+    pad = (hi - lo) / 20 or max(hi * 0.05, 1e6)
+    return max(0.0, lo - pad), hi + pad
+
+
+def targets_of(r: WorkerResult) -> list[tuple[str, int]]:
+    """The lines memory is compared with: HIGH, CRITICAL and the limit, where known."""
+    w = r.out
+    return [(k, v) for k, v in (("high", w.thresholds.get("high")),
+                                ("critical", w.thresholds.get("critical")),
+                                ("limit", w.limit)) if v]
+
+
 def chart(r: WorkerResult) -> str:
-    """The SVG panel of one worker."""
+    """The SVG panel of one worker: the x-axis is the record, the y-axis the data's range."""
     w = r.out
     parts: list[str] = []  # data, clipped to the plot area
     axes: list[str] = []  # grid, labels, level strip: outside the clip
     main = r.main
-    t_end = w.end
-    t_max = t_end
-    v_max = max((max(g.windows.hi) for g in r.generations if len(g.windows)), default=1.0)
-    targets = [(k, v) for k, v in (("high", w.thresholds.get("high")),
-                                   ("critical", w.thresholds.get("critical")),
-                                   ("limit", w.limit)) if v]
+    targets = targets_of(r)
     trend = main.shape.relevant if main is not None and main.shape.name != "short" else None
-    reach = None
-    if trend is not None and trend.slope > 0 and targets and w.verdict != "none":
-        goal = targets[-1][1]
-        reach = t_end + max(0.0, (goal - trend.at(t_end)) / trend.slope)
-        t_max = min(max(t_end, reach), t_end + 0.5 * max(t_end - w.start, 60.0))
-    for name, v in targets:  # HIGH and CRITICAL always show; the limit when near the data
-        if name != "limit" or v <= 1.5 * v_max:
-            v_max = max(v_max, v)
-    s = _Scale(w.start, t_max, v_max * 1.05)
+    s = _Scale(w.start, w.end, *_range(r))
 
     # axes
-    step = _nice_step(s.v1 / 1e6) * 1e6
-    v = 0.0
+    step = _nice_step((s.v1 - s.v0) / 1e6) * 1e6
+    v = math.ceil(s.v0 / step) * step
     while v <= s.v1:
         y = s.y(v)
         axes.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" '
                     f'stroke="#eee"/><text x="{PAD_L - 6}" y="{y + 4:.1f}" '
                     f'text-anchor="end">{v / 1e6:g} MB</text>')
         v += step
+    axes.append(f'<text class="axis" transform="rotate(-90)" x="{-(H - PAD_B + PAD_T) / 2:.0f}" '
+                f'y="12" text-anchor="middle">memory: {_e(measure(w.measure))}</text>')
     span = s.t1 - s.t0
     tstep = next((x for x in _TIME_STEPS if span / x <= 8), _nice_step(span / 86400) * 86400)
     tick = math.ceil(s.t0 / tstep) * tstep
@@ -106,11 +131,12 @@ def chart(r: WorkerResult) -> str:
         axes.append(f'<text x="{x:.1f}" y="{H + STRIP + 14}" text-anchor="middle">'
                      f"{stamp(tick)[11:16] if tstep >= 60 else stamp(tick)[11:19]}</text>")
         tick += tstep
-    # thresholds
+    # thresholds: drawn when in the data's range; the legend names the others
     for name, value in targets:
-        if value <= s.v1:
+        if s.v0 <= value <= s.v1:
             y = s.y(value)
-            parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" '
+            parts.append(f'<line class="threshold" x1="{PAD_L}" x2="{W - PAD_R}" '
+                         f'y1="{y:.1f}" y2="{y:.1f}" '
                          f'stroke="{LEVEL_COLOURS.get(name, "#d43d3d")}" stroke-dasharray="6 4">'
                          f'<title>{_e(name)} {_e(size(value))}</title></line>'
                          f'<text x="{W - PAD_R - 4}" y="{y - 3:.1f}" text-anchor="end">'
@@ -145,14 +171,10 @@ def chart(r: WorkerResult) -> str:
                      f'<title>baseline {_e(size(v))}</title></circle>'
                      for t, v in zip(bt, bv, strict=True))
     if trend is not None and main is not None:
+        # Only over the span the line was fitted to: extended, it would claim data that is
+        # not there (the projections say where it leads).
         x0 = main.shape.change_t if main.shape.change_t is not None else main.start
-        x1 = t_max
-        y_end = trend.at(t_end)
-        wedge = (f"{s.x(t_end):.2f},{s.y(y_end):.2f} "
-                 f"{s.x(x1):.2f},{s.y(y_end + trend.hi * (x1 - t_end)):.2f} "
-                 f"{s.x(x1):.2f},{s.y(y_end + trend.lo * (x1 - t_end)):.2f}")
-        parts.append(f'<polygon points="{wedge}" fill="{TREND_COLOUR}" fill-opacity="0.08">'
-                     f'<title>95 % range of the trend</title></polygon>')
+        x1 = main.end
         parts.append(f'<line class="trend" x1="{s.x(x0):.2f}" y1="{s.y(trend.at(x0)):.2f}" '
                      f'x2="{s.x(x1):.2f}" y2="{s.y(trend.at(x1)):.2f}" '
                      f'stroke="{TREND_COLOUR}" stroke-width="2" stroke-dasharray="10 3">'
@@ -208,7 +230,8 @@ def panel(r: WorkerResult) -> str:
     ended = (f'<p class="ended">{_e(ending_line(w.ending))}</p>'
              if w.ending is not None and w.ending.kind == "gave_up" else
              f"<p>{_e(ending_line(w.ending))}</p>" if w.ending is not None else "")
-    facts = [["attribution", f"{w.attribution.kind}: {w.attribution.detail}"]]
+    facts = [[name, value] for name, value in figures(w)]
+    facts.append(["attribution", f"{w.attribution.kind}: {w.attribution.detail}"])
     if seg:
         facts.append(["shape", f"{seg.shape}: {seg.shape_detail}"])
         if seg.shape != "short":
@@ -221,29 +244,17 @@ def panel(r: WorkerResult) -> str:
     if w.targets is not None:
         facts.append(["design targets", targets_line(w.targets).strip()
                       .removeprefix("against the design's targets ")])
-    for p in w.projections:
-        when = ("already reached" if p.reached else
-                f"{duration(p.seconds)} ({duration(p.earliest)} to {duration(p.latest)})")
-        facts.append([f"time to {p.target} ({size(p.bytes)})", when])
     facts.append(["time in level", ", ".join(f"{x.level} {duration(x.seconds)}"
                                              for x in w.levels if x.seconds)])
     facts.append(["transitions", f"{w.transitions} ({w.flaps_per_hour:.1f} flaps/h within a "
                   "generation)" + (": FLAPPING" if w.flapping else "")])
     if w.trims.count:
         facts.append(["trims", f"{w.trims.count}, {size(w.trims.freed_mean)} freed on average"])
-    gens = _rows(["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h",
-                  "peak MB/s", "shape", "verdict", "max level", "at high", "trims", "obj/MB"],
-                 [[str(g.generation), g.profile or "-", duration(g.uptime_s), size(g.rss_start),
-                   size(g.rss_end), size(g.rss_max),
-                   f"{g.slope_mb_h:+.2f}" if g.shape != "short" else "-",
-                   f"{g.growth_peak_mb_s:.1f}" if g.growth_peak_mb_s is not None else "-",
-                   g.shape, g.verdict, g.max_level, _at_high(g.level_seconds), str(g.trims),
-                   f"{g.objects_per_mb:.0f}" if g.objects_per_mb else "-"]
-                  for g in w.generations])
+    gens = _rows(GENERATION_COLUMNS, [generation_row(g) for g in w.generations])
     findings = "".join(f"<p><b>finding, generation {g.generation}</b>"
                        f"{' (' + _e(stamp(g.finding_t)) + ')' if g.finding_t else ''}: "
                        f"{_e(g.finding)}</p>" for g in w.generations if g.finding)
-    reps = _rows(["generation", "reason", "crossing", "peak before", "after (ready)",
+    reps = _rows(["generation", "reason", "crossing", "peak before", "at ready",
                   "ready in", "held"],
                  [[str(x.generation), x.reason or "-", _crossing(x), size(x.rss_peak_before),
                    size(x.rss_after),
@@ -251,13 +262,51 @@ def panel(r: WorkerResult) -> str:
                    duration(x.held_s)] for x in w.replacements]) if w.replacements else ""
     return (f'<div class="panel"><h2>{_e(w.source)} / {_e(w.worker)} '
             f'<span class="v" style="background:{colour}">{_e(w.verdict)}</span></h2>'
-            f"{ended}<div>{_e(stamp(w.start))} to {_e(stamp(w.end))}, {w.samples} samples</div>"
-            f"{chart(r)}<ul>{items}</ul>{_rows(['', ''], facts)}{gens}{findings}{reps}</div>")
+            f"{ended}<div>{w.samples} samples</div>"
+            f"{chart(r)}{legend(r)}<ul>{items}</ul>{_rows(['', ''], facts)}{gens}{findings}"
+            f"{reps}</div>")
 
 
-def _at_high(seconds: dict[str, float]) -> str:
-    s = seconds.get("high", 0.0) + seconds.get("critical", 0.0)
-    return "-" if not s else f"{s:.1f} s" if s < 120 else duration(s)
+def _swatch(shape: str) -> str:
+    return f'<svg width="26" height="12" viewBox="0 0 26 12" aria-hidden="true">{shape}</svg>'
+
+
+def legend(r: WorkerResult) -> str:
+    """What every mark of the chart is; thresholds outside the data's range are named here
+    with their value, since they are not drawn."""
+    w = r.out
+    lo, hi = _range(r)
+    items = []
+    for k, g in enumerate(r.generations[:len(GEN_COLOURS)]):
+        c = GEN_COLOURS[k % len(GEN_COLOURS)]
+        items.append((_swatch(f'<rect x="0" y="1" width="26" height="10" fill="{c}" '
+                              f'fill-opacity="0.18"/><line x1="0" x2="26" y1="6" y2="6" '
+                              f'stroke="{c}" stroke-width="1.4"/>'),
+                      f"generation {g.generation}: lowest to highest memory per window "
+                      "(band), median (line)"))
+    if len(r.generations) > len(GEN_COLOURS):
+        items.append(("", f"further generations repeat these {len(GEN_COLOURS)} colours"))
+    items.append((_swatch('<circle cx="13" cy="6" r="2.2" fill="#111"/>'), "baseline points"))
+    if r.main is not None and r.main.shape.name != "short":
+        items.append((_swatch(f'<line x1="0" x2="26" y1="6" y2="6" stroke="{TREND_COLOUR}" '
+                              'stroke-width="2" stroke-dasharray="10 3"/>'),
+                      f"{trend_label(r.main.shape.relevant.slope)}, over the span it was "
+                      f"fitted to (generation {r.main.generation})"))
+    for name, value in targets_of(r):
+        where = ("" if lo <= value <= hi else
+                 " (above the chart: not drawn)" if value > hi else " (below the chart)")
+        items.append((_swatch(f'<line x1="0" x2="26" y1="6" y2="6" stroke='
+                              f'"{LEVEL_COLOURS.get(name, "#d43d3d")}" '
+                              'stroke-dasharray="6 4"/>'),
+                      f"{name} {size(value)}{where}"))
+    items.append((_swatch('<line x1="13" x2="13" y1="0" y2="12" stroke="#555" '
+                          'stroke-dasharray="3 3"/>'), "a new generation starts"))
+    items.append((_swatch('<path d="M13,10 l-4,-8 h8 z" fill="#333"/>'),
+                  "an event (hover for details)"))
+    items.extend((_swatch(f'<rect x="0" y="1" width="26" height="10" fill="{c}"/>'),
+                  f"level strip: {name}") for name, c in LEVEL_COLOURS.items())
+    body = "".join(f"<li>{mark} {_e(text)}</li>" for mark, text in items)
+    return (f'<ul class="legend"><li><b>memory: {_e(measure(w.measure))}</b></li>{body}</ul>')
 
 
 def _crossing(x: Replacement) -> str:
@@ -284,14 +333,32 @@ def recommendation(rec: Recommendation) -> str:
             f"{_rows(['setting', 'value', 'why'], rows)}<ul>{notes}</ul>{snippets}</div>")
 
 
+def workloads(rep: Report) -> str:
+    """The fleet: one row per workload, its verdict over the replicas and one recommendation."""
+    if not rep.workloads:
+        return ""
+    rows = [[w.workload, str(w.replicas), w.verdict,
+             "-" if w.rate_median_mb_s is None else
+             f"{w.rate_low_mb_s:.1f} to {w.rate_high_mb_s:.1f} (median {w.rate_median_mb_s:.1f})",
+             size(w.healthy_peak), w.recommendation.workers[0].high.text,
+             w.recommendation.workers[0].critical.text, w.recommendation.limit.text,
+             w.recommendation.request.text, w.summary] for w in rep.workloads]
+    return ('<div class="panel workloads"><h2>Workloads</h2>'
+            + _rows(["workload", "replicas", "verdict", "leak MB/s", "healthy peak (p90)",
+                     "high", "critical", "limit", "request", "summary"], rows) + "</div>")
+
+
 def render(analysis: Analysis) -> str:
     """The whole report as one HTML document."""
     rep = analysis.report
     rd = rep.read
     summary = (f"{rd.files} file(s), {rd.bytes / 1e6:.1f} MB, {rd.records} records; "
                f"{rd.corrupt} corrupt, {rd.truncated} truncated, "
-               f"{rd.dropped_by_writer} dropped by the writer")
-    body = "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
+               f"{rd.dropped_by_writer} dropped by the writer, {rd.implausible} with a time or "
+               f"size no record can hold, {rd.beyond_workers} of workers beyond the first "
+               f"{MAX_WORKERS} of a source")
+    body = workloads(rep)
+    body += "".join(panel(r) for r in analysis.workers) or "<p>No workers recorded.</p>"
     body += "".join(recommendation(rec) for rec in rep.recommendations)
     if rep.gave_up:
         body = (f'<p class="ended">SUPERVISION ENDED: memwarden gave up on '
@@ -305,4 +372,5 @@ def render(analysis: Analysis) -> str:
             f"{_e(rep.verdict)}</span></h1><p>{_e(summary)}</p>{body}</body></html>\n")
 
 
-__all__ = ["TREND_COLOUR", "chart", "panel", "recommendation", "render", "trend_label"]
+__all__ = ["TREND_COLOUR", "chart", "legend", "panel", "recommendation", "render",
+           "targets_of", "trend_label", "workloads"]

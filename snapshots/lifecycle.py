@@ -117,10 +117,11 @@ def flaps(changes: list[Transition]) -> int:
     return count
 
 
-def replacements(data: WorkerData, gens: list[GenerationData]) -> list[Replacement]:
+def replacements(data: WorkerData, gens: list[GenerationData],
+                 at_ready: dict[int, int | None]) -> list[Replacement]:
     """Each generation after the first, and what it bought: memory at the crossing that
     started it (from the flight recorder's millisecond samples when recorded) against the
-    new generation's memory once ready."""
+    new generation's memory once ready (`at_ready`, per generation: see `after`)."""
     spawns = {e.generation: e for e in data.events if e.type in ("spawn", "start")}
     ready = {e.generation: e for e in data.events if e.type == "ready"}
     raised: dict[int, list[Event]] = {}  # changes to HIGH or CRITICAL, per generation
@@ -140,7 +141,7 @@ def replacements(data: WorkerData, gens: list[GenerationData]) -> list[Replaceme
         before = int(crossing.rss) if crossing else _at(old, t0)
         r = ready.get(new.generation)
         start = r.t if r else new.first_t
-        after_ready = after(new, start)
+        after_ready = at_ready.get(new.generation)
         nxt = gens[k + 1] if k + 1 < len(gens) else None
         nxt_spawn = spawns.get(nxt.generation) if nxt else None
         held_until = nxt_spawn.t if nxt_spawn else (nxt.first_t if nxt else new.last_t)
@@ -197,7 +198,8 @@ def _at(g: GenerationData, t0: float) -> int | None:
 
 
 def after(g: GenerationData, start: float) -> int | None:
-    """The new generation's memory once ready: the first sample period from `start`."""
+    """A generation's memory over its first sample period from `start`, its `ready` event
+    (else its first sample): "at ready" (docs/analyze.md) where the event has no figure."""
     values = [v for t, v in g.head if t >= start] or [v for _, v in g.head]
     return int(values[0]) if values else None
 

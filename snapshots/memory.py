@@ -38,14 +38,14 @@ def columns(group: Sequence[object]) -> tuple[list[float], list[float], list[flo
     if not group or "memory" not in getattr(group[0], "__struct_fields__", ()):
         return lows, means, highs
     recorded = list(map(_MEMORY, group))
-    if recorded.count(None) == len(recorded):
-        return lows, means, highs
     rss = list(map(_RSS, group))
-    if None in recorded or 0 in rss:  # some records without the figure (or no RSS)
+    if None not in recorded and 0 not in rss:  # as a 1.1 writer records them: at C speed
+        ratios = list(map(operator.truediv, recorded, rss))
+    elif recorded.count(None) == len(recorded):
+        return lows, means, highs
+    else:  # some records without the figure (or no RSS)
         ratios = [m / r if m is not None and r else 1.0
                   for m, r in zip(recorded, rss, strict=True)]
-    else:  # as a 1.1 writer records them: at C speed
-        ratios = list(map(operator.truediv, recorded, rss))
     mul = operator.mul
     return (list(map(mul, lows, ratios)), list(map(mul, means, ratios)),
             list(map(mul, highs, ratios)))

@@ -16,12 +16,14 @@ in `ReadStats.problems` (`UNREADABLE`) while the other files are read.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import gzip
 import logging
 import mmap
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterable, Iterator
@@ -152,6 +154,8 @@ def expand(paths: Iterable[str]) -> list[str]:
 #: Where a record begins in a line of a log stream: the writer encodes the tag first.
 RECORD_START = b'{"kind":"'
 _HEADER_START = b'{"kind":"header"'
+#: The same with the spaces a pipeline that re-encodes JSON may put in (`"kind": "sample"`).
+_SPACED_START = re.compile(rb'\{\s*"kind"\s*:\s*"')
 
 
 def spool(stream: BinaryIO, directory: str) -> list[str]:
@@ -160,8 +164,9 @@ def spool(stream: BinaryIO, directory: str) -> list[str]:
 
     A log pipeline mixes the records with the worker's own output and may prefix each line
     (`kubectl logs --timestamps`, a CRI log file's `<time> stdout F `): a record is taken
-    from its first `{"kind":"` on, and other lines are skipped. A line longer than
-    `MAX_LINE` is skipped. Records before the first header go to a file of their own,
+    from its first `{"kind":"` on (spaces allowed, as a pipeline that re-encodes JSON
+    writes it: such a record is written back compact), and other lines are skipped. A line
+    longer than `MAX_LINE` is skipped. Records before the first header go to a file of their own,
     which the reader reads without one. Raises OSError from reading or writing.
     """
     paths: list[str] = []
@@ -174,8 +179,17 @@ def spool(stream: BinaryIO, directory: str) -> list[str]:
                 continue
             start = line.find(RECORD_START)
             if start < 0:
-                continue
-            record = line[start:].rstrip(b"\r\n") + b"\n"
+                spaced = _SPACED_START.search(line)
+                if spaced is None:
+                    continue
+                start = spaced.start()
+            record = line[start:].rstrip(b"\r\n")
+            if not record.startswith(RECORD_START):
+                # Written again without the spaces, as the writer writes it: the reader's
+                # look at a file's first and last times expects that form.
+                with contextlib.suppress(*DECODE_ERRORS):
+                    record = msgspec.json.format(record, indent=0)
+            record += b"\n"
             if out is None or record.startswith(_HEADER_START):
                 if out is not None:
                     out.close()
@@ -410,12 +424,13 @@ def _blocks(path: str, stats: ReadStats) -> Iterator[tuple[bytes | memoryview, b
             while pos < size:
                 end = mm.rfind(b"\n", pos, pos + CHUNK)
                 if end < 0:  # a line longer than a chunk, or the unterminated tail
-                    end = mm.find(b"\n", pos + CHUNK, pos + MAX_LINE + 1)
+                    end = _find(mm, pos + CHUNK, min(size, pos + MAX_LINE + 1))
                     if end < 0 and size - pos > MAX_LINE:
-                        end = mm.find(b"\n", pos + MAX_LINE)
+                        end = _find(mm, pos + MAX_LINE, size)
                         _too_long(stats, path, size if end < 0 else end + 1 - pos)
                         stats.bytes += (size if end < 0 else end + 1) - pos
                         pos = size if end < 0 else end + 1
+                        _release(mm, pos)
                         continue
                 if end < 0:
                     stats.bytes += size - pos
@@ -424,11 +439,32 @@ def _blocks(path: str, stats: ReadStats) -> Iterator[tuple[bytes | memoryview, b
                 stats.bytes += end + 1 - pos
                 yield view[pos:end + 1], True
                 pos = end + 1
+                _release(mm, pos)
             del view
     except BufferError:
         pass  # a caller still holds a view (a Raw field): the mapping closes when it is freed
     finally:
         f.close()
+
+
+def _find(mm: mmap.mmap, start: int, stop: int) -> int:
+    """The first newline in `mm[start:stop]` (-1: none), scanned a chunk at a time with the
+    scanned pages released: a sparse file of zeros must not map gigabytes into memory."""
+    while start < stop:
+        end = mm.find(b"\n", start, min(stop, start + CHUNK))
+        if end >= 0:
+            return end
+        start = min(stop, start + CHUNK)
+        _release(mm, start)
+    return -1
+
+
+def _release(mm: mmap.mmap, upto: int) -> None:
+    """Drop the mapping's pages before `upto` from this process' memory (they stay in the
+    page cache and come back if touched again): the file's pages would otherwise all count
+    in the analysis' resident memory, however large the file."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mm.madvise(mmap.MADV_DONTNEED, 0, upto - upto % mmap.PAGESIZE)
 
 
 def _too_long(stats: ReadStats, path: str, length: int) -> None:

@@ -63,6 +63,9 @@ class Observed:
     baseline_high: int = 0
     span_s: float = 0.0
     judged: bool = True
+    all_leaked: bool = False  # no generation ran healthy: there is no healthy peak
+    excluded: str = ""  # what the healthy peak leaves out, in words
+    lifetime_s: float | None = None  # how long a leaking generation lasted before replacement
 
 
 @dataclass
@@ -105,7 +108,7 @@ def recommend(source: str, observed: list[Observed], config: dict[str, Any],
         others = sum(q.top for q in plans if q is not p)
         room = limit_bytes - SUPERVISOR - others - p.startup
         critical = max(room, p.high * 1.05)
-        why = (f"the most {p.o.worker} can hold while a replacement ({size(p.startup)} once "
+        why = (f"the most {p.o.worker} can hold while a replacement ({size(p.startup)} at "
                f"ready) still fits beside it under the limit ({size(limit_bytes)}"
                + (f", the others at {size(others)}" if others else "")
                + "): above it memwarden stops the old generation before starting the new one")
@@ -144,18 +147,30 @@ def _plan(o: Observed, margin: float) -> _Plan:
     startup = max(o.startups) if o.startups else o.healthy_peak
     base = max(o.healthy_peak, startup)
     recorded = o.thresholds.get("high")
+    leak = f"+{o.slope / 1e6:.1f} MB/s"
     if o.leaking and o.slope > 0:
         allowance = min(max(o.slope * LEAK_LIFETIME_S, 0.5 * base), 2.0 * base)
         high = base * (1 + margin) + allowance
-        why = (f"{margin:.0%} above its memory once warm ({size(base)}) plus {size(allowance)} "
-               f"of the leak (+{o.slope * 3600 / 1e6:.1f} MB/h): a generation is replaced "
-               f"after about {duration(allowance / o.slope)}, before the leak matters")
+        why = (f"{margin:.0%} above its memory in healthy operation ({size(base)}; "
+               f"{o.excluded} left out) plus {size(allowance)} of the leak ({leak}): a "
+               f"generation is replaced after about {duration(allowance / o.slope)}, before "
+               "the leak matters")
+        if o.all_leaked:
+            # No generation ran healthy: a larger HIGH only postpones each replacement.
+            if recorded and recorded < high:
+                high = float(recorded)
+                every = f" about every {duration(o.lifetime_s)}" if o.lifetime_s else ""
+                why = f"the recorded HIGH, which replaces a generation{every}"
+                recorded = None
+            why = (f"every generation leaked ({leak}): fix the leak; until then bound it "
+                   f"with HIGH, not a larger one: {why}")
         top = high
     else:
         high = base * (1 + margin)
         if o.judged:
             why = (f"{margin:.0%} above its highest memory in healthy operation "
-                   f"({size(base)}): memwarden replaces nothing that works")
+                   f"({size(base)}; {o.excluded} left out): memwarden replaces nothing "
+                   "that works")
         else:
             why = (f"{margin:.0%} above the highest memory recorded ({size(base)}; no "
                    "generation ran long enough to judge growth)")
@@ -176,7 +191,7 @@ def _each(plans: list[_Plan]) -> str:
     if len(plans) == 1:
         p = plans[0]
         return (f"{p.o.worker} at HIGH ({size(p.high)}) with its replacement starting beside it "
-                f"({size(p.startup)} once ready: make before break)")
+                f"({size(p.startup)} at ready: make before break)")
     return ("the workers at their usual tops (" + ", ".join(
         f"{p.o.worker} {size(p.top)}" for p in plans) + "), one of them at HIGH with its "
             "replacement starting beside it (make before break)")
@@ -212,8 +227,12 @@ def _notes(plans: list[_Plan]) -> list[str]:
         if o.ending is not None and o.ending.kind == "gave_up":
             notes.append(f"memwarden gave up on {o.worker} ({o.ending.reason.replace('_', ' ')})"
                          ": HIGH above is above everything its generations were seen to hold")
-        if o.leaking:
-            notes.append(f"{o.worker} leaks (+{o.slope * 3600 / 1e6:.1f} MB/h, verdict "
+        if o.all_leaked and o.slope > 0:
+            notes.append(f"{o.worker}: every generation leaked (+{o.slope / 1e6:.1f} MB/s, "
+                         f"verdict {o.verdict}): fix the leak, or bound it with HIGH; a "
+                         "bigger limit does not help")
+        elif o.leaking:
+            notes.append(f"{o.worker} leaks (+{o.slope / 1e6:.1f} MB/s, verdict "
                          f"{o.verdict}): these settings contain the leak, they do not fix it")
         if o.flapping:
             notes.append(f"{o.worker}'s levels flap within generations: widen "

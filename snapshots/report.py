@@ -36,7 +36,13 @@ class Trend(_Out, kw_only=True):
 
 
 class Projection(_Out, kw_only=True):
-    """When a target size is reached at the current trend (seconds from the last sample)."""
+    """When a target size is reached (see "Time to a threshold" in docs/analyze.md).
+
+    From the record's end (`from_t`) and the memory of the generation still running there
+    (`from_bytes`, of `generation`), at its rate: `seconds` is never negative, `reached`
+    means that generation was already at or above the target at the record's end, and
+    `seconds` is None ("not at this rate") when memory is not growing.
+    """
 
     target: str
     bytes: int
@@ -44,6 +50,10 @@ class Projection(_Out, kw_only=True):
     earliest: float | None
     latest: float | None
     reached: bool = False
+    from_t: float | None = None
+    from_bytes: int | None = None
+    generation: int = 0
+    rate_from: str = ""  # "trend" (the generation's own) or "pooled" (every generation's)
 
 
 class LevelTime(_Out, kw_only=True):
@@ -131,6 +141,28 @@ class Attribution(_Out, kw_only=True):
     bytes_per_object: float | None = None
 
 
+class PooledLeak(_Out, kw_only=True):
+    """A leak seen across generations: each grew at about one rate until it ended.
+
+    `rate_mb_s` is the median of the generations' rates after start-up, `low_mb_s`/
+    `high_mb_s` the slowest and fastest of them; `replaced` how many memwarden replaced for
+    pressure and `lifetime_min_s`/`lifetime_max_s` how long those lasted; `left_out` the
+    growing generations whose rate was more than twice off the others'. `summary` is the
+    sentence every format prints.
+    """
+
+    verdict: Verdict
+    rate_mb_s: float
+    low_mb_s: float
+    high_mb_s: float
+    generations: list[int]
+    replaced: int
+    lifetime_min_s: float | None
+    lifetime_max_s: float | None
+    summary: str
+    left_out: list[int] = []
+
+
 class Segment(_Out, kw_only=True):
     """Shape, trends and verdict of one generation (or of a worker's main generation)."""
 
@@ -163,6 +195,9 @@ class Generation(_Out, kw_only=True):
     growth_peak_mb_s: float | None = None  # highest growth measured live, after warm-up
     finding: str | None = None  # the latest `finding` of the generation's leak reports
     finding_t: float | None = None
+    at_ready: int | None = None  # memory over its first sample period once ready
+    growth_mb_s: float | None = None  # Theil-Sen rate after start-up (pooled.py); None: short
+    in_leak: bool = False  # one of the generations the pooled leak counts
 
 
 class Targets(_Out, kw_only=True):
@@ -231,6 +266,8 @@ class Worker(_Out, kw_only=True):
     bursts: int
     ending: Ending | None = None
     targets: Targets | None = None
+    leak: PooledLeak | None = None  # the leak its generations show together
+    measure: str = "rss"  # the figure thresholds compare (header.measure)
 
 
 class Advice(_Out, kw_only=True):
@@ -246,7 +283,7 @@ class Advice(_Out, kw_only=True):
 class WorkerAdvice(_Out, kw_only=True):
     """A worker's observed working set and the thresholds recommended for it.
 
-    `startup`: a new generation's memory once ready (median over generations); `typical`:
+    `startup`: the highest of its generations' memory at ready; `typical`:
     the 90th percentile of the windows' highest memory; `peak`: the highest memory of its
     healthy operation (for a leak, the start-up level plus the usual excursions above the
     trend, since the leak itself has no natural peak).
@@ -278,7 +315,38 @@ class Recommendation(_Out, kw_only=True):
     compose: str
 
 
+class Workload(_Out, kw_only=True):
+    """One workload over its replicas (several sources: `fleet.py`).
+
+    `workload` is the pod's owner (from the pod name the downward API gives memwarden:
+    `by` = `pod_owner`) and the worker, else the worker's name and command (`by` =
+    `worker_command`). `verdict` is the highest verdict at least half the replicas reach,
+    `verdicts` how many reached each; the rate's spread is over the replicas that leaked
+    (MB/s); `healthy_peak` the `percentile` of the replicas' healthy peaks, from which the
+    one `recommendation` of the workload is derived.
+    """
+
+    workload: str
+    by: str
+    worker: str
+    replicas: int
+    members: list[str]
+    verdict: Verdict
+    verdicts: dict[str, int]
+    leaking: int
+    rate_low_mb_s: float | None
+    rate_median_mb_s: float | None
+    rate_high_mb_s: float | None
+    percentile: float
+    healthy_peak: int
+    recommendation: Recommendation
+    summary: str
+
+
 class ReadSummary(_Out, kw_only=True):
+    """What was read; `implausible` records (a time or size no record can hold) and those
+    of workers beyond the first 256 of a source (`beyond_workers`) were dropped."""
+
     files: int
     bytes: int
     records: int
@@ -287,6 +355,8 @@ class ReadSummary(_Out, kw_only=True):
     unknown: int
     dropped_by_writer: int
     problems: list[str]
+    implausible: int = 0
+    beyond_workers: int = 0
 
 
 class SourceSummary(_Out, kw_only=True):
@@ -298,6 +368,7 @@ class SourceSummary(_Out, kw_only=True):
     limit: int | None
     version: str | None
     events: dict[str, int] = {}  # supervisor-wide events (start, signal, give_up...) by type
+    namespace: str | None = None
 
 
 class Report(_Out, kw_only=True):
@@ -310,6 +381,7 @@ class Report(_Out, kw_only=True):
     workers: list[Worker]
     gave_up: list[str] = []  # "source / worker" of each worker memwarden gave up on
     recommendations: list[Recommendation] = []
+    workloads: list[Workload] = []  # several sources: records grouped by workload (fleet.py)
 
 
 __all__ = [
@@ -322,6 +394,7 @@ __all__ = [
     "Gc",
     "Generation",
     "LevelTime",
+    "PooledLeak",
     "Projection",
     "ReadSummary",
     "Recommendation",
@@ -336,4 +409,5 @@ __all__ = [
     "Verdict",
     "Worker",
     "WorkerAdvice",
+    "Workload",
 ]

@@ -4,7 +4,7 @@ The analysis never keeps records nor per-sample columns: each chunk the reader d
 grouped by worker and folded into that worker's generation windows (`windows.py`), their level
 runs and time in each level, and an evenly spaced subset of its counters. Of the bursts (the
 flight recorder), only those around a change to HIGH or CRITICAL are kept, undecoded: they
-hold the crossing that started a replacement. Memory is O(windows + level changes + 4096
+hold the crossing that started a replacement. Memory is O(windows + level changes + 1024
 counter readings + those bursts) per worker, however long the record.
 """
 
@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from snapshots import memory, plausible
 from snapshots.burst import decode_burst
+from snapshots.plausible import time_ok
 from snapshots.schema import Burst, Event, Header, Record
 from snapshots.windows import LEVELS, GenerationData
 
-#: Most worker-counter readings kept per worker (see WorkerData).
-MAX_COUNTERS = 4096
+#: Most worker-counter readings kept per worker (see WorkerData): far more than the fits on
+#: them see (200 points), enough for the cumulative gc counters' increases.
+MAX_COUNTERS = 1024
+#: Workers analysed per source (far more than one supervisor runs): the records of any
+#: further name are dropped and counted, so that a damaged or forged set of many names
+#: cannot make the analysis' memory and time grow without bound.
+MAX_WORKERS = 256
 #: Bursts kept per generation (those around a change to HIGH or CRITICAL).
 MAX_BURSTS = 8
 #: A burst spans at most this long (2 s before its cause and 1 s after, and some slack).
@@ -31,6 +38,9 @@ _BURST_SPAN_S = 3.5
 _T = operator.attrgetter("t")
 _GEN = operator.attrgetter("generation")
 _LIMIT = operator.attrgetter("limit")
+_WORKER = operator.attrgetter("worker")
+#: Up to this many workers in a chunk, samples are grouped with a pass per worker.
+_FEW = 16
 _DROPPED = operator.attrgetter("dropped")
 
 
@@ -95,6 +105,20 @@ _INTS = msgspec.json.Decoder(list[int])
 _COUNTERS = msgspec.json.Decoder(Counters)
 
 
+_COUNTER_LIST = msgspec.json.Decoder(list[Counters | None])
+
+
+def _decode_all(kept: list[Counters | msgspec.Raw | None]) -> list[Counters | None]:
+    """Decode the kept raw counters in one call (as one JSON array); one by one only when
+    some are damaged, so that a bad reading is dropped alone."""
+    raws = [c if isinstance(c, msgspec.Raw) else b"null" for c in kept]
+    try:
+        decoded = _COUNTER_LIST.decode(b"[" + b",".join(raws) + b"]")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        decoded = [_counters(c) if isinstance(c, msgspec.Raw) else None for c in kept]
+    return [c if isinstance(c, Counters) else d for c, d in zip(kept, decoded, strict=True)]
+
+
 def _counters(raw: msgspec.Raw | None) -> Counters | None:
     """Decode a sample's `stats`; None when absent or not an object of numbers."""
     if not raw:
@@ -132,21 +156,28 @@ class WorkerData:
     events: list[Event] = field(default_factory=list)
     bursts: int = 0
     kept_bursts: dict[int, list[BurstView]] = field(default_factory=dict)
+    implausible: int = 0  # samples dropped: a time or size no record can hold
     _seen: int = 0
     _raw: bool = False
     _series: dict[tuple[str, int | None], tuple[list[float], list[float], list[float]]] = \
         field(default_factory=dict)
 
     def add(self, group: list[SampleView]) -> None:
-        """Fold one chunk's samples of this worker (in file order) in."""
-        self.samples += len(group)
+        """Fold one chunk's samples of this worker (in file order) in; implausible ones
+        (`plausible.py`) are dropped and counted."""
         gens = set(map(_GEN, group))
+        dropped = 0
         if len(gens) == 1:
-            self._generation(group[0].generation).add(list(map(_T, group)), group)
+            dropped = self._generation(group[0].generation).add(list(map(_T, group)), group)
         else:  # a replacement overlaps its predecessor: split by generation
             for g in sorted(gens):
                 part = [s for s in group if s.generation == g]
-                self._generation(g).add(list(map(_T, part)), part)
+                dropped += self._generation(g).add(list(map(_T, part)), part)
+        if dropped:  # rare: the counters of the dropped samples are not kept either
+            self.implausible += dropped
+            kept = plausible.keep(list(map(_T, group)), *memory.columns(group))
+            group = [group[i] for i in kept]
+        self.samples += len(group)
         self.keep_counters(group)
 
     def _generation(self, g: int) -> GenerationData:
@@ -200,8 +231,7 @@ class WorkerData:
                        ) -> tuple[list[float], list[float], list[float]]:
         """Times, values and RSS of the counter `name` where present (of one generation)."""
         if self._raw:
-            self.counters = [_counters(c) if isinstance(c, msgspec.Raw) else c
-                             for c in self.counters]
+            self.counters = _decode_all(self.counters)
             self._raw = False
             if any(a > b for a, b in itertools.pairwise(self.counter_t)):
                 order = sorted(range(len(self.counter_t)), key=self.counter_t.__getitem__)
@@ -236,6 +266,7 @@ class Frame:
     period_s: float = 1.0
     max_windows: int = 2000
     warmup_s: float = 6.0
+    span_s: float = 0.0  # from the first record to the last, when known
 
 
 class Collector:
@@ -246,13 +277,24 @@ class Collector:
         self.source_events: dict[str, list[Event]] = {}
         self.frames: dict[str, Frame] = {}
         self.dropped = 0
+        self.implausible = 0  # events and bursts of a time no record can have
+        self.beyond_workers = 0  # records of workers beyond MAX_WORKERS in their source
+        self._count: dict[str, int] = {}
 
-    def _worker(self, source: str, name: str) -> WorkerData:
+    def _worker(self, source: str, name: str) -> WorkerData | None:
+        """The worker's data; None (its records to be dropped and counted) for a worker
+        beyond the first MAX_WORKERS of its source."""
         w = self.workers.get((source, name))
         if w is None:
+            if self._count.get(source, 0) >= MAX_WORKERS:
+                return None
+            self._count[source] = self._count.get(source, 0) + 1
             f = self.frames.get(source) or Frame(0.0, 1.0)
             w = self.workers[(source, name)] = WorkerData(
                 source, name, f.origin, f.width, f.period_s, f.max_windows, f.warmup_s)
+            # Counters kept at the stride the record's length calls for from the start:
+            # copying most readings only to drop them as the stride doubles is wasted work.
+            w.counter_stride = max(1, int(f.span_s / f.period_s / MAX_COUNTERS))
         return w
 
     def add(self, source: str, records: Sequence[Record]) -> list[Header]:
@@ -262,28 +304,52 @@ class Collector:
         (comprehensions, `map`, slices) rather than Python work per sample.
         """
         headers: list[Header] = []
-        groups: dict[str, list[SampleView]] = {}
-        for r in records:
+        is_sample = SampleView.__instancecheck__
+        for r in itertools.filterfalse(is_sample, records):  # few: events, bursts, headers
             cls = r.__class__
-            if cls is SampleView:
-                group = groups.get(r.worker)  # type: ignore[attr-defined]
-                if group is None:
-                    group = groups[r.worker] = []  # type: ignore[attr-defined]
-                group.append(r)  # type: ignore[arg-type]
-            elif cls is Event:
+            if cls is Header:
+                headers.append(r)  # type: ignore[arg-type]
+                continue
+            if not time_ok(r.t):
+                self.implausible += 1
+                continue
+            if cls is Event:
                 e: Event = r  # type: ignore[assignment]
                 if e.type == "dropped" and e.dropped:
                     self.dropped += e.dropped
-                if e.worker:
-                    self._worker(source, e.worker).events.append(e)
-                else:
+                if not e.worker:
                     self.source_events.setdefault(source, []).append(e)
+                elif (w := self._worker(source, e.worker)) is not None:
+                    w.events.append(e)
+                else:
+                    self.beyond_workers += 1
             elif cls is BurstView:
-                self._worker(source, r.worker).burst(r)  # type: ignore[attr-defined,arg-type]
-            elif cls is Header:
-                headers.append(r)  # type: ignore[arg-type]
+                if (w := self._worker(source, r.worker)) is not None:  # type: ignore[attr-defined]
+                    w.burst(r)  # type: ignore[arg-type]
+                else:
+                    self.beyond_workers += 1
+        samples: list[SampleView] = list(filter(is_sample, records))  # type: ignore[arg-type]
+        names = list(map(_WORKER, samples))
+        distinct = set(names)
+        groups: dict[str, list[SampleView]] = {}
+        if len(distinct) == 1:
+            groups[names[0]] = samples
+        elif len(distinct) <= _FEW:
+            # One C-level pass per worker beats a Python loop over the samples while
+            # workers are few (a pod runs one or a handful).
+            for name in sorted(distinct):
+                groups[name] = list(itertools.compress(samples, map(name.__eq__, names)))
+        else:
+            for r, name in zip(samples, names, strict=True):
+                group = groups.get(name)
+                if group is None:
+                    group = groups[name] = []
+                group.append(r)
         for name, group in groups.items():
             w = self._worker(source, name)
+            if w is None:
+                self.beyond_workers += len(group)
+                continue
             w.add(group)
             limit = next(filter(None, map(_LIMIT, reversed(group))), None)
             if limit is not None:

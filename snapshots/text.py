@@ -6,13 +6,16 @@ import time
 
 from snapshots.report import (
     Ending,
+    Generation,
     Projection,
     Recommendation,
     Replacement,
     Report,
     Targets,
     Worker,
+    Workload,
 )
+from snapshots.series import MAX_WORKERS
 
 
 def size(n: float | None) -> str:
@@ -36,16 +39,35 @@ def duration(s: float | None) -> str:
 
 
 def stamp(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
+    """A UTC date and time; a time no calendar function takes is printed as a number."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
+    except (OverflowError, OSError, ValueError):
+        return f"t={t:.6g}"
 
 
-def _projection(p: Projection) -> str:
+def projection(p: Projection) -> str:
+    """A time to a threshold, as every format prints it (see docs/analyze.md)."""
+    where = f"generation {p.generation} at {size(p.from_bytes)} at the end of the record"
     if p.reached:
-        return f"{p.target} {size(p.bytes)}: already reached"
+        return f"already reached ({where})"
     if p.seconds is None:
-        return f"{p.target} {size(p.bytes)}: not at this rate"
-    return (f"{p.target} {size(p.bytes)}: in {duration(p.seconds)} "
-            f"(range {duration(p.earliest)} to {duration(p.latest)})")
+        return f"not at this rate ({where})"
+    rate = "its trend" if p.rate_from == "trend" else "the leak's rate, pooled"
+    return (f"in {duration(p.seconds)} (range {duration(p.earliest)} to "
+            f"{duration(p.latest)}), from {where}, at {rate}")
+
+
+def figures(w: Worker) -> list[tuple[str, str]]:
+    """The figures of one worker that text and HTML both print, each from the one
+    definition in docs/analyze.md; the formats' agreement is tested on these."""
+    out = [("recorded", f"{stamp(w.start)} to {stamp(w.end)} ({duration(w.end - w.start)})")]
+    if w.leak is not None:
+        out.append(("leak", w.leak.summary))
+    out.extend((f"time to {p.target} {size(p.bytes)}", projection(p)) for p in w.projections)
+    out.extend((f"generation {g.generation} at ready", size(g.at_ready))
+               for g in w.generations if g.at_ready is not None)
+    return out
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -98,16 +120,18 @@ def _replacement(r: Replacement) -> str:
     peak = f", peak {size(r.rss_peak_before)}" if r.rss_peak_before is not None else ""
     ready = f", ready in {r.ready_after_s:.1f} s" if r.ready_after_s is not None else ""
     return (f"  replacement -> generation {r.generation} ({r.reason or 'no reason'}, "
-            f"profile {r.profile or '-'}): {before}{peak} -> {size(r.rss_after)} once ready"
+            f"profile {r.profile or '-'}): {before}{peak} -> {size(r.rss_after)} at ready"
             f"{ready}, held {duration(r.held_s)} until {r.until}")
 
 
 def worker_lines(w: Worker) -> list[str]:
     """The block of one worker."""
+    facts = figures(w)
     lines = [f"{w.source} / {w.worker}: leak verdict {w.verdict.upper()}",
-             f"  {stamp(w.start)} to {stamp(w.end)} ({duration(w.end - w.start)}), "
-             f"{w.samples} samples, {len(w.generations)} generation(s), "
-             f"max level {w.max_level}"]
+             f"  {facts[0][1]}, {w.samples} samples, {len(w.generations)} generation(s), "
+             f"max level {w.max_level}; memory is {measure(w.measure)}"]
+    lines.extend(f"  {value}" if name == "leak" else f"  {name}: {value}"
+                 for name, value in facts[1:] if not name.startswith("generation "))
     if w.ending is not None:
         lines.append("  " + ending_line(w.ending))
     if w.segment:
@@ -125,8 +149,6 @@ def worker_lines(w: Worker) -> list[str]:
     a = w.attribution
     extra = f", {a.objects_per_mb:.0f} objects/MB" if a.objects_per_mb else ""
     lines.append(f"  attribution: {a.kind}: {a.detail}{extra}")
-    if w.projections:
-        lines.append("  time to: " + "; ".join(_projection(p) for p in w.projections))
     lines.append("  time in level: " + ", ".join(
         f"{x.level} {duration(x.seconds)} ({x.share:.0%})" for x in w.levels if x.seconds))
     lines.append(f"  transitions: {w.transitions}, flaps {w.flaps_per_hour:.1f}/h within a "
@@ -145,17 +167,8 @@ def worker_lines(w: Worker) -> list[str]:
         lines.append(f"  gc pauses: {g.pause_ms_total:.0f} ms total{mean}")
     lines.extend(_replacement(r) for r in w.replacements)
     if w.generations:
-        rows = [["gen", "profile", "uptime", "rss start", "rss end", "rss max", "MB/h",
-                 "peak MB/s", "shape", "verdict", "level", "at high", "trims", "obj/MB"]]
-        for g in w.generations:
-            high = g.level_seconds.get("high", 0.0) + g.level_seconds.get("critical", 0.0)
-            rows.append([str(g.generation), g.profile or "-", duration(g.uptime_s),
-                         size(g.rss_start), size(g.rss_end), size(g.rss_max),
-                         f"{g.slope_mb_h:+.2f}" if g.shape != "short" else "-",
-                         f"{g.growth_peak_mb_s:.1f}" if g.growth_peak_mb_s is not None else "-",
-                         g.shape, g.verdict, g.max_level, _seconds(high) if high else "-",
-                         str(g.trims), f"{g.objects_per_mb:.0f}" if g.objects_per_mb else "-"])
-        lines.extend("  " + x for x in _table(rows))
+        lines.extend("  " + x for x in _table([GENERATION_COLUMNS, *map(generation_row,
+                                                                        w.generations)]))
     for g in w.generations:
         if g.finding:
             when = f" ({stamp(g.finding_t)})" if g.finding_t is not None else ""
@@ -167,13 +180,39 @@ def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else duration(s)
 
 
+#: The per-generation table; memory columns are the compared figure (`measure`).
+GENERATION_COLUMNS = ["gen", "profile", "uptime", "at ready", "memory start", "memory end",
+                      "memory max", "MB/h", "MB/s after start-up", "peak MB/s", "shape",
+                      "verdict", "in leak", "level", "at high", "trims", "obj/MB"]
+
+
+def generation_row(g: Generation) -> list[str]:
+    """One row of the per-generation table, the same in text and HTML."""
+    high = g.level_seconds.get("high", 0.0) + g.level_seconds.get("critical", 0.0)
+    return [str(g.generation), g.profile or "-", duration(g.uptime_s), size(g.at_ready),
+            size(g.rss_start), size(g.rss_end), size(g.rss_max),
+            f"{g.slope_mb_h:+.2f}" if g.shape != "short" else "-",
+            f"{g.growth_mb_s:+.2f}" if g.growth_mb_s is not None else "-",
+            f"{g.growth_peak_mb_s:.1f}" if g.growth_peak_mb_s is not None else "-",
+            g.shape, g.verdict, "yes" if g.in_leak else "-", g.max_level,
+            _seconds(high) if high else "-", str(g.trims),
+            f"{g.objects_per_mb:.0f}" if g.objects_per_mb else "-"]
+
+
+def measure(name: str) -> str:
+    """What the recorded memory figure is, named as the chart's axis and the text say it."""
+    return {"cgroup": "the cgroup working set (the figure thresholds compare)",
+            "pss": "the tree's PSS-corrected RSS (the figure thresholds compare)"
+            }.get(name, "the tree's RSS (the figure thresholds compare)")
+
+
 def recommendation_lines(r: Recommendation) -> list[str]:
     """The recommendation for one source, with the paste-ready snippets."""
     lines = [f"recommended settings for {r.source} (margin {r.margin:.0%}):",
              f"  container memory limit {r.limit.text}: {r.limit.reason}",
              f"  memory request {r.request.text}: {r.request.reason}"]
     for a in r.workers:
-        lines.append(f"  {a.worker}: working set once ready {size(a.startup)}, 90th "
+        lines.append(f"  {a.worker}: highest at ready {size(a.startup)}, 90th "
                      f"percentile {size(a.typical)}, peak {size(a.peak)}")
         lines.append(f"    high {a.high.text}: {a.high.reason}")
         lines.append(f"    critical {a.critical.text}: {a.critical.reason}")
@@ -186,6 +225,16 @@ def recommendation_lines(r: Recommendation) -> list[str]:
     return lines
 
 
+def workload_lines(w: Workload) -> list[str]:
+    """One workload of a fleet: its verdict over the replicas and its one recommendation."""
+    r = w.recommendation
+    a = r.workers[0]
+    return [f"  {w.workload}: {w.summary}",
+            f"    high {a.high.text}: {a.high.reason}",
+            f"    critical {a.critical.text}; container memory limit {r.limit.text}, request "
+            f"{r.request.text}; cooldown {r.cooldown.text}"]
+
+
 def render(report: Report) -> str:
     """The whole terminal report."""
     r = report.read
@@ -196,6 +245,11 @@ def render(report: Report) -> str:
              + (f"; skipped {r.corrupt} corrupt line(s)" if r.corrupt else "")
              + (f"; {r.truncated} truncated" if r.truncated else "")
              + (f"; {r.unknown} of unknown kind" if r.unknown else "")
+             + (f"; dropped {r.implausible} with a time or size no record can hold"
+                if r.implausible else "")
+             + (f"; dropped {r.beyond_workers} of workers beyond the first {MAX_WORKERS} of a "
+                "source"
+                if r.beyond_workers else "")
              + (f"; the writer dropped {r.dropped_by_writer} record(s)"
                 if r.dropped_by_writer else "")]
     if report.gave_up:
@@ -204,6 +258,11 @@ def render(report: Report) -> str:
         if src.events:
             lines.append(f"{src.label}: supervisor events: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(src.events.items())))
+    if report.workloads:
+        lines.append(f"workloads ({len(report.workloads)}, from {len(report.sources)} "
+                     "sources grouped by pod owner, else by worker name and command):")
+        for wl in report.workloads:
+            lines.extend(workload_lines(wl))
     lines.append("")
     for w in report.workers:
         lines.extend(worker_lines(w))
@@ -214,5 +273,6 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["duration", "ending_line", "recommendation_lines", "render", "size", "stamp",
-           "targets_line", "worker_lines"]
+__all__ = ["GENERATION_COLUMNS", "duration", "ending_line", "figures", "generation_row",
+           "measure", "projection", "recommendation_lines", "render", "size", "stamp",
+           "targets_line", "worker_lines", "workload_lines"]

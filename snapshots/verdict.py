@@ -79,8 +79,9 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
         reasons.append(f"a {shape.name} shape is not a leak pattern; growth is only suspected")
         return "suspected", reasons
     if span_s < gate.min_span_s:
-        reasons.append(f"only {text.duration(span_s)} recorded; at least "
-                       f"{text.duration(gate.min_span_s)} are needed for more than a suspicion")
+        reasons.append(f"the generation lasted {text.duration(span_s)}; at least "
+                       f"{text.duration(gate.min_span_s)} of one generation are needed for "
+                       "more than a suspicion")
         return "suspected", reasons
     if shape.name == "linear" and f.r2 < LIKELY_R2:
         # Memory that wanders slowly (caches, allocators) passes trend tests on a short
@@ -96,8 +97,13 @@ def judge(shape: Shape, span_s: float, current: float, reference: int | None,
 
 
 def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: float | None,
-              rss_level: float, trims: int, trims_dropped: bool) -> Attribution:
-    """Name where growth comes from, using the worker's object counters when it sends them."""
+              rss_level: float, trims: int, trims_dropped: bool, steady: bool = False
+              ) -> Attribution:
+    """Name where growth comes from, using the worker's object counters when it sends them.
+
+    `steady`: memory grows at one rate (a linear shape, or a leak pooled over generations).
+    Fragmentation holds on to what trims free; it does not grow at a steady rate, so steady
+    growth beside bounded object counts is memory held outside the counted objects."""
     per_mb = (objects_level / (rss_level / 1e6)) if objects_level and rss_level > 0 else None
     if not growing:
         return Attribution(kind="none", detail="memory is not growing", objects_per_mb=per_mb)
@@ -113,14 +119,15 @@ def attribute(rss_fit: Fit, growing: bool, objects: Fit | None, objects_level: f
                            detail=f"objects grow with memory ({objects.slope * 3600:+.0f}/h); "
                            "look for a store or cache without a bound",
                            objects_per_mb=per_mb, bytes_per_object=per_object)
-    if trims and trims_dropped:
+    if trims and trims_dropped and not steady:
         return Attribution(kind="fragmentation",
                            detail="object counts stay bounded and trims drop objects, yet "
                            "memory does not come back: allocator fragmentation or retention",
                            objects_per_mb=per_mb)
     return Attribution(kind="native",
-                       detail="memory grows while Python object counts do not: a native "
-                       "(C extension, subprocess) leak or allocator retention",
+                       detail="memory grows while the object counts the worker reports do "
+                       "not: it is held outside them (a module-level cache, a C extension, a "
+                       "subprocess) or retained by the allocator",
                        objects_per_mb=per_mb)
 
 
@@ -148,21 +155,26 @@ def targets(sustained: float | None, peak: float | None, seconds_over: list[floa
                  "met" if objects_per_mb > OBJECTS_PER_MB_TARGET else "below"))
 
 
-def project(f: Fit, current: float, targets: dict[str, int]) -> list[Projection]:
-    """Time from now to each target at the fitted slope; the range uses the 95 % interval."""
+def project(rate: float | None, low: float, high: float, at_end: float, end_t: float,
+            generation: int, rate_from: str, targets: dict[str, int]) -> list[Projection]:
+    """Time to each target from the record's end (see "Time to a threshold" in
+    docs/analyze.md): from `at_end`, the memory of `generation` (the one still running at
+    `end_t`), at `rate` bytes/s with the range from `high` (earliest) to `low` (latest).
+    `rate` None or not above zero: never reached at this rate (`seconds` None)."""
     out = []
     for name, size in targets.items():
-        gap = size - current
-        if gap <= 0:
-            out.append(Projection(target=name, bytes=size, seconds=0.0, earliest=0.0,
-                                  latest=0.0, reached=True))
-            continue
+        gap = size - at_end
 
-        def at(rate: float, gap: float = gap) -> float | None:
-            return gap / rate if rate > 0 else None
+        def at(r: float | None, gap: float = gap) -> float | None:
+            return gap / r if r is not None and r > 0 else None
 
-        out.append(Projection(target=name, bytes=size, seconds=at(f.slope),
-                              earliest=at(f.hi), latest=at(f.lo)))
+        reached = gap <= 0
+        out.append(Projection(
+            target=name, bytes=size, seconds=0.0 if reached else at(rate),
+            earliest=0.0 if reached else at(high if rate else None),
+            latest=0.0 if reached else at(low if rate else None), reached=reached,
+            from_t=end_t, from_bytes=int(at_end), generation=generation,
+            rate_from=rate_from if rate else ""))
     return out
 
 

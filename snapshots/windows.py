@@ -15,7 +15,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from snapshots import memory
+from snapshots import memory, plausible
 
 HEAD = 10  # first and last samples of a generation kept as they are
 LEVELS = ("low", "medium", "high", "critical")
@@ -81,15 +81,25 @@ class GenerationData:
     _last_t: float | None = None
     _last_level: str = "low"
 
-    def add(self, ts: Sequence[float], group: Sequence[object]) -> None:
-        """Fold samples (`group`, with their times `ts`, in time order) into the windows."""
+    def add(self, ts: Sequence[float], group: Sequence[object]) -> int:
+        """Fold samples (`group`, with their times `ts`, in time order) into the windows;
+        return how many were dropped as implausible (`plausible.py`)."""
         n = len(ts)
         if not n:
-            return
+            return 0
+        lows, means, highs = memory.columns(group)
+        dropped = 0
+        if not plausible.columns_ok(ts, lows, means, highs):
+            kept = plausible.keep(ts, lows, means, highs)
+            dropped = n - len(kept)
+            ts, group = [ts[i] for i in kept], [group[i] for i in kept]
+            lows, means, highs = ([col[i] for i in kept] for col in (lows, means, highs))
+            n = len(ts)
+            if not n:
+                return dropped
         self.samples += n
         self.first_t = min(self.first_t, ts[0])
         self.last_t = max(self.last_t, ts[-1])
-        lows, means, highs = memory.columns(group)
         if len(self.head) < HEAD:
             self.head.extend(zip(ts[:HEAD - len(self.head)], means, strict=False))
         self.tail = (self.tail + list(zip(ts[-HEAD:], means[-HEAD:], highs[-HEAD:],
@@ -118,6 +128,7 @@ class GenerationData:
             a = b
         while len(self.t) > 2 * self.max_windows:
             self._fold()
+        return dropped
 
     def _growth(self, ts: Sequence[float], group: Sequence[object]) -> None:
         start = bisect.bisect_left(ts, self.first_t + self.warmup_s)

@@ -28,7 +28,7 @@ def test_text_report_names_the_verdict_and_reasons(tmp_path, capsys) -> None:
     assert _run(str(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "host-a / crawler: leak verdict" in out
-    assert "MB/h" in out and "time to:" in out and "gen" in out
+    assert "MB/h" in out and "time to high" in out and "gen" in out
 
 
 def test_json_report_follows_the_documented_schema(tmp_path) -> None:

@@ -100,7 +100,7 @@ def test_report_renders_without_errors_and_is_not_blank(tmp_path: pathlib.Path) 
     assert shot.exists(), done.stderr[-2000:]
 
     dom = _browser(tmp_path, "--dump-dom", report.as_uri())
-    assert dom.stdout.count("<svg") == 2 and "crawler" in dom.stdout
+    assert dom.stdout.count('role="img"') == 2 and "crawler" in dom.stdout
     assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
 
     width, channels, rows = _pixels(shot.read_bytes())
@@ -129,7 +129,7 @@ def _dom_scale(dom: str) -> tuple[float, float]:
 
 def test_trend_line_in_the_browser_rises_at_the_stated_slope(tmp_path: pathlib.Path) -> None:
     from snapshots import synthetic
-    from snapshots.html import TREND_COLOUR
+    from snapshots.html import PAD_R, TREND_COLOUR, W
     from tests.snapshots.generators import leak_to_a_far_limit
 
     for seed in (1, 2, 3):
@@ -145,12 +145,21 @@ def test_trend_line_in_the_browser_rises_at_the_stated_slope(tmp_path: pathlib.P
         px_mb, px_s = _dom_scale(dom)
         drawn = (y1 - y2) / px_mb / ((x2 - x1) / px_s) * 3600
         assert drawn == pytest.approx(stated, rel=0.01), (seed, drawn, stated)
-        assert "critical 500.0 MB</title>" in dom  # the CRITICAL line is drawn
+        # The y-axis follows the data: the far limit is named, not drawn.
+        assert "limit 8000.0 MB (above the chart: not drawn)" in dom
+        # The trend spans the data it was fitted to, never beyond the record's end.
+        ends = [float(x) for x in re.findall(r'<line x1="([\d.]+)" x2="[\d.]+" y1="[\d.]+" '
+                                             r'y2="[\d.]+" stroke="#555"', dom)]
+        assert x2 <= W - PAD_R + 0.01 and not [x for x in ends if x > x2 + 0.01]
+        assert 'class="legend"' in dom and "over the span it was fitted to" in dom
 
         # The pixels the browser painted in the trend's colour lie on that line: it is
-        # clipped by the plot, not bent to stay inside it.
+        # clipped by the plot, not bent to stay inside it. (The legend's sample of the
+        # line, in the same colour, is left out of this page.)
         shot = tmp_path / f"far-{seed}.png"
-        _browser(tmp_path, f"--screenshot={shot}", report.as_uri())
+        chart_only = tmp_path / f"far-{seed}-chart.html"
+        chart_only.write_text(re.sub(r'<ul class="legend">.*?</ul>', "", report.read_text()))
+        _browser(tmp_path, f"--screenshot={shot}", chart_only.as_uri())
         width, channels, rows = _pixels(shot.read_bytes())
         want = bytes.fromhex(TREND_COLOUR[1:])
         points = [(x, y) for y, row in enumerate(rows) for x in range(width)

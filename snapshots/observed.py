@@ -12,22 +12,10 @@ from typing import TYPE_CHECKING
 from snapshots.pooled import STARTUP_PERIODS, startup_end
 from snapshots.recommend import Observed
 from snapshots.shape import GROWTH_SHAPES
-from snapshots.trend import Fit, thin
-from snapshots.windows import Windows, quantile
+from snapshots.trend import peak, thin
 
 if TYPE_CHECKING:
     from snapshots.worker import WorkerResult
-
-
-def peak(w: Windows, f: Fit, at: float | None = None) -> float:
-    """Where the peaks are at time `at` (default: the end): the trend line there plus the
-    95th percentile of the peaks' excess over the line."""
-    if not len(w):
-        return 0.0
-    ts, his = thin(w.t, w.hi, 1000)
-    excess = quantile([h - f.at(x) for x, h in zip(ts, his, strict=True)], 0.95)
-    return f.at(w.t[-1] if at is None else at) + max(0.0, excess)
-
 
 
 def observed(r: WorkerResult) -> Observed:

@@ -19,7 +19,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from snapshots.windows import median
+from snapshots.windows import Windows, median, quantile
 
 #: Largest series the O(n²) estimators see; longer ones are thinned deterministically.
 MAX_POINTS = 200
@@ -175,4 +175,14 @@ def _median_sorted(v: Sequence[float]) -> float:
     return float(v[mid]) if n % 2 else (v[mid - 1] + v[mid]) / 2.0
 
 
-__all__ = ["MAX_POINTS", "P_SIGNIFICANT", "Fit", "fit", "least_squares", "thin"]
+def peak(w: Windows, f: Fit, at: float | None = None) -> float:
+    """Where the peaks are at time `at` (default: the end): the trend line there plus the
+    95th percentile of the peaks' excess over the line."""
+    if not len(w):
+        return 0.0
+    ts, his = thin(w.t, w.hi, 1000)
+    excess = quantile([h - f.at(x) for x, h in zip(ts, his, strict=True)], 0.95)
+    return f.at(w.t[-1] if at is None else at) + max(0.0, excess)
+
+
+__all__ = ["MAX_POINTS", "P_SIGNIFICANT", "Fit", "fit", "least_squares", "peak", "thin"]

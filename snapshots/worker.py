@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from snapshots import lifecycle, pooled, recommend
-from snapshots.observed import peak
 from snapshots.plausible import MAX_BYTES
 from snapshots.report import (
     VERDICTS,
@@ -34,7 +33,7 @@ from snapshots.report import (
 from snapshots.schema import Event
 from snapshots.series import LEVELS, WorkerData
 from snapshots.shape import MIN_WINDOWS, Shape, classify
-from snapshots.trend import fit
+from snapshots.trend import fit, peak
 from snapshots.verdict import Gate, attribute, judge, project, targets, trend_out
 from snapshots.windows import GenerationData, Windows, median
 

@@ -29,8 +29,8 @@ from tests.conftest import ROOT, Memwarden, wait_until
 LEAKY = str(ROOT / "scripts" / "leaky_worker.py")
 AUTOMATON = str(ROOT / "scripts" / "example_automaton.py")
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(not (ROOT / "supervisor").is_dir(),
-                                reason="the supervisor (memwarden run) is not here")
+#: Real runs of memwarden for tens of seconds each: the full suite only.
+pytestmark = pytest.mark.slow
 
 
 def _records(snaps: pathlib.Path) -> tuple[list[Sample], list[Event]]:

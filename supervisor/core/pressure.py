@@ -25,6 +25,9 @@ PSI_MEDIUM = 10.0
 PSI_HIGH = 40.0
 #: Host-wide PSI "some avg10" that may lift an already-pressured container by one level.
 PSI_HOST = 10.0
+#: The share of a worker's cgroup usage that must be its own held memory (not cache) for a
+#: reclaim-pressure notification to count (`WorkerClassifier.observe_pressure`).
+HELD_MIN = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,9 @@ class Change:
     threshold: float  # the line crossed (for a fall: the line lowered by the margin)
     t_ns: int  # monotonic ns of the sample that confirmed the change
     first_ns: int  # monotonic ns of the first sample of the confirming run
+    #: What woke the reading that confirmed it: "tick", or the kernel notification
+    #: ("threshold", "oom", "pressure"; `supervisor.linux.notify`).
+    source: str = "tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +240,16 @@ class WorkerClassifier(_Classifier):
         # same holds for `growth_band` and `observe_growth`.
         self.rss_band = _Input("memory", th.rss, **common)
         self.growth_band = _Input("growth", th.growth, **common)
+        # Kernel notifications on its own cgroup: each is already the kernel's judgement,
+        # so one sample confirms it. Reclaim pressure (the cgroup's "medium" level) means
+        # MEDIUM; an OOM kill under way, CRITICAL.
+        events = {"confirm": 1, "margin": 0.0, "dwell_ns": th.dwell_ns}
+        self._pressure = _Input("pressure", (1.0, None, None), **events)
+        self._oom = _Input("oom", (None, None, 1.0), **events)
 
     def _combined(self) -> Level:
-        return max(self.rss_band.level, self.growth_band.level)
+        return max(self.rss_band.level, self.growth_band.level, self._pressure.level,
+                   self._oom.level)
 
     def observe_rss(self, t_ns: int, rss: int) -> Change | None:
         """Take the tree's RSS in bytes; return a Change when the worker's level moves."""
@@ -249,6 +262,28 @@ class WorkerClassifier(_Classifier):
         """Take the robust slope of the RSS (bytes/s, over a full growth window)."""
         g = self.growth_band
         return self._after(g, t_ns) if g.feed(t_ns, bytes_per_s) else None
+
+    @property
+    def kernel_held(self) -> bool:
+        """Whether a kernel notification holds a level above LOW."""
+        return self._pressure.level > Level.LOW or self._oom.level > Level.LOW
+
+    def observe_pressure(self, t_ns: int, events: int, held: float = 1.0) -> Change | None:
+        """Take how many reclaim-pressure notifications its cgroup gave since the last call
+        (0 while calm: the level falls after MEDIUM's dwell of calm calls) and the share of
+        its usage that is its figure (`held`: working set / usage).
+
+        Notifications count only while at least HELD_MIN of its usage is held: a worker
+        streaming files under a limit makes the kernel reclaim its page cache all the time,
+        and is healthy (its usage is mostly inactive cache).
+        """
+        p = self._pressure
+        return self._after(p, t_ns) if p.feed(t_ns, events if held >= HELD_MIN else 0) else None
+
+    def observe_oom(self, t_ns: int, kills: int) -> Change | None:
+        """Take how many OOM notifications its cgroup gave since the last call."""
+        o = self._oom
+        return self._after(o, t_ns) if o.feed(t_ns, kills) else None
 
 
 class ContainerClassifier(_Classifier):
@@ -336,5 +371,5 @@ class ContainerClassifier(_Classifier):
         return self._settle(moved, t_ns)
 
 
-__all__ = ["PSI_HIGH", "PSI_HOST", "PSI_MEDIUM", "Change", "ContainerClassifier", "Thresholds",
-           "WorkerClassifier"]
+__all__ = ["HELD_MIN", "PSI_HIGH", "PSI_HOST", "PSI_MEDIUM", "Change", "ContainerClassifier",
+           "Thresholds", "WorkerClassifier"]

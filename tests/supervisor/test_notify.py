@@ -7,6 +7,7 @@ its ticks slowed to 100 ms, so that what reacts first is the notification.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -16,7 +17,15 @@ import sys
 import pytest
 
 from supervisor.core.pressure import HELD_MIN, Thresholds, WorkerClassifier
-from supervisor.linux.notify import OOM, PRESSURE, THRESHOLD, Notifier, Waiter, usage_lines
+from supervisor.linux.notify import (
+    OOM,
+    PRESSURE,
+    REARM_STEP,
+    THRESHOLD,
+    Notifier,
+    Waiter,
+    usage_lines,
+)
 from tests.conftest import in_cgroup, wait_until
 from tests.supervisor.test_replacement import config, events
 from workers.protocol import Level
@@ -235,3 +244,55 @@ def test_reclaim_under_a_small_limit_raises_medium(memwarden, memory_cgroup, tmp
     # it holds its memory before it reads, and that was said before the level changed.
     assert held, "medium was raised while the worker only wrote its file"
     assert not worker_events(snaps, "exit", oom_kill=True)
+
+
+@pytest.mark.timeout(60)
+def test_rearming_follows_the_offset_past_a_step(memory_cgroup) -> None:
+    notifier = Notifier()
+    armed = notifier.arm(str(memory_cgroup), (40 * MB, None, None), 0)
+    assert armed is not None
+    try:
+        first = armed.threshold_fd
+        assert not notifier.rearm(armed, REARM_STEP)  # within a step: left as it is
+        assert notifier.rearm(armed, 30 * MB)  # the line on usage is now 10 MiB
+        assert armed.offset == 30 * MB and armed.threshold_fd not in (-1, first)
+        with pytest.raises(OSError):  # the old eventfd is closed: its lines unregistered
+            os.fstat(first)
+        p = holder(memory_cgroup, 20)  # crosses 10 MiB of usage, not 40
+        try:
+            fired: set[str] = set()
+            wait_until(lambda: THRESHOLD in kinds(notifier, fired), what="the re-armed line")
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_without_notifications_the_ticks_alone_are_said(memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--measure", "rss", "--control", str(sock), "--snapshots", "",
+                  "--", "sleep", "600")
+    wait_until(sock.exists, what="the control socket")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status", "--json", "--control",
+                        str(sock)], capture_output=True, text=True, timeout=30)
+    m.signal(signal.SIGTERM)
+    m.wait()
+    reply = json.loads(r.stdout)
+    assert reply["notifications"].startswith("none: the rss measure"), reply
+    assert "the ticks alone watch memory" in m.stderr()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("root")
+def test_status_says_the_notifications_armed(memwarden, memory_cgroup, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--measure", "cgroup", "--control", str(sock), "--snapshots", "",
+                  "--", "sleep", "600", prefix=in_cgroup(memory_cgroup))
+    wait_until(sock.exists, what="the control socket")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status", "--json", "--control",
+                        str(sock)], capture_output=True, text=True, timeout=30)
+    m.signal(signal.SIGTERM)
+    m.wait()
+    assert json.loads(r.stdout)["notifications"].startswith("cgroup v1 thresholds"), r.stdout

@@ -209,6 +209,9 @@ class Waiter:
     Why ctypes: `select.poll` and `select.epoll` take milliseconds (rounded up), which at a
     1 ms interval would make most ticks late; `time.sleep` cannot be woken by a descriptor.
     The structures are allocated once; each wait sets four integers and makes one call.
+    Measured on a shared 2-vCPU host (the Python loop alone at 1 ms, 3 s, three runs each):
+    late ticks 100-284 with `time.sleep`, 105-500 with this; missed 22-40 against 4-22;
+    within the host's noise either way.
     """
 
     def __init__(self, fd: int) -> None:

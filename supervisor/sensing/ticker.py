@@ -118,7 +118,7 @@ class Ticker:
         self.cause = "tick"  # what woke the reading under way (`Change.source`)
         #: The workers' common cgroup, armed for reclaim pressure (`Sampler.arm_shared`).
         self.shared: Armed | None = None
-        self.shared_ns = -QUIET_NS  # when its last notification was handed on
+        self.shared_ns = -QUIET_NS  # when its last notification came (< 0: listening)
         self.control = cells()
         #: What each tick reads: replaced whole by the sampler (under its lock), never mutated.
         self.probes: tuple[Probe, ...] = ()
@@ -215,7 +215,9 @@ class Ticker:
         self.settled()
 
     def _tick(self, now: int) -> None:
-        if self._pending or self._retired:
+        control = self.control
+        if self._pending or self._retired or control[PENDING]:
+            control[PENDING] = 0  # before draining, as the compiled loop does
             self.drain(now)
         page, shift = procfs.PAGE_SIZE, SCALE_SHIFT
         # One shared buffer for every read of the tick: each is parsed before the next.
@@ -274,12 +276,18 @@ class Ticker:
 
     def calm(self, now: int) -> None:
         """Follow the offsets with the thresholds, and lower what a kernel notification
-        raised once its cgroup has been quiet for QUIET_NS (run at each drain: the
-        discoverer queues work every round)."""
+        raised once its cgroup has been quiet for QUIET_NS. Run at each drain; while a
+        notification holds a level or a descriptor is muted, it asks for the next drain
+        itself (an idle worker queues no work that would)."""
         notifier = self.notifier
         assert notifier is not None
-        if self.shared is not None and now - self.shared_ns >= QUIET_NS:
-            notifier.unmute(self.shared)
+        again = False
+        if self.shared is not None and self.shared_ns >= 0:
+            if now - self.shared_ns >= QUIET_NS:
+                notifier.unmute(self.shared)
+                self.shared_ns = -QUIET_NS
+            else:
+                again = True
         for probe in self.probes:
             armed = probe.armed
             if armed is None:
@@ -294,6 +302,9 @@ class Ticker:
                         self.report(change)
                 if not classifier.kernel_held:
                     probe.kernel_ns = 0
+            again = again or probe.kernel_ns != 0
+        if again:
+            self.control[PENDING] = 1
 
     def notified(self, now: int) -> int:
         """Kernel notifications woke the loop: read them; feed the OOM and pressure ones to
@@ -301,7 +312,8 @@ class Ticker:
         the classifier's confirming run, `burst`), with `cause` naming it until `settled`."""
         assert self.notifier is not None
         ticks = 0
-        probes = {probe.armed: probe for probe in self.probes}  # rare: allocating is fine
+        # Rare: allocating is fine.
+        probes = {probe.armed: probe for probe in self.probes if probe.armed is not None}
         for armed, kind in self.notifier.ready():
             if armed is self.shared:
                 # Reclaim under the workers' common limit: charged to the largest of them,
@@ -310,9 +322,7 @@ class Ticker:
                 for probe in self.probes:
                     if probe.armed is not None and probe.memory > largest:
                         armed, largest = probe.armed, probe.memory
-                if armed is not None and now - self.shared_ns < QUIET_NS:
-                    continue  # repeated on every reclaim pass: at most one per QUIET_NS
-                self.shared_ns = now
+                self.shared_ns = now  # muted until QUIET_NS of quiet (`calm`)
             probe = probes.get(armed)
             if probe is None or probe.closed:
                 continue
@@ -327,6 +337,7 @@ class Ticker:
                 change = classifier.observe_pressure(now, 1, self._held(probe))
             if change is not None:
                 self.report(replace(change, source=kind))
+            self.control[PENDING] = 1  # `calm` lowers it again, at drains
         return ticks
 
     @staticmethod

@@ -26,6 +26,12 @@ from supervisor.linux.notify import (
     Waiter,
     usage_lines,
 )
+from supervisor.linux.procfs import StatmReader
+from supervisor.linux.trees import ProcTree
+from supervisor.sensing.layout import PENDING
+from supervisor.sensing.probe import Probe
+from supervisor.sensing.ring import Ring
+from supervisor.sensing.ticker import QUIET_NS, Ticker
 from tests.conftest import in_cgroup, wait_until
 from tests.supervisor.test_replacement import config, events
 from workers.protocol import Level
@@ -296,3 +302,29 @@ def test_status_says_the_notifications_armed(memwarden, memory_cgroup, tmp_path)
     m.signal(signal.SIGTERM)
     m.wait()
     assert json.loads(r.stdout)["notifications"].startswith("cgroup v1 thresholds"), r.stdout
+
+
+def test_a_held_pressure_level_falls_once_its_cgroup_is_quiet(memory_cgroup) -> None:
+    """`Ticker.calm`, on the ticker's own thread in memwarden, called here directly: it
+    asks for the next drain itself while the level is held, and lowers it after MEDIUM's
+    dwell of quiet."""
+    changes: list = []
+    notifier = Notifier()
+    ticker = Ticker(interval_ns=10**6, on_change=changes.append, cgroup=None, container=None,
+                    realtime=False, which="python", notifier=notifier)
+    root = StatmReader(os.getpid())
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(8), th(), 8, None)
+    probe.armed = notifier.arm(str(memory_cgroup), (None, None, None), 0)
+    ticker.probes = (probe,)
+    try:
+        assert probe.classifier.observe_pressure(0, 1) is not None
+        probe.kernel_ns = 1  # as `notified` leaves it
+        ticker.calm(1 + QUIET_NS)  # quiet for QUIET_NS: calm fed, MEDIUM's dwell not over
+        assert not changes and ticker.control[PENDING] == 1
+        ticker.control[PENDING] = 0
+        ticker.calm(1 + QUIET_NS + th().dwell_ns[0])
+        assert [c.level for c in changes] == [Level.LOW] and changes[0].metric == "pressure"
+        assert probe.kernel_ns == 0 and ticker.control[PENDING] == 0
+    finally:
+        notifier.close()
+        root.close()

@@ -26,6 +26,9 @@ PSI_MEDIUM = 10.0
 PSI_HIGH = 40.0
 #: Host-wide PSI "some avg10" that may lift an already-pressured container by one level.
 PSI_HOST = 10.0
+#: The share of a worker's cgroup usage that must be its own held memory (not cache) for a
+#: reclaim-pressure notification to count (`WorkerClassifier.observe_pressure`).
+HELD_MIN = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class Change:
     #: What the value stands for, when a figure alone does not say it: for "projection",
     #: where the growth leads ("at 26.1 MB/s CRITICAL 4.0 GB in 2 min 10 s").
     detail: str = ""
+    #: What woke the reading that confirmed it: "tick", or the kernel notification
+    #: ("threshold", "oom", "pressure"; `supervisor.linux.notify`).
+    source: str = "tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +257,12 @@ class WorkerClassifier(_Classifier):
         # `observe_rss` would return None at once, so a caller may test that itself; the
         # same holds for `growth_band` (in projected seconds) and `observe_projection`.
         self.rss_band = _Input("memory", th.rss, **self._common)
+        # Kernel notifications on its own cgroup: each is already the kernel's judgement,
+        # so one sample confirms it. Reclaim pressure (the cgroup's "medium" level) means
+        # MEDIUM; an OOM kill under way, CRITICAL.
+        events = {"confirm": 1, "margin": 0.0, "dwell_ns": th.dwell_ns}
+        self._pressure = _Input("pressure", (1.0, None, None), **events)
+        self._oom = _Input("oom", (None, None, 1.0), **events)
         self.set_startup(th.startup_s)
 
     def set_startup(self, startup_s: float) -> None:
@@ -264,7 +276,8 @@ class WorkerClassifier(_Classifier):
             lower_is_worse=True, **self._common)
 
     def _combined(self) -> Level:
-        return max(self.rss_band.level, self.growth_band.level)
+        return max(self.rss_band.level, self.growth_band.level, self._pressure.level,
+                   self._oom.level)
 
     def observe_rss(self, t_ns: int, rss: int) -> Change | None:
         """Take the tree's RSS in bytes; return a Change when the worker's level moves."""
@@ -292,6 +305,28 @@ class WorkerClassifier(_Classifier):
         held = self.rss_band.value if memory is None else memory
         seconds, p = self.project(t_ns, bytes_per_s, held)
         return self.observe_projection(t_ns, seconds, p)
+
+    @property
+    def kernel_held(self) -> bool:
+        """Whether a kernel notification holds a level above LOW."""
+        return self._pressure.level > Level.LOW or self._oom.level > Level.LOW
+
+    def observe_pressure(self, t_ns: int, events: int, held: float = 1.0) -> Change | None:
+        """Take how many reclaim-pressure notifications its cgroup gave since the last call
+        (0 while calm: the level falls after MEDIUM's dwell of calm calls) and the share of
+        its usage that is its figure (`held`: working set / usage).
+
+        Notifications count only while at least HELD_MIN of its usage is held: a worker
+        streaming files under a limit makes the kernel reclaim its page cache all the time,
+        and is healthy (its usage is mostly inactive cache).
+        """
+        p = self._pressure
+        return self._after(p, t_ns) if p.feed(t_ns, events if held >= HELD_MIN else 0) else None
+
+    def observe_oom(self, t_ns: int, kills: int) -> Change | None:
+        """Take how many OOM notifications its cgroup gave since the last call."""
+        o = self._oom
+        return self._after(o, t_ns) if o.feed(t_ns, kills) else None
 
 
 class ContainerClassifier(_Classifier):
@@ -379,5 +414,5 @@ class ContainerClassifier(_Classifier):
         return self._settle(moved, t_ns)
 
 
-__all__ = ["PSI_HIGH", "PSI_HOST", "PSI_MEDIUM", "Change", "ContainerClassifier", "Thresholds",
-           "WorkerClassifier"]
+__all__ = ["HELD_MIN", "PSI_HIGH", "PSI_HOST", "PSI_MEDIUM", "Change", "ContainerClassifier",
+           "Thresholds", "WorkerClassifier"]

@@ -133,6 +133,11 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     snapshots_written: int | None = None
     snapshots_dropped: int | None = None
     interval_s: float | None = None
+    #: What wakes the sampler between its ticks: the kernel's notifications armed, or
+    #: "none: <why>" where the ticks alone watch memory ("" from an older memwarden).
+    notifications: str = ""
+    #: Wake-ups by those notifications so far.
+    notified: int = 0
 
 
 _decoder = msgspec.json.Decoder(Request)

@@ -59,6 +59,8 @@ def status(arbiter: Arbiter,
                          snapshots_written=getattr(sink, "written", None),
                          snapshots_dropped=getattr(sink, "dropped", None),
                          interval_s=float(arbiter.cfg.interval),
+                         notifications=arbiter.sampler.notifications,
+                         notified=stats.notified,
                          measure=arbiter.measure.how)
 
 

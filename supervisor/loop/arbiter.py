@@ -122,6 +122,8 @@ class Arbiter:
             realtime=cfg.realtime,
             measure=measure.how,
         )
+        if measure.cgroups is not None:  # where the generations reclaim: their common limit
+            self.sampler.arm_shared(measure.cgroups.instance)
         self.health = Health(self.sampler, self.policy, cfg.interval)
         self._terminal = len(self.specs) == 1
         self._stop_signal = signal.SIGTERM  # what stops workers; SIGINT after a Ctrl-C
@@ -269,10 +271,13 @@ class Arbiter:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
-            while self._changes:
-                change = self._changes.popleft()
-                with self._contained("a level change of %s", change.key or "the container"):
-                    self._level(change)
+            self._take_changes()
+
+    def _take_changes(self) -> None:
+        while self._changes:
+            change = self._changes.popleft()
+            with self._contained("a level change of %s", change.key or "the container"):
+                self._level(change)
 
     def _on_change(self, change: Change) -> None:
         """Called on the sampler thread: hand over and wake the loop, nothing more."""
@@ -577,13 +582,17 @@ class Arbiter:
         h = self.handles.get(change.key)
         if h is None or not h.alive:
             return
+        if change.source == "oom" and change.level > change.previous:
+            h.oom_noticed = True
+        woken = "" if change.source == "tick" else f" (the kernel's {change.source} notification)"
         self.events.emit(
             EventType.LEVEL, f"{change.previous.label} -> {change.level.label}: "
-            f"{explain(change)}", **_ids(h), level=change.level.label,
+            f"{explain(change)}{woken}", **_ids(h), level=change.level.label,
             previous=change.previous.label, metric=change.metric, value=change.value,
             threshold=change.threshold,
             data={"detect_ms": (change.t_ns - change.first_ns) / 1e6,
-                  "crossed_ns": change.first_ns, "confirmed_ns": change.t_ns})
+                  "crossed_ns": change.first_ns, "confirmed_ns": change.t_ns,
+                  "source": change.source})
         if self.recorder is not None:
             self.recorder.burst_later(h, "level", self.sampler)
         self.execute(self.policy.level(now, h.worker, h.number, change, headroom=headroom,
@@ -592,6 +601,9 @@ class Arbiter:
     # -- exits -------------------------------------------------------------------------------
 
     def _reap(self) -> None:
+        # Level changes first: an OOM notification that came before the kill is then known
+        # when its victim's exit is told.
+        self._take_changes()
         for pid, raw in reaper.reap():
             h = self.by_pid.pop(pid, None)
             prober = None if h is not None else next(
@@ -616,16 +628,22 @@ class Arbiter:
         if h.channel_scope is not None:
             h.channel_scope.cancel()
         by_us = h.by_us(status)
-        oom = status.signal == signal.SIGKILL and not by_us and (
+        # The notification came before the kill (memwarden's own KILL comes only after a
+        # grace, so a SIGKILL after it is the kernel's); else the counters say it.
+        noticed = status.signal == signal.SIGKILL and h.oom_noticed
+        if noticed:
+            by_us = False
+        oom = noticed or (status.signal == signal.SIGKILL and not by_us and (
             h.cgroup.oom_kills() > 0 if h.cgroup is not None
-            else self._oom_kills() > h.oom_kills_at_start)
+            else self._oom_kills() > h.oom_kills_at_start))
         role = self.policy.role(h.worker, h.number)
         retired = role == "retiring"
         self.events.emit(
             EventType.EXIT, f"{status.describe(oom_kill=oom, expected=by_us)} after "
             f"{h.uptime:.1f}s" + (" (retired)" if retired and by_us else ""),
             **_ids(h), returncode=status.code, signal=status.signal_name,
-            exit_status=status.shell, oom_kill=oom, expected=by_us, uptime_s=h.uptime)
+            exit_status=status.shell, oom_kill=oom, expected=by_us, uptime_s=h.uptime,
+            data={"oom_from": "notification" if noticed else "counter"} if oom else {})
         if not h.stopping:
             # Its main process is gone; what it left of its tree gets the same escalation.
             self._start_stop(h, self.specs[h.worker].grace, "its main process exited")

@@ -47,6 +47,9 @@ class Handle:
     signalled: set[int] = field(default_factory=set)  # signals memwarden sent to its tree
     oom_kills_at_start: int = 0
     profile: str = ""  # what it was started with, shown while its leftovers are stopped
+    #: The kernel's OOM notification on its cgroup arrived (`linux.notify`): a SIGKILL
+    #: reaped after it is the OOM killer's, known before the cgroup's counter is read.
+    oom_noticed: bool = False
     status: ExitStatus | None = None
     stopping: bool = False  # a stop (shutdown, TERM, KILL) is under way
     exited: anyio.Event = field(default_factory=anyio.Event)

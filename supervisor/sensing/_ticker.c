@@ -10,7 +10,8 @@
  * 1.1-1.4 % and the Python ticker's 3.2-4.0 %; 100 statm reads a tick: 9.9 % against
  * 8.5-10.2 %).
  *
- * `run(ticker, control, interval_ns, page_size, container_fd, stat_gate)` is called on
+ * `run(ticker, control, interval_ns, page_size, container_fd, stat_gate, notify_fd)` is
+ * called on
  * the sampler's ticker thread and returns when `control[STOP]` is set. It reads from the
  * ticker, with the GIL held: `probes` (a tuple of probes), and per probe `usage_fd` (>= 0:
  * one cgroup usage file), `sources` (((statm fd, fixed-point scale), ...) otherwise),
@@ -20,6 +21,13 @@
  * failed, `observe(probe, now, memory)` for a value outside the band,
  * `container_tick(now)` when usage minus `control[INACTIVE]` reaches `stat_gate`, and
  * `tick_failed(exception)` when any of these raises.
+ *
+ * With `notify_fd` >= 0 (the epoll set of the kernel's notifications, linux/notify.py) the
+ * wait for the next deadline is a ppoll on it instead of a sleep: when it becomes readable
+ * the loop calls `notified(now)`, which reads what fired and returns how many immediate
+ * ticks to run (the classifier's confirming run), runs them at once on fresh reads, then
+ * calls `settled()`. Immediate ticks are not ticks of the schedule: they move no deadline
+ * and no counter but NOTIFIED.
  *
  * The table of what to read is a copy, brought up to date after a drain or a dropped
  * reader: rebuilt when the Python side replaced the tuple of probes or a probe's sources,
@@ -35,6 +43,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -44,12 +53,13 @@
 /* The control array: counters, flags and the container's figures, shared with Python
  * (supervisor/sensing/layout.py keeps the same order; LAYOUT below lets it refuse a
  * stale build). */
-enum { PENDING, STOP, TICKS, LATE, MISSED, MAX_LATE_NS, USAGE, INACTIVE, CONTROL_SLOTS };
+enum { PENDING, STOP, TICKS, LATE, MISSED, MAX_LATE_NS, USAGE, INACTIVE, NOTIFIED,
+       CONTROL_SLOTS };
 /* The ring's state after its samples (supervisor/sensing/ring.py: HEAD, COUNT, APPENDS). */
 enum { R_HEAD, R_COUNT, R_APPENDS, RING_STATE };
 
-#define LAYOUT "control:pending,stop,ticks,late,missed,max_late_ns,usage,inactive;" \
-               "ring:samples,head,count,appends;2"
+#define LAYOUT "control:pending,stop,ticks,late,missed,max_late_ns,usage,inactive,notified;" \
+               "ring:samples,head,count,appends;3"
 
 #define READ_BYTES 64 /* procfs.StatmReader.BYTES: statm's first two numbers fit */
 #define SCALE_SHIFT 16 /* pss.SCALE_SHIFT */
@@ -94,7 +104,8 @@ typedef struct {
 } Table;
 
 static PyObject *s_probes, *s_usage_fd, *s_sources, *s_offset, *s_ring, *s_storage, *s_band,
-    *s_lo, *s_hi, *s_drain, *s_drop_lost, *s_observe, *s_container_tick, *s_tick_failed;
+    *s_lo, *s_hi, *s_drain, *s_drop_lost, *s_observe, *s_container_tick, *s_tick_failed,
+    *s_notified, *s_settled;
 
 static inline int64_t load(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void store(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -478,13 +489,66 @@ static void python_part(Table *t, int64_t now, int container)
         call_now(t, s_container_tick, now);
 }
 
+/* The reads of one tick, scheduled or immediate (no GIL on entry or exit). */
+static PyThreadState *tick(Table *t, PyThreadState *ts, int64_t now, char *buf,
+                           int container_fd, int64_t stat_gate)
+{
+    int64_t *c = t->control;
+    int python = read_probes(t, now, buf);
+    int container = 0;
+    if (container_fd >= 0) { /* the container's usage, every tick */
+        ssize_t got = read_at_0(container_fd, buf);
+        const char *p = buf;
+        int64_t usage = got > 0 ? number(&p, buf + got) : -1;
+        store(&c[USAGE], usage);
+        /* memory.stat only near a headroom line: see Ticker.container_tick */
+        container = usage - load(&c[INACTIVE]) >= stat_gate;
+    }
+    if (python || container) {
+        PyEval_RestoreThread(ts);
+        python_part(t, now, container);
+        ts = PyEval_SaveThread();
+    }
+    return ts;
+}
+
+/* Notifications are ready: ask Python how many immediate ticks they call for, run them. */
+static PyThreadState *notified(Table *t, PyThreadState *ts, char *buf, int container_fd,
+                               int64_t stat_gate)
+{
+    PyEval_RestoreThread(ts);
+    long long burst = 0;
+    PyObject *when = PyLong_FromLongLong(monotonic_ns());
+    PyObject *r = when ? PyObject_CallMethodOneArg(t->sampler, s_notified, when) : NULL;
+    Py_XDECREF(when);
+    if (r != NULL) {
+        burst = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        failed(t);
+        burst = 0;
+    }
+    if (sync_table(t) < 0) /* offsets and bands it may have moved */
+        failed(t);
+    ts = PyEval_SaveThread();
+    for (long long i = 0; i < burst && !load(&t->control[STOP]); i++)
+        ts = tick(t, ts, monotonic_ns(), buf, container_fd, stat_gate);
+    PyEval_RestoreThread(ts);
+    r = PyObject_CallMethodNoArgs(t->sampler, s_settled);
+    if (r == NULL)
+        failed(t);
+    Py_XDECREF(r);
+    return PyEval_SaveThread();
+}
+
 static PyObject *run(PyObject *module, PyObject *args)
 {
     PyObject *sampler, *control_obj;
     long long interval, page_size, stat_gate;
-    int container_fd;
-    if (!PyArg_ParseTuple(args, "OOLLiL:run", &sampler, &control_obj, &interval, &page_size,
-                          &container_fd, &stat_gate))
+    int container_fd, notify_fd;
+    if (!PyArg_ParseTuple(args, "OOLLiLi:run", &sampler, &control_obj, &interval, &page_size,
+                          &container_fd, &stat_gate, &notify_fd))
         return NULL;
     if (interval <= 0 || page_size <= 0) {
         PyErr_SetString(PyExc_ValueError, "interval and page size must be positive");
@@ -513,7 +577,19 @@ static PyObject *run(PyObject *module, PyObject *args)
     int64_t deadline = monotonic_ns() + interval;
     while (!load(&c[STOP])) {
         int64_t now = monotonic_ns();
-        if (now < deadline) {
+        if (now < deadline && notify_fd >= 0) {
+            /* ppoll takes a relative timeout: measured again after every wake */
+            struct pollfd pfd = {.fd = notify_fd, .events = POLLIN};
+            while (now < deadline && !load(&c[STOP])) {
+                struct timespec left = {.tv_sec = (deadline - now) / 1000000000,
+                                        .tv_nsec = (deadline - now) % 1000000000};
+                if (ppoll(&pfd, 1, &left, NULL) > 0) {
+                    __atomic_store_n(&c[NOTIFIED], c[NOTIFIED] + 1, __ATOMIC_RELAXED);
+                    ts = notified(&t, ts, buf, container_fd, stat_gate);
+                }
+                now = monotonic_ns();
+            }
+        } else if (now < deadline) {
             struct timespec at = {.tv_sec = deadline / 1000000000,
                                   .tv_nsec = deadline % 1000000000};
             while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
@@ -540,21 +616,7 @@ static PyObject *run(PyObject *module, PyObject *args)
                 failed(&t);
             ts = PyEval_SaveThread();
         }
-        int python = read_probes(&t, now, buf);
-        int container = 0;
-        if (container_fd >= 0) { /* the container's usage, every tick */
-            ssize_t got = read_at_0(container_fd, buf);
-            const char *p = buf;
-            int64_t usage = got > 0 ? number(&p, buf + got) : -1;
-            store(&c[USAGE], usage);
-            /* memory.stat only near a headroom line: see Ticker.container_tick */
-            container = usage - load(&c[INACTIVE]) >= stat_gate;
-        }
-        if (python || container) {
-            PyEval_RestoreThread(ts);
-            python_part(&t, now, container);
-            ts = PyEval_SaveThread();
-        }
+        ts = tick(&t, ts, now, buf, container_fd, stat_gate);
         __atomic_store_n(&c[TICKS], ++ticks, __ATOMIC_RELAXED);
         deadline += interval;
     }
@@ -587,7 +649,7 @@ static PyObject *append(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"run", run, METH_VARARGS,
-     "run(ticker, control, interval_ns, page_size, container_fd, stat_gate)\n--\n\n"
+     "run(ticker, control, interval_ns, page_size, container_fd, stat_gate, notify_fd)\n--\n\n"
      "Run the sampler's tick loop on this thread until control[STOP] is set; the GIL is\n"
      "held only for Python work. See the top of supervisor/_ticker.c for the contract."},
     {"append", append, METH_VARARGS,
@@ -613,7 +675,7 @@ PyMODINIT_FUNC PyInit__ticker(void)
         {&s_offset, "offset"}, {&s_ring, "ring"}, {&s_storage, "storage"}, {&s_band, "band"},
         {&s_lo, "lo"}, {&s_hi, "hi"}, {&s_drain, "drain"}, {&s_drop_lost, "drop_lost"},
         {&s_observe, "observe"}, {&s_container_tick, "container_tick"},
-        {&s_tick_failed, "tick_failed"},
+        {&s_tick_failed, "tick_failed"}, {&s_notified, "notified"}, {&s_settled, "settled"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].name))

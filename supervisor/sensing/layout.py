@@ -4,20 +4,21 @@ must declare to be used.
 The Python tick loop (`ticker.Ticker`) and the compiled one (`_ticker.c`) write the same
 cells of one `array('q')`, in this order: whether work is queued, the stop flag, the tick
 counters, the container's usage and its inactive file cache at the last memory.stat
-reading. `_ticker.c` keeps the same order and exports `LAYOUT`; a build whose `LAYOUT`
-differs (built from another version of the source) is not used.
+reading, how many times kernel notifications woke the loop. `_ticker.c` keeps the same
+order and exports `LAYOUT`; a build whose `LAYOUT` differs (built from another version of
+the source) is not used.
 """
 
 from __future__ import annotations
 
 from array import array
 
-PENDING, STOP, TICKS, LATE, MISSED, MAX_LATE_NS, USAGE, INACTIVE = range(8)
-CELLS = 8
+PENDING, STOP, TICKS, LATE, MISSED, MAX_LATE_NS, USAGE, INACTIVE, NOTIFIED = range(9)
+CELLS = 9
 #: What a build of `_ticker.c` must declare to be used: the cells, the ring's state after
 #: its samples (`ring.HEAD` ...), and the version of the callbacks it calls on the ticker.
-LAYOUT = ("control:pending,stop,ticks,late,missed,max_late_ns,usage,inactive;"
-          "ring:samples,head,count,appends;2")
+LAYOUT = ("control:pending,stop,ticks,late,missed,max_late_ns,usage,inactive,notified;"
+          "ring:samples,head,count,appends;3")
 
 
 def cells() -> array[int]:
@@ -55,6 +56,11 @@ class SamplerStats:
     def max_late_ns(self) -> int:
         return self._cells[MAX_LATE_NS]
 
+    @property
+    def notified(self) -> int:
+        """Wake-ups by kernel notifications between ticks (`linux.notify`)."""
+        return self._cells[NOTIFIED]
+
 
 __all__ = [
     "CELLS",
@@ -63,6 +69,7 @@ __all__ = [
     "LAYOUT",
     "MAX_LATE_NS",
     "MISSED",
+    "NOTIFIED",
     "PENDING",
     "STOP",
     "TICKS",

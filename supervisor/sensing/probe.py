@@ -24,6 +24,7 @@ from supervisor.core.identity import GenerationId
 from supervisor.core.pressure import Thresholds, WorkerClassifier
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.notify import Armed
 from supervisor.linux.pss import SCALE_ONE
 from supervisor.linux.trees import Tree
 from supervisor.sensing.ring import Ring
@@ -32,10 +33,11 @@ from supervisor.sensing.ring import Ring
 class Probe:
     """One generation: its tree, its sources, its ring and classifier, its figures."""
 
-    __slots__ = ("band", "born_ns", "cgroup", "classifier", "closed", "generation", "key",
-                 "lost", "members", "offset", "readers", "ring", "root", "rss", "said_ready",
-                 "since_ns", "slope", "sources", "startup", "stat_ns", "stat_usage", "tree",
-                 "trend_since", "trend_t", "trend_v", "usage_fd", "worker")
+    __slots__ = ("armed", "band", "born_ns", "cgroup", "classifier", "closed", "generation",
+                 "kernel_ns", "key", "lost", "members", "offset", "readers", "ring", "root",
+                 "rss", "said_ready", "since_ns", "slope", "sources", "startup", "stat_ns",
+                 "stat_usage", "tree", "trend_since", "trend_t", "trend_v", "usage_fd",
+                 "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -79,6 +81,10 @@ class Probe:
         self.startup: dict[str, object] = {}
         self.trend_since: int | None = None
         self.closed = False
+        # When a kernel notification (pressure, OOM) last raised its classifier; 0: none
+        # held (the ticker feeds the calm that lowers it again, `Ticker.calm`).
+        self.kernel_ns = 0
+        self.armed: Armed | None = None  # its kernel notifications (`notify.Notifier.arm`)
         # The ring decimated to one sample per discovery: what the growth slope reads.
         self.trend_t: deque[int] = deque(maxlen=trend_points)
         self.trend_v: deque[int] = deque(maxlen=trend_points)

@@ -21,6 +21,7 @@ from supervisor.core.pressure import Change, ContainerClassifier, Thresholds
 from supervisor.core.units import format_duration
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.notify import Notifier
 from supervisor.linux.timing import lower_switch_interval
 from supervisor.linux.trees import ProcTree, Tree
 from supervisor.sensing.discoverer import Discoverer
@@ -107,9 +108,22 @@ class Sampler:
         self.ticker, self._ticker_why = choose_ticker(ticker)
         container = (ContainerClassifier(thresholds, limit)
                      if limit is not None and limit > 0 else None)
+        # The kernel's notifications where generations have v1 memory cgroups of their own;
+        # `notifications` says which, or why none (for the start-up log and `status`).
+        notifier = None
+        if measure != "cgroup":
+            self.notifications = f"none: the {measure} measure has no cgroup per generation"
+        elif cgroup is None or not Notifier.available(cgroup.version):
+            self.notifications = ("none: the generations' cgroups are v2 (only v1 events "
+                                  "are used so far)" if cgroup is not None
+                                  else "none: no memory cgroup")
+        else:
+            notifier = Notifier()
+            self.notifications = "cgroup v1 thresholds, OOM and pressure level"
         self._ticking = Ticker(interval_ns=self.interval_ns, on_change=on_change,
                                cgroup=cgroup, container=container, realtime=realtime,
-                               which=self.ticker)
+                               which=self.ticker, notifier=notifier,
+                               burst=thresholds.confirm)
         self.stats = SamplerStats(self._ticking.control)
         self._discoverer = Discoverer(self._ticking, interval_s=discover_interval_s,
                                       thresholds=thresholds, measure=measure,
@@ -134,6 +148,11 @@ class Sampler:
         log.info("sampling every %s with the %s ticker (%s)",
                  format_duration(self.interval_ns / 1e9),
                  "compiled" if self.ticker == "c" else "Python", self._ticker_why)
+        if self._ticking.notifier is None:
+            log.info("kernel notifications: %s; the ticks alone watch memory",
+                     self.notifications)
+        else:
+            log.info("kernel notifications: %s, between the ticks", self.notifications)
         for name, target in (("memwarden-sampler", self._ticking.run),
                              ("memwarden-discover", self._discoverer.run)):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -158,6 +177,8 @@ class Sampler:
             for reader in probe.readers:
                 reader.close()
         self._discoverer.close()
+        if self._ticking.notifier is not None:
+            self._ticking.notifier.close()
         if self._previous_switch is not None:
             sys.setswitchinterval(self._previous_switch)
             self._previous_switch = None
@@ -178,8 +199,14 @@ class Sampler:
         root = procfs.StatmReader(pid)
         if tree is None:
             tree = ProcTree(pid, root.start)
-        probe = Probe(key, tree, root, Ring(self.capacity), thresholds or self.thresholds,
+        th = thresholds or self.thresholds
+        probe = Probe(key, tree, root, Ring(self.capacity), th,
                       self._trend_points, cgroup if self.measure == "cgroup" else None)
+        notifier = self._ticking.notifier
+        if notifier is not None and probe.cgroup is not None:
+            # Before the probe is read: an earlier watch of `key` is disarmed by its
+            # retirement, which goes by the armed object, not the key.
+            probe.armed = notifier.arm(probe.cgroup.path, th.rss, 0)
         with self._lock:
             old = self._by_key.get(key)
             by_key = dict(self._by_key)
@@ -190,6 +217,14 @@ class Sampler:
         if old is not None:
             self._retire(old)
         self._discoverer.wake.set()
+
+    def arm_shared(self, path: str) -> None:
+        """Listen to reclaim pressure on the workers' common cgroup at `path`, whose limit
+        is where they reclaim: the kernel reports pressure on the cgroup whose limit forced
+        the reclaim and its ancestors, never on the generations below it."""
+        notifier = self._ticking.notifier
+        if notifier is not None:
+            self._ticking.shared = notifier.arm(path, (None, None, None), 0, oom=False)
 
     def growth_from(self, key: str, t_ns: int | None = None, *,
                     said_ready: bool = False) -> None:
@@ -256,6 +291,8 @@ class Sampler:
         def retire(_now: int) -> None:
             probe.closed = True
             ticker.retire(probe.readers)
+            if ticker.notifier is not None and probe.armed is not None:
+                ticker.notifier.disarm(probe.armed)
             if probe.cgroup is not None:
                 probe.usage_fd = -1
                 ticker.retire((probe.cgroup,))  # its kept-open usage file

@@ -17,6 +17,12 @@ forces one. Both share the control cells (`layout`) and the rings' storage.
 
 The reads keep the GIL (`timing.c_pread`): a read that let it go could wait a whole switch
 interval to get it back whenever the event loop is busy.
+
+Where the kernel's notifications are armed (`notify.Notifier`), both loops wait for the
+next deadline on the notifier's descriptor rather than sleeping: a threshold crossed wakes
+them at the allocation, and they run the classifier's confirming run of ticks at once, on
+fresh reads (`notified`, `settled`); the level change then names the notification as its
+source. OOM and reclaim-pressure notifications feed the worker's classifier directly.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from supervisor.core.pressure import Change, ContainerClassifier
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.notify import OOM, THRESHOLD, Armed, Notifier, Waiter
 from supervisor.linux.pss import SCALE_ONE, SCALE_SHIFT
 from supervisor.linux.timing import (
     OFFSET_0,
@@ -46,6 +54,7 @@ from supervisor.sensing.layout import (
     LAYOUT,
     MAX_LATE_NS,
     MISSED,
+    NOTIFIED,
     PENDING,
     TICKS,
     USAGE,
@@ -55,6 +64,11 @@ from supervisor.sensing.probe import Probe
 from supervisor.settings.config import ConfigError
 
 log = logging.getLogger("memwarden.ticker")
+
+#: How long a worker's cgroup must stay without reclaim-pressure notifications before it is
+#: listened to again (they repeat on every reclaim pass) and its calm is fed to the
+#: classifier, whose dwell then lowers the level.
+QUIET_NS = 100_000_000
 
 try:
     from supervisor.sensing import _ticker
@@ -91,13 +105,20 @@ class Ticker:
 
     def __init__(self, *, interval_ns: int, on_change: Callable[[Change], None],
                  cgroup: CgroupMemory | None, container: ContainerClassifier | None,
-                 realtime: bool, which: str) -> None:
+                 realtime: bool, which: str, notifier: Notifier | None = None,
+                 burst: int = 1) -> None:
         self.interval_ns = interval_ns
         self.on_change = on_change
         self.cgroup = cgroup
         self.container = container  # the container's classifier (None: no limit known)
         self.realtime = realtime
         self.which = which  # "c" or "python"
+        self.notifier = notifier  # the kernel's notifications (None: the ticks alone)
+        self.burst = burst  # immediate ticks after a threshold: the classifier's `confirm`
+        self.cause = "tick"  # what woke the reading under way (`Change.source`)
+        #: The workers' common cgroup, armed for reclaim pressure (`Sampler.arm_shared`).
+        self.shared: Armed | None = None
+        self.shared_ns = -QUIET_NS  # when its last notification came (< 0: listening)
         self.control = cells()
         #: What each tick reads: replaced whole by the sampler (under its lock), never mutated.
         self.probes: tuple[Probe, ...] = ()
@@ -131,7 +152,8 @@ class Ticker:
             try:
                 _ticker.run(self, self.control, self.interval_ns, procfs.PAGE_SIZE,
                             self.cgroup.usage_fd if watched else -1,  # type: ignore[union-attr]
-                            self.container.stat_gate if watched else 0)  # type: ignore[union-attr]
+                            self.container.stat_gate if watched else 0,  # type: ignore[union-attr]
+                            self.notifier.fd if self.notifier is not None else -1)
                 return
             except Exception:  # a bug in the compiled ticker's set-up must not end sampling
                 log.exception("the compiled sampler ticker failed; the Python ticker takes over")
@@ -154,10 +176,17 @@ class Ticker:
         monotonic_ns = time.monotonic_ns
         sleep = time.sleep
         stopping = self.stopping.is_set
+        waiter = Waiter(self.notifier.fd) if self.notifier is not None else None
         deadline = monotonic_ns() + interval
         while not stopping():
             now = monotonic_ns()
-            if now < deadline:
+            if waiter is not None:
+                while now < deadline and not stopping():
+                    if waiter.wait(deadline - now):
+                        control[NOTIFIED] += 1
+                        self._immediate()
+                    now = monotonic_ns()
+            elif now < deadline:
                 sleep((deadline - now) * 1e-9)
                 now = monotonic_ns()
             late = now - deadline
@@ -176,8 +205,19 @@ class Ticker:
             control[TICKS] += 1
             deadline += interval
 
+    def _immediate(self) -> None:
+        """The Python loop's part of a notification: what the compiled loop does in C."""
+        try:
+            for _ in range(self.notified(time.monotonic_ns())):
+                self._tick(time.monotonic_ns())
+        except Exception as e:
+            self.tick_failed(e)
+        self.settled()
+
     def _tick(self, now: int) -> None:
-        if self._pending or self._retired:
+        control = self.control
+        if self._pending or self._retired or control[PENDING]:
+            control[PENDING] = 0  # before draining, as the compiled loop does
             self.drain(now)
         page, shift = procfs.PAGE_SIZE, SCALE_SHIFT
         # One shared buffer for every read of the tick: each is parsed before the next.
@@ -231,6 +271,91 @@ class Ticker:
         retired = self._retired
         while retired:
             retired.popleft().close()
+        if self.notifier is not None:
+            self.calm(now)
+
+    def calm(self, now: int) -> None:
+        """Follow the offsets with the thresholds, and lower what a kernel notification
+        raised once its cgroup has been quiet for QUIET_NS. Run at each drain; while a
+        notification holds a level or a descriptor is muted, it asks for the next drain
+        itself (an idle worker queues no work that would)."""
+        notifier = self.notifier
+        assert notifier is not None
+        again = False
+        if self.shared is not None and self.shared_ns >= 0:
+            if now - self.shared_ns >= QUIET_NS:
+                notifier.unmute(self.shared)
+                self.shared_ns = -QUIET_NS
+            else:
+                again = True
+        for probe in self.probes:
+            armed = probe.armed
+            if armed is None:
+                continue
+            notifier.rearm(armed, probe.offset)
+            if probe.kernel_ns and now - probe.kernel_ns >= QUIET_NS:
+                notifier.unmute(armed)
+                classifier = probe.classifier
+                for change in (classifier.observe_pressure(now, 0),
+                               classifier.observe_oom(now, 0)):
+                    if change is not None:
+                        self.report(change)
+                if not classifier.kernel_held:
+                    probe.kernel_ns = 0
+            again = again or probe.kernel_ns != 0
+        if again:
+            self.control[PENDING] = 1
+
+    def notified(self, now: int) -> int:
+        """Kernel notifications woke the loop: read them; feed the OOM and pressure ones to
+        their worker's classifier; return how many immediate ticks to run (a threshold:
+        the classifier's confirming run, `burst`), with `cause` naming it until `settled`."""
+        assert self.notifier is not None
+        ticks = 0
+        # Rare: allocating is fine.
+        probes = {probe.armed: probe for probe in self.probes if probe.armed is not None}
+        for armed, kind in self.notifier.ready():
+            if armed is self.shared:
+                # Reclaim under the workers' common limit: charged to the largest of them,
+                # which the kernel reclaims from the most (exact with one worker).
+                armed, largest = None, -1
+                for probe in self.probes:
+                    if probe.armed is not None and probe.memory > largest:
+                        armed, largest = probe.armed, probe.memory
+                self.shared_ns = now  # muted until QUIET_NS of quiet (`calm`)
+            probe = probes.get(armed)
+            if probe is None or probe.closed:
+                continue
+            if kind == THRESHOLD:
+                ticks, self.cause = self.burst, THRESHOLD
+                continue
+            probe.kernel_ns = now
+            classifier = probe.classifier
+            if kind == OOM:
+                change = classifier.observe_oom(now, 1)
+            else:  # PRESSURE: weighed by how much of its usage is held, not cache
+                change = classifier.observe_pressure(now, 1, self._held(probe))
+            if change is not None:
+                self.report(replace(change, source=kind))
+            self.control[PENDING] = 1  # `calm` lowers it again, at drains
+        return ticks
+
+    @staticmethod
+    def _held(probe: Probe) -> float:
+        """The share of its cgroup's usage that is not file cache, read now. Not the
+        working set: a file writer's fresh cache counts as active there (measured on
+        6.18, where the writer of `test_page_cache_under_a_limit_stays_low` read as held)."""
+        cgroup = probe.cgroup
+        if cgroup is None:
+            return 1.0
+        stat = cgroup.stat()
+        cache = stat.get("file" if cgroup.version == 2 else "total_cache", 0)
+        usage = cgroup.usage()
+        return max(usage - cache, 0) / usage if usage > 0 else 1.0
+
+    def settled(self) -> None:
+        """The immediate ticks of a notification are done: later readings are the ticks'."""
+        self.cause = "tick"
 
     def observe(self, probe: Probe, now: int, memory: int) -> None:
         """A value outside the probe's quiet band: the classifier's slow path.
@@ -296,6 +421,8 @@ class Ticker:
 
     def report(self, change: Change) -> None:
         """Hand a level change on (on this thread); a failing handler is logged, not raised."""
+        if self.cause != "tick" and change.source == "tick":
+            change = replace(change, source=self.cause)
         try:
             self.on_change(change)
         except Exception:

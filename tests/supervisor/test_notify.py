@@ -1,0 +1,330 @@
+"""The kernel's memory notifications as inputs: real v1 memory cgroups, real allocations.
+
+The notifier alone (an eventfd armed on a cgroup fires at the allocation that crosses its
+line), the classifier's kernel inputs (tables, no processes), and memwarden end to end with
+its ticks slowed to 100 ms, so that what reacts first is the notification.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from supervisor.core.pressure import HELD_MIN, Thresholds, WorkerClassifier
+from supervisor.linux.notify import (
+    OOM,
+    PRESSURE,
+    REARM_STEP,
+    THRESHOLD,
+    Notifier,
+    Waiter,
+    usage_lines,
+)
+from supervisor.linux.procfs import StatmReader
+from supervisor.linux.trees import ProcTree
+from supervisor.sensing.layout import PENDING
+from supervisor.sensing.probe import Probe
+from supervisor.sensing.ring import Ring
+from supervisor.sensing.ticker import QUIET_NS, Ticker
+from tests.conftest import in_cgroup, wait_until
+from tests.supervisor.test_replacement import config, events
+from workers.protocol import Level
+
+MB = 1 << 20
+S = 1_000_000_000
+
+# Allocates argv[1] MB at once, says so, then holds it until killed.
+HOLDER = r"""
+import sys, time
+held = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def th(confirm: int = 3) -> Thresholds:
+    return Thresholds(rss=(30e6, 60e6, 90e6), growth=(None, None, None),
+                      growth_window_ns=10 * S, headroom=(None, None, None),
+                      exhaustion_s=(None, None, None), confirm=confirm, margin=0.1,
+                      dwell_ns=(S, 5 * S, S))
+
+
+def test_usage_lines_subtract_the_offset_and_skip_lines_that_are_off() -> None:
+    assert usage_lines((30e6, None, 90e6), 5_000_000) == "25000000 85000000"
+    assert usage_lines((1e6,), 2_000_000) == "1"  # never 0 or below: the kernel refuses
+
+
+def test_pressure_notification_raises_medium_and_calm_lowers_it() -> None:
+    c = WorkerClassifier("w#1", th())
+    change = c.observe_pressure(0, 1)
+    assert change is not None and change.level == Level.MEDIUM and change.metric == "pressure"
+    assert c.kernel_held
+    assert c.observe_pressure(S // 2, 0) is None  # calm, but not yet for MEDIUM's dwell
+    change = c.observe_pressure(S // 2 + 5 * S, 0)
+    assert change is not None and change.level == Level.LOW and not c.kernel_held
+
+
+def test_pressure_on_a_cgroup_mostly_cache_is_not_counted() -> None:
+    c = WorkerClassifier("w#1", th())
+    assert c.observe_pressure(0, 1, held=0.2) is None  # a file streamer: healthy
+    assert not c.kernel_held
+    change = c.observe_pressure(1, 1, held=HELD_MIN)
+    assert change is not None and change.level == Level.MEDIUM
+
+
+def test_oom_notification_is_critical_at_once() -> None:
+    c = WorkerClassifier("w#1", th(confirm=5))
+    change = c.observe_oom(7, 1)
+    assert change is not None and change.level == Level.CRITICAL and change.metric == "oom"
+    assert change.source == "tick"  # the ticker names the notification (`Ticker.notified`)
+
+
+def holder(cgroup, mb: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*in_cgroup(cgroup), sys.executable, "-c", HOLDER, str(mb)],
+                            stdout=subprocess.PIPE, start_new_session=True)
+
+
+def kinds(notifier: Notifier, fired: set[str], timeout: float = 20.0) -> set[str]:
+    """Wait (bounded) on the notifier's descriptor and collect what fired into `fired`."""
+    ready, _, _ = select.select([notifier.fd], [], [], timeout)
+    if ready:
+        fired.update(kind for _, kind in notifier.ready())
+    return fired
+
+
+@pytest.mark.timeout(60)
+def test_a_threshold_fires_at_the_allocation_that_crosses_it(memory_cgroup) -> None:
+    notifier = Notifier()
+    armed = notifier.arm(str(memory_cgroup), (20 * MB, None, None), 0)
+    assert armed is not None
+    p = holder(memory_cgroup, 40)
+    try:
+        fired: set[str] = set()
+        wait_until(lambda: THRESHOLD in kinds(notifier, fired), what="the threshold event")
+        assert p.stdout is not None and p.stdout.readline() == b"held\n"
+        usage = int((memory_cgroup / "memory.usage_in_bytes").read_text())
+        assert usage >= 20 * MB
+        # Closing the eventfds unregisters them: nothing of it stays in the epoll set.
+        notifier.disarm(armed)
+        assert armed.threshold_fd == armed.oom_fd == armed.pressure_fd == -1
+        assert not notifier.ready()
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_oom_and_pressure_fire_for_a_cgroup_at_its_limit(memory_cgroup) -> None:
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(64 * MB))
+    notifier = Notifier()
+    assert notifier.arm(str(memory_cgroup), (None, None, None), 0) is not None
+    p = holder(memory_cgroup, 200)  # more than the limit, nothing to swap to: OOM kill
+    try:
+        fired: set[str] = set()
+        wait_until(lambda: {OOM, PRESSURE} <= kinds(notifier, fired), what="oom and pressure")
+        assert p.wait(20) == -signal.SIGKILL
+    finally:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        notifier.close()
+
+
+def test_the_waiter_times_out_and_wakes_on_its_descriptor() -> None:
+    r, w = os.pipe()
+    try:
+        waiter = Waiter(r)
+        assert not waiter.wait(1_000_000)  # 1 ms, nothing written
+        os.write(w, b"x")
+        assert waiter.wait(10 * S)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def common(tmp_path, snaps, *extra: str) -> list[str]:
+    # Ticks 100 ms apart: a level change seen sooner comes from a notification.
+    return ["run", "--measure", "cgroup", "--interval", "100ms", "--snapshots", str(snaps),
+            "--ready-after", "0.3s", "--grace", "3s", "--config", config(tmp_path), *extra]
+
+
+@pytest.fixture
+def root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a cgroup per generation needs root")
+
+
+# With argv[2], first writes argv[3] MB to the file argv[2]. Then waits a second and a half
+# (ready, its offset read and the thresholds re-armed by then), allocates argv[1] MB in one
+# go and holds it; with the file, reads it over and over after that: little room is left
+# beside what it holds, and each pass reclaims page cache under its limit.
+JUMPER = r"""
+import sys, time
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "wb") as f:
+        for _ in range(int(sys.argv[3])):
+            f.write(b"\x5a" * (1 << 20))
+time.sleep(1.5)
+held = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+if len(sys.argv) > 2:
+    open(sys.argv[2] + ".held", "w").close()
+while len(sys.argv) < 3:
+    time.sleep(600)
+while True:
+    with open(sys.argv[2], "rb") as f:
+        while f.read(1 << 20):
+            pass
+"""
+
+
+def jumper(*args: object) -> list[str]:
+    return ["--", sys.executable, "-c", JUMPER, *map(str, args)]
+
+
+def worker_events(snaps, type_: str, **match: object) -> list[dict]:
+    return [e for e in events(snaps, type_, **match) if e.get("worker")]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("ticker", "root")
+def test_a_crossing_is_seen_at_the_allocation_with_100ms_ticks(
+        memwarden, memory_cgroup, tmp_path) -> None:
+    snaps = tmp_path / "s"
+    m = memwarden(*common(tmp_path, snaps, "--medium", "60MB", "--high", "off",
+                          "--critical", "off"), *jumper(100), prefix=in_cgroup(memory_cgroup))
+    level = wait_until(lambda: worker_events(snaps, "level", level="medium"), timeout=60,
+                       what="the level change to medium")[0]
+    m.signal(signal.SIGTERM)
+    m.wait()
+    assert level["metric"] == "memory"
+    # Confirmed on the immediate reads the threshold's event asked for, not on the ticks.
+    assert level["data"]["source"] == "threshold", level
+    assert "threshold notification" in m.stderr()
+    assert "kernel notifications: cgroup v1" in m.stderr()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("ticker", "root")
+def test_an_oom_kill_is_attributed_from_the_notification(
+        memwarden, memory_cgroup, tmp_path) -> None:
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(200 * MB))
+    snaps = tmp_path / "s"
+    m = memwarden(*common(tmp_path, snaps, "--medium", "off", "--high", "off",
+                          "--critical", "off"), *jumper(400), prefix=in_cgroup(memory_cgroup))
+    exit_ = wait_until(lambda: worker_events(snaps, "exit", generation=1), timeout=60,
+                       what="generation 1's exit")[0]
+    m.signal(signal.SIGTERM)
+    m.wait()
+    assert exit_["oom_kill"] and exit_["data"]["oom_from"] == "notification", exit_
+    oom = worker_events(snaps, "level", generation=1, metric="oom")
+    assert oom and oom[0]["level"] == "critical" and oom[0]["data"]["source"] == "oom"
+    assert oom[0]["t"] <= exit_["t"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("ticker", "root")
+def test_reclaim_under_a_small_limit_raises_medium(memwarden, memory_cgroup, tmp_path) -> None:
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(160 * MB))
+    snaps = tmp_path / "s"
+    m = memwarden(*common(tmp_path, snaps, "--medium", "off", "--high", "off",
+                          "--critical", "off"), *jumper(95, tmp_path / "big", 200),
+                  prefix=in_cgroup(memory_cgroup))
+    level = wait_until(lambda: worker_events(snaps, "level", level="medium"), timeout=60,
+                       what="the level change to medium")[0]
+    held = (tmp_path / "big.held").exists()
+    m.signal(signal.SIGTERM)
+    m.wait()
+    assert level["metric"] == "pressure" and level["data"]["source"] == "pressure", level
+    # Not while it wrote its file (page cache reclaimed under the limit, healthy): it says
+    # it holds its memory before it reads, and that was said before the level changed.
+    assert held, "medium was raised while the worker only wrote its file"
+    assert not worker_events(snaps, "exit", oom_kill=True)
+
+
+@pytest.mark.timeout(60)
+def test_rearming_follows_the_offset_past_a_step(memory_cgroup) -> None:
+    notifier = Notifier()
+    armed = notifier.arm(str(memory_cgroup), (40 * MB, None, None), 0)
+    assert armed is not None
+    try:
+        first = armed.threshold_fd
+        assert not notifier.rearm(armed, REARM_STEP)  # within a step: left as it is
+        assert notifier.rearm(armed, 30 * MB)  # the line on usage is now 10 MiB
+        assert armed.offset == 30 * MB and armed.threshold_fd not in (-1, first)
+        with pytest.raises(OSError):  # the old eventfd is closed: its lines unregistered
+            os.fstat(first)
+        p = holder(memory_cgroup, 20)  # crosses 10 MiB of usage, not 40
+        try:
+            fired: set[str] = set()
+            wait_until(lambda: THRESHOLD in kinds(notifier, fired), what="the re-armed line")
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_without_notifications_the_ticks_alone_are_said(memwarden, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--measure", "rss", "--control", str(sock), "--snapshots", "",
+                  "--", "sleep", "600")
+    wait_until(sock.exists, what="the control socket")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status", "--json", "--control",
+                        str(sock)], capture_output=True, text=True, timeout=30)
+    m.signal(signal.SIGTERM)
+    m.wait()
+    reply = json.loads(r.stdout)
+    assert reply["notifications"].startswith("none: the rss measure"), reply
+    assert "the ticks alone watch memory" in m.stderr()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("root")
+def test_status_says_the_notifications_armed(memwarden, memory_cgroup, tmp_path) -> None:
+    sock = tmp_path / "ctl.sock"
+    m = memwarden("run", "--measure", "cgroup", "--control", str(sock), "--snapshots", "",
+                  "--", "sleep", "600", prefix=in_cgroup(memory_cgroup))
+    wait_until(sock.exists, what="the control socket")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "status", "--json", "--control",
+                        str(sock)], capture_output=True, text=True, timeout=30)
+    m.signal(signal.SIGTERM)
+    m.wait()
+    assert json.loads(r.stdout)["notifications"].startswith("cgroup v1 thresholds"), r.stdout
+
+
+def test_a_held_pressure_level_falls_once_its_cgroup_is_quiet(memory_cgroup) -> None:
+    """`Ticker.calm`, on the ticker's own thread in memwarden, called here directly: it
+    asks for the next drain itself while the level is held, and lowers it after MEDIUM's
+    dwell of quiet."""
+    changes: list = []
+    notifier = Notifier()
+    ticker = Ticker(interval_ns=10**6, on_change=changes.append, cgroup=None, container=None,
+                    realtime=False, which="python", notifier=notifier)
+    root = StatmReader(os.getpid())
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(8), th(), 8, None)
+    probe.armed = notifier.arm(str(memory_cgroup), (None, None, None), 0)
+    ticker.probes = (probe,)
+    try:
+        assert probe.classifier.observe_pressure(0, 1) is not None
+        probe.kernel_ns = 1  # as `notified` leaves it
+        ticker.calm(1 + QUIET_NS)  # quiet for QUIET_NS: calm fed, MEDIUM's dwell not over
+        assert not changes and ticker.control[PENDING] == 1
+        ticker.control[PENDING] = 0
+        ticker.calm(1 + QUIET_NS + th().dwell_ns[0])
+        assert [c.level for c in changes] == [Level.LOW] and changes[0].metric == "pressure"
+        assert probe.kernel_ns == 0 and ticker.control[PENDING] == 0
+    finally:
+        notifier.close()
+        root.close()

@@ -81,9 +81,12 @@ def test_a_fast_leaker_is_replaced_for_as_long_as_it_runs(memwarden, tmp_path) -
     snaps, log = tmp_path / "s", tmp_path / "gens"
     m = memwarden(*run_args(snaps, "--cooldown", "1s", "--ready-after", "0.3s", "--grace", "3s"),
                   "--", *grower(log, 100_000, 100_000, 50 * 1.048576))
+    # Until the eleventh generation starts (about 100 s: HIGH after ~4 s, CRITICAL after
+    # ~9 s, which waits at most --cooldown); memwarden must be running throughout.
     started = time.monotonic()
-    while time.monotonic() - started < 180:  # memwarden must still be running throughout
+    while not (log.exists() and "start 11 " in log.read_text()):
         assert m.proc.poll() is None, f"memwarden ended:\n{m.stderr()[-3000:]}"
+        assert time.monotonic() - started < 300, "not 10 replacements in 300 s"
         time.sleep(1)
     m.signal(signal.SIGTERM)
     assert m.wait(30) == 0

@@ -51,6 +51,7 @@ def _check(failures: list[str]) -> None:
     assert not failures, f"{len(failures)} seed(s) broke the property:\n" + "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_warm_up_with_collection_jitter_is_a_plateau_never_a_leak(tmp_path) -> None:
     failures = []
     for seed, _, w, seg in _each(tmp_path, generators.warmup_with_jitter):
@@ -60,6 +61,7 @@ def test_warm_up_with_collection_jitter_is_a_plateau_never_a_leak(tmp_path) -> N
     _check(failures)
 
 
+@pytest.mark.slow
 def test_sawtooth_baseline_is_the_real_minima_whatever_the_climb_rate(tmp_path) -> None:
     failures = []
     for seed, _, w, seg in _each(tmp_path, generators.ramped_sawtooth):
@@ -152,6 +154,7 @@ def test_gaps_in_a_record_do_not_turn_a_linear_leak_into_steps(tmp_path) -> None
 
 
 @pytest.mark.parametrize("part", range(4))
+@pytest.mark.slow
 def test_a_statistically_flat_drift_is_not_steady_growth(tmp_path, part: int) -> None:
     failures = []
     for seed, _, w, seg in _each(tmp_path, generators.flat_drift,

@@ -89,6 +89,7 @@ def _rss_mib(path: pathlib.Path, out: pathlib.Path) -> tuple[float, Report]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_memory_stays_within_the_budget_on_damaged_sets(tmp_path: pathlib.Path) -> None:
     # a sparse file: a header, then a gibibyte of zeros without a newline
     sparse = tmp_path / "sparse.jsonl"

@@ -20,6 +20,7 @@ sys.exit(3)
 
 @pytest.mark.root
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_worker_keeps_running_while_snapshots_hit_a_full_disk(
         small_tmpfs: pathlib.Path, memwarden) -> None:  # type: ignore[no-untyped-def]
     if not (ROOT / "supervisor" / "cli.py").exists():

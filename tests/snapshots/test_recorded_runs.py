@@ -35,6 +35,7 @@ def _events(snaps: pathlib.Path) -> list[Event]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_replay_with_the_recorded_configuration_fires_on_the_recorded_ticks(
         tmp_path: pathlib.Path, memwarden) -> None:  # type: ignore[no-untyped-def]
     from supervisor.replay import render, replay

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from snapshots import reader
 from tests.conftest import ROOT, python, wait_until
 
@@ -18,6 +20,7 @@ CHATTY = ("import sys, time\nblock = []\nfor i in range(100000):\n"
           "    time.sleep(0.02)\n")
 
 
+@pytest.mark.slow
 def test_snapshots_to_stdout_read_back_by_analyze(memwarden, tmp_path) -> None:
     out = tmp_path / "pod.log"
     with open(out, "wb") as f:

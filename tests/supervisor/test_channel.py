@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from supervisor.loop.channel import LineReader, Throttle
 from tests.conftest import wait_until
 from workers import protocol
@@ -80,6 +82,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_hostile_worker_cannot_take_memwarden_down(memwarden, tmp_path) -> None:
     sock = tmp_path / "ctl.sock"
     m = memwarden("run", "--snapshots", "", "--control", str(sock), "--ready-after", "20s",
@@ -156,6 +159,7 @@ s.recv(1)
 """
 
 
+@pytest.mark.slow
 def test_a_worker_cannot_forge_a_line_or_flood_the_log(memwarden, tmp_path) -> None:
     import json
 

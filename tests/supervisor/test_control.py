@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import needs_root, wait_until
 
 # Copies every channel line it receives into a file; says ready (generation 2 and later
@@ -52,6 +54,7 @@ def ctl(path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_control_commands_say_what_happened(memwarden, tmp_path) -> None:
     sock, heard = tmp_path / "ctl.sock", tmp_path / "heard"
     m = memwarden("run", "--control", str(sock), "--snapshots", "",

@@ -309,6 +309,7 @@ while True:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("medium_signal", [None, "USR1"])
+@pytest.mark.slow
 def test_a_worker_without_a_channel_is_never_said_to_be_told_via_it(
         memwarden, tmp_path, medium_signal: str | None) -> None:
     got, snaps = tmp_path / "got", tmp_path / "s"

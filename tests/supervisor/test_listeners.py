@@ -14,6 +14,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from supervisor.faces import control, listeners, metrics
 from tests.conftest import wait_until
 from tests.supervisor.crowd import Crowd
@@ -42,6 +44,7 @@ def _tcp(port: int):  # type: ignore[no-untyped-def]
     return lambda: socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
+@pytest.mark.slow
 def test_status_check_answers_with_200_idle_and_half_requests_open(memwarden, tmp_path) -> None:
     sock = str(tmp_path / "ctl.sock")
     m = memwarden("run", "--control", sock, "--snapshots", "", "--ready-after", "0.1s",

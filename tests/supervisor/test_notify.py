@@ -234,6 +234,7 @@ def test_an_oom_kill_is_attributed_from_the_notification(
 
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("ticker", "root")
+@pytest.mark.slow
 def test_reclaim_under_a_small_limit_raises_medium(memwarden, memory_cgroup, tmp_path) -> None:
     (memory_cgroup / "memory.limit_in_bytes").write_text(str(160 * MB))
     snaps = tmp_path / "s"

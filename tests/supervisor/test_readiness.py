@@ -166,6 +166,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_replacement_never_ready_fails_its_start_and_the_old_one_serves(
         memwarden, tmp_path) -> None:
     port = free_port()

@@ -96,6 +96,7 @@ def common(tmp_path: pathlib.Path, snaps: pathlib.Path, *extra: str) -> list[str
             "--grace", "3s", *extra]
 
 
+@pytest.mark.slow
 def test_medium_sends_one_pressure_message(memwarden, tmp_path) -> None:
     snaps = tmp_path / "s"
     m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "40MB",
@@ -129,6 +130,7 @@ def test_high_replaces_make_before_break(memwarden, tmp_path) -> None:
     m.wait()
 
 
+@pytest.mark.slow
 def test_cooldown_holds_between_replacements(memwarden, tmp_path) -> None:
     snaps, log = tmp_path / "s", tmp_path / "gens"
     m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",
@@ -143,6 +145,7 @@ def test_cooldown_holds_between_replacements(memwarden, tmp_path) -> None:
     assert events(snaps, "cooldown")
 
 
+@pytest.mark.slow
 def test_oscillation_around_a_threshold_does_not_flap(memwarden, tmp_path) -> None:
     snaps = tmp_path / "s"
     m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "50MB",
@@ -206,6 +209,7 @@ def test_fast_leak_in_a_limited_cgroup_is_replaced_before_the_oom_killer(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_critical_with_small_headroom_stops_first(memwarden, memory_cgroup, tmp_path) -> None:
     (memory_cgroup / "memory.limit_in_bytes").write_text(str(400 * 2**20))
     snaps, log = tmp_path / "s", tmp_path / "gens"
@@ -243,6 +247,7 @@ def test_page_cache_under_a_limit_stays_low(memwarden, memory_cgroup, tmp_path) 
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_shared_limit_retires_the_fastest_grower(memwarden, memory_cgroup, tmp_path) -> None:
     (memory_cgroup / "memory.limit_in_bytes").write_text(str(400 * 2**20))
     snaps, slow_log, fast_log = tmp_path / "s", tmp_path / "slow", tmp_path / "fast"
@@ -260,6 +265,7 @@ def test_shared_limit_retires_the_fastest_grower(memwarden, memory_cgroup, tmp_p
     assert "oom_kill 0" in (memory_cgroup / "memory.oom_control").read_text()
 
 
+@pytest.mark.slow
 def test_retired_generation_sends_a_leak_report_first(memwarden, tmp_path) -> None:
     snaps = tmp_path / "s"
     m = memwarden(*common(tmp_path, snaps, "--config", config(tmp_path), "--medium", "off",

@@ -61,6 +61,7 @@ def _memory_cgroup(pid: int) -> pathlib.Path:
 
 
 @needs_root()
+@pytest.mark.slow
 def test_a_retired_generations_leftover_stays_in_status_until_its_cgroup_is_gone(
         memwarden, tmp_path) -> None:
     sock = tmp_path / "ctl.sock"

@@ -164,6 +164,7 @@ def test_growth_before_ready_is_not_judged(spawn_tree, make_sampler):
     assert s.view("w").slope is None and changes == []
 
 
+@pytest.mark.slow
 def test_a_one_off_step_is_not_sustained_growth(spawn_tree, make_sampler):
     # 10 MiB, then one step of 60 MiB half a second in, then flat: the whole-window slope
     # sees the step, but the thirds without it bring the sustained growth to about zero.

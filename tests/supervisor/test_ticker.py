@@ -149,6 +149,7 @@ def test_level_changes_are_reported_from_the_tickers_thread(spawn_tree, started,
     assert len(times) == th.confirm and high.value == values[-1]
 
 
+@pytest.mark.slow
 def test_a_tick_keeps_no_memory(spawn_tree, ticker):
     # Only the ticker runs here: the discoverer's tables follow the machine's processes.
     s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,

@@ -67,6 +67,7 @@ def _toml(text: str) -> str:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_workers_own_high_replaces_it_and_no_other(memwarden, tmp_path) -> None:
     every = run(memwarden, tmp_path, 'medium = "40MB"\nhigh = "60MB"\n', "spawn")
     levels = [e for e in every if e["type"] == "level"]
@@ -77,6 +78,7 @@ def test_a_workers_own_high_replaces_it_and_no_other(memwarden, tmp_path) -> Non
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_workers_own_medium_tells_it_and_no_other(memwarden, tmp_path) -> None:
     every = run(memwarden, tmp_path, 'medium = "60MB"\n', "level", level="medium")
     levels = [e for e in every if e["type"] == "level"]
@@ -87,6 +89,7 @@ def test_a_workers_own_medium_tells_it_and_no_other(memwarden, tmp_path) -> None
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_workers_own_critical_is_its_own(memwarden, tmp_path) -> None:
     every = run(memwarden, tmp_path, 'medium = "30MB"\nhigh = "45MB"\ncritical = "60MB"\n',
                 "level", level="critical")

@@ -156,6 +156,7 @@ print("ok")
     assert proc.returncode == 0 and out.strip() == b"ok"
 
 
+@pytest.mark.slow
 def test_a_crash_mid_save_loses_at_most_the_record_in_flight(tmp_path: Path) -> None:
     path = tmp_path / "automaton.jsonl"
     rng = random.Random(4)

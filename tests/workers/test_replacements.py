@@ -49,6 +49,7 @@ def settled(sock: Path) -> dict[str, object] | None:
     return None
 
 
+@pytest.mark.slow
 def test_twenty_replacements_with_kills_lose_nothing_acknowledged(memwarden, tmp_path) -> None:
     path, ackdir, sock = tmp_path / "automaton.jsonl", tmp_path / "acks", tmp_path / "ctl.sock"
     ackdir.mkdir()

@@ -144,6 +144,7 @@ def measure(dim: int, n: int, dtype: str, backend: str) -> dict[str, int]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_float16_halves_the_memory_and_the_bound_holds_in_rss(backend: str) -> None:
     dim, n = 768, 20_000 if backend == "numpy" else 5000  # pure Python packs slowly
     half = measure(dim, n, "float16", backend)

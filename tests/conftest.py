@@ -85,7 +85,8 @@ TREE = r"""
 import os, subprocess, sys, threading, time
 mb, kids, step, every, top, me = sys.argv[1:7]
 mb, kids, step, every, top = int(mb), int(kids), int(step), float(every), int(top)
-procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me])
+procs = [subprocess.Popen([sys.executable, "-c", me, str(mb), "0", "0", "1", "0", me],
+                          stdout=subprocess.DEVNULL)  # only the root says ready
          for _ in range(kids)]
 held = [b"\x01" * (mb * 1024 * 1024)]
 def grow():

@@ -23,9 +23,9 @@ def observed(r: WorkerResult) -> Observed:
 
     The healthy peak comes from healthy operation only: generations that leaked (pooled,
     judged `likely` or worse, or suspected in a growth shape) and every generation's
-    start-up (up to its ready event plus the growth window) are left out, and the reason
-    says so. When every generation leaked there
-    is no healthy peak: the advice is to fix or bound the leak.
+    start-up (up to its ready event plus the growth window) are left out, and so, beside a
+    leak, are generations too short to judge; the reason says so. When every generation
+    leaked there is no healthy peak: the advice is to fix or bound the leak.
     """
     w = r.out
     leak = w.leak
@@ -38,9 +38,14 @@ def observed(r: WorkerResult) -> Observed:
     # suspicion: its peak is where the growth took it, not a working set.
     leaked |= {g.generation for g in r.generations if g.verdict in ("likely", "confirmed")
                or (g.verdict == "suspected" and g.shape.name in GROWTH_SHAPES)}
+    # Beside a leak, a generation too short to tell its shape is no evidence of healthy
+    # operation: it is as likely the next leaking generation cut short (its own deadline, the
+    # end of the record), and its memory once warm would turn the advice into a larger HIGH.
+    unjudged = ({g.generation for g in r.generations
+                 if g.shape.name == "short" and g.generation not in leaked} if leaked else set())
     healthy: list[float] = []
     for g in r.generations:
-        if g.generation in leaked:
+        if g.generation in leaked or g.generation in unjudged:
             continue
         after = startup_end(ready.get(g.generation, g.start), r.data.period_s)
         healthy.extend(h for t, h in zip(g.windows.t, g.windows.hi, strict=True) if t >= after)
@@ -49,7 +54,7 @@ def observed(r: WorkerResult) -> Observed:
         slope = leak.rate_mb_s * 1e6
     elif r.main is not None and r.main.generation in leaked:
         slope = max(0.0, r.main.shape.relevant.slope)
-    # Every generation that ran past its start-up leaked: there is no healthy operation.
+    # Every generation judged past its start-up leaked: there is no healthy operation.
     all_leaked = bool(leaked) and not healthy
     if healthy:
         peak_seen = max(healthy)
@@ -63,6 +68,9 @@ def observed(r: WorkerResult) -> Observed:
     excluded = []
     if leaked:
         excluded.append("the leaking generation(s) " + ", ".join(map(str, sorted(leaked))))
+    if unjudged:
+        excluded.append("the generation(s) " + ", ".join(map(str, sorted(unjudged)))
+                        + ", too short to judge")
     excluded.append("each generation's start-up (to "
                     f"{STARTUP_PERIODS * r.data.period_s:g} s after ready)")
     killed = {e.generation for e in r.data.events if e.type == "exit" and e.oom_kill}

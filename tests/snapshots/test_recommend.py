@@ -151,3 +151,27 @@ def test_a_worker_with_events_only_gets_no_advice(tmp_path) -> None:
     records.sort(key=lambda r: r.t)
     _, rec = _recommend(tmp_path, records)
     assert [a.worker for a in rec.workers] == ["w"]
+
+
+def test_a_generation_too_short_to_judge_is_no_healthy_operation_of_a_leak(tmp_path) -> None:
+    # Generations replaced at HIGH one after another, then one that ends (its own deadline)
+    # a few seconds after ready: it is the next leaking generation cut short, not a working
+    # set. Counted as healthy it would make the advice a larger HIGH for a leak.
+    for seed in range(4):
+        records, _ = generators.generations_at_high(seed, count=3)
+        last = max(r.t for r in records)
+        records.append(Event(t=last + 0.1, type="spawn", worker="w", generation=4,
+                             reason="high pressure", profile="high"))
+        records.append(Event(t=last + 1.1, type="ready", worker="w", generation=4))
+        records += [s for k in range(1, 9) for s in synthetic.samples(
+            "w", [40e6 + 0.3e6 * k], t0=last + 0.1 + k, generation=4)]
+        records.append(Event(t=last + 9.2, type="exit", worker="w", generation=4,
+                             expected=False, returncode=0))
+        records.sort(key=lambda r: r.t)
+        a, rec = _recommend(tmp_path, records)
+        (w,) = a.report.workers
+        (adv,) = rec.workers
+        assert w.verdict in ("likely", "confirmed"), w.reasons
+        assert adv.high.value <= w.thresholds["high"] * 1.01, adv.high.reason
+        assert "every generation leaked" in adv.high.reason
+        assert "4, too short to judge" in adv.high.reason, adv.high.reason

@@ -19,7 +19,10 @@ lines (an array object and a data line) per worker per tick; measured with 100 w
 One thread appends (the sampler); others may read at the same time. A reader counts the
 appends made while it copied and drops the oldest samples of its copy that those appends
 may have overwritten, so it never returns a torn or out-of-order sample (rejected: a lock,
-which the sampler would take 1000 times a second for the rare read).
+which the sampler would take 1000 times a second for the rare read). An append writes its
+sample before it counts itself, so the slot it writes (the oldest, once the ring is full)
+may hold a newer sample than the count says: the array has one slot more than the ring
+holds, and readers never read the oldest slot of a full array.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ STATE = 3
 class Ring:
     """The most recent `capacity` samples; times must be appended in non-decreasing order."""
 
-    __slots__ = ("_data", "capacity")
+    __slots__ = ("_data", "_slots", "capacity")
 
     def __init__(self, capacity: int) -> None:
         """Preallocate the samples; raise ValueError when `capacity` < 1."""
         if capacity < 1:
             raise ValueError(f"ring capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        # t0, rss0, t1, rss1, ..., head, count, appends
-        self._data = array("q", bytes(8 * (2 * capacity + STATE)))
+        self._slots = capacity + 1  # the one more that the next append may be writing
+        # t0, rss0, t1, rss1, ..., head, count, appends (count and head over the slots)
+        self._data = array("q", bytes(8 * (2 * self._slots + STATE)))
 
     @property
     def storage(self) -> array[int]:
@@ -58,13 +62,13 @@ class Ring:
         data[2 * h] = t_ns
         data[2 * h + 1] = rss
         h += 1
-        data[HEAD] = 0 if h == self.capacity else h
-        if data[COUNT] < self.capacity:
+        data[HEAD] = 0 if h == self._slots else h
+        if data[COUNT] < self._slots:
             data[COUNT] += 1
         data[APPENDS] += 1
 
     def __len__(self) -> int:
-        return self._data[COUNT]
+        return min(self._data[COUNT], self.capacity)
 
     def _slice(self, start: int, n: int, appends: int, count: int,
                head: int) -> tuple[list[int], list[int]]:
@@ -72,7 +76,7 @@ class Ring:
         # `appends`, `count` and `head` were read, then drop what was overwritten meanwhile.
         if n <= 0:
             return [], []
-        cap, data = self.capacity, self._data
+        cap, data = self._slots, self._data
         first = (head - count + start) % cap
         end = first + n
         if end <= cap:
@@ -82,7 +86,8 @@ class Ring:
             end -= cap
             ts = data[2 * first : 2 * cap : 2].tolist() + data[: 2 * end : 2].tolist()
             rss = data[2 * first + 1 : 2 * cap : 2].tolist() + data[1 : 2 * end : 2].tolist()
-        overwritten = count + (data[APPENDS] - appends) - cap - start
+        # Plus one: the append under way, whose sample may be written but not yet counted.
+        overwritten = count + (data[APPENDS] - appends) + 1 - cap - start
         if overwritten > 0:
             del ts[:overwritten], rss[:overwritten]
         return ts, rss
@@ -93,11 +98,15 @@ class Ring:
         appends = data[APPENDS]
         return appends, data[COUNT], data[HEAD]
 
+    def _held(self, count: int) -> int:
+        # The first readable position of `count` slots: never the oldest of a full array.
+        return max(count - self.capacity, 0)
+
     def _first_at_or_after(self, t_ns: int, count: int, head: int) -> int:
         # Binary search over the logical order; a slot overwritten during the search can
         # only misplace the cut among samples that `_slice` then drops.
-        lo, hi = 0, count
-        base, cap, data = head - count, self.capacity, self._data
+        lo, hi = self._held(count), count
+        base, cap, data = head - count, self._slots, self._data
         while lo < hi:
             mid = (lo + hi) // 2
             if data[2 * ((base + mid) % cap)] < t_ns:
@@ -109,7 +118,7 @@ class Ring:
     def last(self, n: int) -> tuple[list[int], list[int]]:
         """Return (times, rss) of the newest `n` samples (fewer if fewer are held), oldest first."""
         appends, count, head = self._state()
-        n = min(max(n, 0), count)
+        n = min(max(n, 0), count - self._held(count))
         return self._slice(count - n, n, appends, count, head)
 
     def window(self, t_from_ns: int, t_to_ns: int) -> tuple[list[int], list[int]]:
@@ -132,9 +141,9 @@ class Ring:
         if not count:
             return None
         data = self._data
-        i = 2 * ((head or self.capacity) - 1)
+        i = 2 * ((head or self._slots) - 1)
         sample = data[i], data[i + 1]
-        # Torn only if the ring wrapped all the way round meanwhile.
+        # Torn only if the appends meanwhile wrapped round to it.
         return sample if data[APPENDS] - appends < self.capacity else self.newest()
 
 

@@ -181,3 +181,17 @@ def test_reads_during_appends_are_never_torn(append):
         stop.set()
         thread.join()
         sys.setswitchinterval(previous)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 9])
+def test_an_append_under_way_is_never_read(append, n) -> None:
+    # An append writes its sample before it moves the head and counts itself: a reader
+    # between the two steps must neither see that sample nor lose one it should see.
+    ring = filled(4, n, append)
+    head = ring.storage[-3]
+    ring.storage[2 * head], ring.storage[2 * head + 1] = 10**12, 1  # written, not counted
+    held = min(n, 4)
+    want = ([i * 10 for i in range(n - held, n)], [i * 100 for i in range(n - held, n)])
+    assert ring.last(4) == want and ring.last(10) == want
+    assert ring.window(0, 10**13) == want and len(ring) == held
+    assert ring.newest() == ((n - 1) * 10, (n - 1) * 100)

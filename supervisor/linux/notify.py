@@ -56,8 +56,10 @@ class Armed:
     offset: int = 0  # the offset the usage thresholds were computed with
 
 
-def _register(path: str, name: str, argument: str) -> int:
-    """A fresh eventfd registered on `path`/`name` with `argument`; raise OSError."""
+def _register(path: str, name: str, *arguments: str) -> int:
+    """A fresh eventfd registered on `path`/`name` once per argument (none: once, bare);
+    raise OSError. One write registers one argument: the kernel refuses "<efd> <fd> 1 2"
+    with EINVAL (tried here), so several thresholds are several writes on one eventfd."""
     efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     try:
         target = os.open(os.path.join(path, name), os.O_RDONLY | os.O_CLOEXEC)
@@ -65,7 +67,8 @@ def _register(path: str, name: str, argument: str) -> int:
             control = os.open(os.path.join(path, "cgroup.event_control"),
                               os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.write(control, f"{efd} {target} {argument}".rstrip().encode())
+                for argument in arguments or ("",):
+                    os.write(control, f"{efd} {target} {argument}".rstrip().encode())
             finally:
                 os.close(control)
         finally:
@@ -76,9 +79,9 @@ def _register(path: str, name: str, argument: str) -> int:
     return efd
 
 
-def usage_lines(lines: tuple[float | None, ...], offset: int) -> str:
+def usage_lines(lines: tuple[float | None, ...], offset: int) -> tuple[str, ...]:
     """The usage thresholds for lines on the compared figure (usage + offset)."""
-    return " ".join(str(max(int(line) - offset, 1)) for line in lines if line is not None)
+    return tuple(str(max(int(line) - offset, 1)) for line in lines if line is not None)
 
 
 class Notifier:
@@ -109,9 +112,9 @@ class Notifier:
         try:
             if armed.lines:
                 armed.threshold_fd = _register(path, "memory.usage_in_bytes",
-                                               usage_lines(lines, offset))
+                                               *usage_lines(lines, offset))
             if oom:
-                armed.oom_fd = _register(path, "memory.oom_control", "")
+                armed.oom_fd = _register(path, "memory.oom_control")
             armed.pressure_fd = _register(path, "memory.pressure_level", "medium")
         except OSError as e:
             log.debug("cannot arm notifications on %s: %s", path, e.strerror or e)
@@ -133,7 +136,7 @@ class Notifier:
             return False
         try:
             fd = _register(armed.path, "memory.usage_in_bytes",
-                           usage_lines(armed.lines, offset))
+                           *usage_lines(armed.lines, offset))
         except OSError:
             return False  # the cgroup is going away: the old lines stay until disarmed
         old, armed.threshold_fd, armed.offset = armed.threshold_fd, fd, offset

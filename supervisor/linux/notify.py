@@ -19,8 +19,14 @@ generations are armed. `ready()` reads (clears) what fired and says whose it was
 
 Not built yet: the v2 interfaces (`memory.events` by inotify, PSI triggers on a cgroup's
 `memory.pressure`): memwarden's generation cgroups are v1 on the machines it was tried on.
-A cgroup removed while armed signals its eventfds once (v1 does so at rmdir); an eventfd
-reporting an error is dropped rather than polled again.
+
+A cgroup removed while armed must not turn into an event. v1 signals each of its eventfds
+once, after the directory is gone (tried here: each woke within 30 ms of the rmdir and read
+1, as a real event does: an OOM one would have read as CRITICAL); a descriptor whose file
+is gone reports EPOLLERR for ever, and epoll reports that even on a muted descriptor. So
+a descriptor that fires with an error, or whose cgroup directory no longer exists, has
+every descriptor of its cgroup closed and taken out of the set, counted in `dropped`, and
+is never reported.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import errno
 import logging
 import os
 import select
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("memwarden.notify")
@@ -89,13 +96,17 @@ class Notifier:
 
     `arm` is called by the thread that takes the watch, everything else by the ticker
     (which polls the descriptors `disarm` closes); the map of descriptors is replaced whole,
-    never mutated, so a reader sees one or the other.
+    never mutated, so a reader sees one or the other, and the writers of both threads take
+    `_lock` so that neither replaces the map with a copy that misses the other's change.
     """
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self._by_fd: dict[int, tuple[Armed, str]] = {}
+        self._lock = threading.Lock()
+        #: Descriptors closed because their cgroup was gone (removed, or reporting an error).
+        self.dropped = 0
 
     @staticmethod
     def available(version: int) -> bool:
@@ -120,13 +131,16 @@ class Notifier:
             log.debug("cannot arm notifications on %s: %s", path, e.strerror or e)
             self._close(armed)
             return None
-        by_fd = dict(self._by_fd)
-        for fd, kind in ((armed.threshold_fd, THRESHOLD), (armed.oom_fd, OOM),
-                         (armed.pressure_fd, PRESSURE)):
+        with self._lock:
+            by_fd = dict(self._by_fd)
+            for fd, kind in ((armed.threshold_fd, THRESHOLD), (armed.oom_fd, OOM),
+                             (armed.pressure_fd, PRESSURE)):
+                if fd >= 0:
+                    by_fd[fd] = (armed, kind)
+            self._by_fd = by_fd
+        for fd in (armed.threshold_fd, armed.oom_fd, armed.pressure_fd):
             if fd >= 0:
-                by_fd[fd] = (armed, kind)
                 self._epoll.register(fd, select.EPOLLIN)
-        self._by_fd = by_fd
         return armed
 
     def rearm(self, armed: Armed, offset: int) -> bool:
@@ -140,9 +154,10 @@ class Notifier:
         except OSError:
             return False  # the cgroup is going away: the old lines stay until disarmed
         old, armed.threshold_fd, armed.offset = armed.threshold_fd, fd, offset
-        by_fd = {k: v for k, v in self._by_fd.items() if k != old}
-        by_fd[fd] = (armed, THRESHOLD)
-        self._by_fd = by_fd
+        with self._lock:
+            by_fd = {k: v for k, v in self._by_fd.items() if k != old}
+            by_fd[fd] = (armed, THRESHOLD)
+            self._by_fd = by_fd
         self._epoll.register(fd, select.EPOLLIN)
         self._forget(old)
         return True
@@ -152,17 +167,19 @@ class Notifier:
         self._close(armed)
 
     def ready(self) -> list[tuple[Armed, str]]:
-        """Read (clear) every eventfd that fired; return (armed, kind) for each. Never
-        blocks."""
+        """Read (clear) every eventfd that fired; return (armed, kind) for each, leaving out
+        (and dropping) the descriptors of a cgroup that is gone. Never blocks."""
         out: list[tuple[Armed, str]] = []
+        gone: set[int] = set()  # closed in this call: their numbers may be reused meanwhile
         for fd, events in self._epoll.poll(0):
             entry = self._by_fd.get(fd)
-            if entry is None:  # forgotten meanwhile: never leave it ready in the set
-                with contextlib.suppress(OSError):
-                    self._epoll.unregister(fd)
+            if entry is None or fd in gone:  # forgotten meanwhile: never leave it in the set
+                if fd not in gone:
+                    with contextlib.suppress(OSError):
+                        self._epoll.unregister(fd)
                 continue
-            if events & (select.EPOLLERR | select.EPOLLHUP):
-                self._forget(fd)  # would be ready forever
+            if events & (select.EPOLLERR | select.EPOLLHUP) or not os.path.isdir(entry[0].path):
+                gone.update(self._drop(entry[0]))  # would be ready for ever, or a false event
                 continue
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(fd)
@@ -184,6 +201,16 @@ class Notifier:
             self._forget(fd)
         self._epoll.close()
 
+    def _drop(self, armed: Armed) -> tuple[int, ...]:
+        """Its cgroup is gone: close all its descriptors, count them, return them."""
+        fds = tuple(fd for fd in (armed.threshold_fd, armed.oom_fd, armed.pressure_fd)
+                    if fd >= 0)
+        log.debug("%s is gone: its %d notification descriptor(s) are dropped", armed.path,
+                  len(fds))
+        self._close(armed)
+        self.dropped += len(fds)
+        return fds
+
     def _close(self, armed: Armed) -> None:
         for fd in (armed.threshold_fd, armed.oom_fd, armed.pressure_fd):
             if fd >= 0:
@@ -191,7 +218,8 @@ class Notifier:
         armed.threshold_fd = armed.oom_fd = armed.pressure_fd = -1
 
     def _forget(self, fd: int) -> None:
-        self._by_fd = {k: v for k, v in self._by_fd.items() if k != fd}
+        with self._lock:
+            self._by_fd = {k: v for k, v in self._by_fd.items() if k != fd}
         with contextlib.suppress(OSError):
             self._epoll.unregister(fd)
         with contextlib.suppress(OSError):

@@ -7,12 +7,15 @@ its ticks slowed to 100 ms, so that what reacts first is the notification.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
+from dataclasses import replace
 
 import pytest
 
@@ -28,11 +31,11 @@ from supervisor.linux.notify import (
 )
 from supervisor.linux.procfs import StatmReader
 from supervisor.linux.trees import ProcTree
-from supervisor.sensing.layout import PENDING
+from supervisor.sensing.layout import NOTIFIED, PENDING, STOP, TICKS
 from supervisor.sensing.probe import Probe
 from supervisor.sensing.ring import Ring
 from supervisor.sensing.ticker import QUIET_NS, Ticker
-from tests.conftest import in_cgroup, wait_until
+from tests.conftest import in_cgroup, remove_cgroup, wait_until
 from tests.supervisor.test_replacement import config, events
 from workers.protocol import Level
 
@@ -328,5 +331,70 @@ def test_a_held_pressure_level_falls_once_its_cgroup_is_quiet(memory_cgroup) -> 
         assert [c.level for c in changes] == [Level.LOW] and changes[0].metric == "pressure"
         assert probe.kernel_ns == 0 and ticker.control[PENDING] == 0
     finally:
+        notifier.close()
+        root.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_removed_cgroup_is_dropped_not_reported(memory_cgroup) -> None:
+    """v1 signals every eventfd of a cgroup once when it is removed: read as an event, its
+    OOM notification would be a CRITICAL from nowhere."""
+    gen = memory_cgroup / "gen"
+    gen.mkdir()
+    notifier = Notifier()
+    armed = notifier.arm(str(gen), (20 * MB, None, None), 0)
+    assert armed is not None
+    p = holder(gen, 4)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"held\n"
+        remove_cgroup(gen)  # kills the holder, then removes the directory
+        assert p.wait(10) == -signal.SIGKILL
+        fired: list = []
+        wait_until(lambda: fired.extend(notifier.ready()) or notifier.dropped == 3,
+                   what="the removed cgroup's descriptors dropped")
+        assert fired == []
+        assert armed.threshold_fd == armed.oom_fd == armed.pressure_fd == -1
+        assert not select.select([notifier.fd], [], [], 0)[0]  # nothing left in the set
+        notifier.disarm(armed)  # the retirement that follows closes nothing twice
+        assert notifier.dropped == 3
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_removed_cgroup_wakes_the_ticker_once_at_most(memory_cgroup, ticker) -> None:
+    """Each tick loop, running, sees its generation's cgroup removed: the descriptors are
+    dropped on the first wake-up, no level changes, and the ticks go on undisturbed."""
+    gen = memory_cgroup / "gen"
+    gen.mkdir()
+    changes: list = []
+    notifier = Notifier()
+    t = Ticker(interval_ns=10**6, on_change=changes.append, cgroup=None, container=None,
+               realtime=False, which=ticker, notifier=notifier)
+    root = StatmReader(os.getpid())
+    lines = replace(th(), rss=(1e12, 2e12, 3e12))  # never crossed by this process
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(64), lines, 8, None)
+    probe.armed = notifier.arm(str(gen), lines.rss, 0)
+    assert probe.armed is not None
+    t.probes = (probe,)
+    thread = threading.Thread(target=t.run)
+    thread.start()
+    try:
+        wait_until(lambda: t.control[TICKS] > 50, what="the first ticks")
+        remove_cgroup(gen)
+        wait_until(lambda: notifier.dropped == 3, what="the descriptors dropped")
+        ticks = t.control[TICKS]
+        wait_until(lambda: t.control[TICKS] > ticks + 200, what="200 ticks after the drop")
+        assert 1 <= t.control[NOTIFIED] <= 3, t.control[NOTIFIED]
+        assert changes == []
+        assert probe.classifier.level == Level.LOW
+    finally:
+        t.control[STOP] = 1
+        t.stopping.set()
+        thread.join()
+        t.close()
         notifier.close()
         root.close()

@@ -39,6 +39,8 @@ COMPACT_RATIO = 3
 COMPACT_SLACK = 1000
 #: At most this many duplicate ids are remembered for reports.
 MAX_DUPLICATES = 1000
+#: A paced loop further behind its schedule than this starts afresh instead of bursting.
+CATCH_UP_S = 1.0
 
 Step = Callable[["Automaton"], Any]
 
@@ -279,6 +281,11 @@ class Automaton:
         Returns the number of steps run; `stop_reason` says why it stopped. The state is
         saved on the way out.
 
+        With `interval_s`, a step starts every `interval_s` (a rate, not a pause after each
+        step): on a busy host a pause after a slower step would lower the rate the program
+        asked for. A loop more than a second behind its schedule starts afresh from now
+        rather than catching up in a burst.
+
         With `handle_sigterm` (and when called from the main thread of a program that
         left SIGTERM at its default), SIGTERM ends the loop after the current step instead
         of killing the process, so that a retiring generation saves and exits 0 whether
@@ -319,6 +326,7 @@ class Automaton:
         self._ensure_open()
         self.client.ready()
         start = time.monotonic()
+        next_step = start
         next_gc = start + self.limits.gc_interval_s
         next_check = start + self.limits.trim_interval_s
         done = 0
@@ -350,7 +358,12 @@ class Automaton:
                     self.trim(THRESHOLD_TRIM, "threshold")
                 next_check = now + self.limits.trim_interval_s
             if interval_s > 0:
-                time.sleep(interval_s)
+                next_step += interval_s
+                ahead = next_step - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                elif ahead < -CATCH_UP_S:
+                    next_step = time.monotonic()
         return done
 
     def close(self) -> None:

@@ -63,6 +63,13 @@ def read_procs(path: str) -> list[int] | None:
         return None
 
 
+def read_events(path: str) -> dict[str, int] | None:
+    """The counters of the v2 `memory.events` of the cgroup at `path` (the one reader of
+    that file); None when it cannot be read."""
+    text = read_text(os.path.join(path, "memory.events"))
+    return None if text is None else _parse_flat(text)
+
+
 def _stat_value(data: bytes, key: bytes) -> int | None:
     """The value of `key` in the "key value" lines of `data`; None when absent."""
     at = data.find(b"\n" + key + b" ")
@@ -250,8 +257,7 @@ class CgroupMemory(KeptOpen):
     def events(self) -> dict[str, int]:
         """Return the kernel's memory counters: v2 memory.events; v1 oom_kill and failcnt as max."""
         if self.version == 2:
-            text = read_text(os.path.join(self.path, "memory.events"))
-            return {} if text is None else _parse_flat(text)
+            return read_events(self.path) or {}
         out: dict[str, int] = {}
         text = read_text(os.path.join(self.path, "memory.oom_control"))
         if text is not None:
@@ -297,4 +303,4 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-__all__ = ["CgroupMemory", "host_psi_some_avg10", "read_procs", "read_text"]
+__all__ = ["CgroupMemory", "host_psi_some_avg10", "read_events", "read_procs", "read_text"]

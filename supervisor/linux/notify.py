@@ -1,4 +1,5 @@
-"""Kernel memory notifications: the cgroup v1 event interfaces, behind one epoll set.
+"""Kernel memory notifications: cgroup v1 events, cgroup v2 memory.events and PSI
+triggers, behind one epoll set.
 
 The kernel sees every charge; asking it to wake us costs nothing between events, where
 polling costs a read per tick. A generation's v1 memory cgroup offers three notifications
@@ -13,51 +14,102 @@ polling costs a read per tick. A generation's v1 memory cgroup offers three noti
 * `memory.pressure_level` "medium": reclaim is struggling. Signalled on every reclaim pass
   (hundreds a second at a limit, measured here), so its reader rate-limits what it hands on.
 
-Every eventfd is in one epoll set, whose descriptor the tick loops wait on (`fd`): a ready
-epoll descriptor is readable, so a loop needs to wait on one descriptor only, however many
-generations are armed. `ready()` reads (clears) what fired and says whose it was.
+A v2 cgroup has no usage thresholds; it offers two inputs:
 
-Not built yet: the v2 interfaces (`memory.events` by inotify, PSI triggers on a cgroup's
-`memory.pressure`): memwarden's generation cgroups are v1 on the machines it was tried on.
-A cgroup removed while armed signals its eventfds once (v1 does so at rmdir); an eventfd
-reporting an error is dropped rather than polled again.
+* `memory.events`, whose counters (`low`, `high`, `max`, `oom`, `oom_kill`, ...) the kernel
+  announces as a modification of the file: watched with inotify (IN_MODIFY), read again
+  when it fires. `oom_kill` rising is the OOM kill, known before its victim is reaped (OOM);
+  `high`, `max` or `oom` rising means the cgroup is at a limit, and wakes the confirming
+  reads a v1 threshold does (LIMIT).
+* A PSI trigger on `memory.pressure`: "some <stall> <window>" written with its trailing NUL
+  (without it the kernel says EINVAL), polled for POLLPRI. A process without
+  CAP_SYS_RESOURCE (root in most containers) may only use windows that are multiples of
+  2 s (tried here: a 1 s window EINVAL, 2 s accepted), so the window is 2 s, the shortest
+  both may use, and the stall 10 % of it, the cgroup PSI line of MEDIUM. It raises MEDIUM as
+  v1's pressure level does, muted the same way. A PSI trigger's event is consumed by
+  whichever poll sees it first, and a poll of the epoll set polls its members (tried here: a
+  poll of the set woke, and the set then reported nothing). So each cgroup gets two
+  triggers alike, which fire together: one in the set the loops wait on, which only wakes
+  them, and one in a second set that only `ready()` polls, which says whose it was. On a
+  file that is not the kernel's (a regular file) no trigger is written; that is said once
+  and the ticks alone watch that input.
+
+Every descriptor that wakes is in one epoll set, whose descriptor the tick loops wait on
+(`fd`): a ready epoll descriptor is readable, so a loop needs to wait on one descriptor
+only, however many generations are armed. `ready()` reads (clears) what fired and says
+whose it was.
+
+A cgroup removed while armed must not turn into an event. v1 signals each of its eventfds
+once, after the directory is gone (tried here: each woke within 30 ms of the rmdir and read
+1, as a real event does: an OOM one would have read as CRITICAL); a descriptor whose file
+is gone reports EPOLLERR for ever (a PSI trigger does), and epoll reports that even on a
+muted descriptor; inotify says IN_IGNORED once its watch is gone. So a descriptor that fires
+with an error, or whose cgroup directory no longer exists, has every descriptor of its
+cgroup closed and taken out of the sets, counted in `dropped`, and is never reported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import select
-from dataclasses import dataclass
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from supervisor.linux.cgroup import read_events
 
 log = logging.getLogger("memwarden.notify")
 
 #: What fired, as the level records and the log name it.
-THRESHOLD, OOM, PRESSURE = "threshold", "oom", "pressure"
+THRESHOLD, OOM, PRESSURE, LIMIT = "threshold", "oom", "pressure", "limit"
+#: The descriptors of a v2 cgroup that are read here and never reported as they are: its
+#: memory.events watch, and the PSI trigger that only wakes the loops.
+_EVENTS, _WAKE = "memory.events", "wake"
 #: How far the offset between usage and the compared figure may move before the thresholds
 #: are re-armed: a line is then at most this far from where the figure crosses it, and the
 #: ticks still catch what the event misses.
 REARM_STEP = 1 << 20
+#: The PSI trigger: 200 ms of "some" stall within a 2 s window (see the module's doc).
+PSI_STALL_US, PSI_WINDOW_US = 200_000, 2_000_000
+_PSI_TRIGGER = f"some {PSI_STALL_US} {PSI_WINDOW_US}".encode() + b"\0"
+#: The filesystems whose pressure files take triggers: cgroup2 and proc (statfs f_type).
+_PSI_FILESYSTEMS = (0x63677270, 0x9FA0)
+_IN_MODIFY, _IN_IGNORED = 0x2, 0x8000
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+#: The C library, for inotify and fstatfs, which `os` lacks (dlopen of the process itself:
+#: no search for the library).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(eq=False)
 class Armed:
-    """One generation's eventfds and what its thresholds were armed at."""
+    """One generation's notification descriptors and what its thresholds were armed at."""
 
     path: str
-    threshold_fd: int = -1
-    oom_fd: int = -1
-    pressure_fd: int = -1
+    threshold_fd: int = -1  # v1
+    oom_fd: int = -1  # v1
+    pressure_fd: int = -1  # v1: the pressure level; v2: the PSI trigger that wakes the loops
+    events_fd: int = -1  # v2: the inotify watch on memory.events
+    psi_fd: int = -1  # v2: the PSI trigger that says whose the wake-up was
     lines: tuple[int, ...] = ()  # the lines on the compared figure
     offset: int = 0  # the offset the usage thresholds were computed with
+    oom: bool = True  # report OOM kills (the workers' common cgroup does not)
+    counts: dict[str, int] = field(default_factory=dict)  # v2: memory.events, last read
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return tuple(fd for fd in (self.threshold_fd, self.oom_fd, self.pressure_fd,
+                                   self.events_fd, self.psi_fd) if fd >= 0)
 
 
-def _register(path: str, name: str, argument: str) -> int:
-    """A fresh eventfd registered on `path`/`name` with `argument`; raise OSError."""
+def _register(path: str, name: str, *arguments: str) -> int:
+    """A fresh eventfd registered on `path`/`name` once per argument (none: once, bare);
+    raise OSError. One write registers one argument: the kernel refuses "<efd> <fd> 1 2"
+    with EINVAL (tried here), so several thresholds are several writes on one eventfd."""
     efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     try:
         target = os.open(os.path.join(path, name), os.O_RDONLY | os.O_CLOEXEC)
@@ -65,7 +117,8 @@ def _register(path: str, name: str, argument: str) -> int:
             control = os.open(os.path.join(path, "cgroup.event_control"),
                               os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.write(control, f"{efd} {target} {argument}".rstrip().encode())
+                for argument in arguments or ("",):
+                    os.write(control, f"{efd} {target} {argument}".rstrip().encode())
             finally:
                 os.close(control)
         finally:
@@ -76,121 +129,267 @@ def _register(path: str, name: str, argument: str) -> int:
     return efd
 
 
-def usage_lines(lines: tuple[float | None, ...], offset: int) -> str:
+def _watch(path: str) -> int:
+    """An inotify descriptor watching `path` for modifications; raise OSError."""
+    fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    if _LIBC.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def _watch_gone(fd: int) -> bool:
+    """Read (clear) what an inotify descriptor has queued; return whether its watch is gone
+    (IN_IGNORED: the file was removed)."""
+    gone = False
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return gone
+        if not data:
+            return gone
+        at = 0
+        while at + _INOTIFY_EVENT.size <= len(data):
+            _, mask, _, length = _INOTIFY_EVENT.unpack_from(data, at)
+            gone = gone or bool(mask & _IN_IGNORED)
+            at += _INOTIFY_EVENT.size + length
+
+
+def psi_trigger(path: str) -> int:
+    """A PSI trigger (`_PSI_TRIGGER`) on the pressure file `path`, to poll for POLLPRI; raise
+    OSError, also for a file that is not the kernel's (where the write would only write)."""
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field
+        if _LIBC.fstatfs(fd, buf) < 0:
+            raise OSError(ctypes.get_errno(), "fstatfs", path)
+        if ctypes.c_long.from_buffer(buf).value not in _PSI_FILESYSTEMS:
+            raise OSError(errno.EINVAL, "not a kernel pressure file", path)
+        os.write(fd, _PSI_TRIGGER)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def usage_lines(lines: tuple[float | None, ...], offset: int) -> tuple[str, ...]:
     """The usage thresholds for lines on the compared figure (usage + offset)."""
-    return " ".join(str(max(int(line) - offset, 1)) for line in lines if line is not None)
+    return tuple(str(max(int(line) - offset, 1)) for line in lines if line is not None)
 
 
 class Notifier:
-    """The armed notifications of every watched generation, in one epoll set.
+    """The armed notifications of every watched generation, in one epoll set (and the PSI
+    triggers that say whose a wake-up was, in a second one: see the module's doc).
 
     `arm` is called by the thread that takes the watch, everything else by the ticker
     (which polls the descriptors `disarm` closes); the map of descriptors is replaced whole,
-    never mutated, so a reader sees one or the other.
+    never mutated, so a reader sees one or the other, and the writers of both threads take
+    `_lock` so that neither replaces the map with a copy that misses the other's change.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = 1) -> None:
+        """For generation cgroups of this cgroup `version` (1 or 2)."""
+        if version not in (1, 2):
+            raise ValueError(f"cgroup version must be 1 or 2, got {version}")
+        self.version = version
         self._epoll = select.epoll()
+        self._psi = select.epoll()  # polled by `ready` alone
         self.fd = self._epoll.fileno()
         self._by_fd: dict[int, tuple[Armed, str]] = {}
-
-    @staticmethod
-    def available(version: int) -> bool:
-        """Whether generations of a cgroup of this version can be armed (v1 only, so far)."""
-        return version == 1
+        self._lock = threading.Lock()
+        #: Descriptors closed because their cgroup was gone (removed, or reporting an error).
+        self.dropped = 0
+        #: v2: why PSI triggers cannot be armed (said once; None while they can).
+        self.psi_refused: str | None = None
 
     def arm(self, path: str, lines: tuple[float | None, ...], offset: int, *,
             oom: bool = True) -> Armed | None:
-        """Arm the cgroup at `path`: its thresholds at `lines` (on the compared figure), the
-        OOM notification (unless `oom` is False) and the medium pressure level. Return None
-        (logged at debug) when the kernel refuses; the ticks alone then watch it."""
-        armed = Armed(path, offset=offset,
-                       lines=tuple(int(x) for x in lines if x is not None))
+        """Arm the cgroup at `path`. v1: its thresholds at `lines` (on the compared figure),
+        the OOM notification (unless `oom` is False) and the medium pressure level; v2: its
+        memory.events and a PSI trigger. Return None (logged at debug) when the kernel
+        refuses; the ticks alone then watch it."""
+        armed = Armed(path, offset=offset, oom=oom,
+                      lines=tuple(int(x) for x in lines if x is not None))
         try:
-            if armed.lines:
-                armed.threshold_fd = _register(path, "memory.usage_in_bytes",
-                                               usage_lines(lines, offset))
-            if oom:
-                armed.oom_fd = _register(path, "memory.oom_control", "")
-            armed.pressure_fd = _register(path, "memory.pressure_level", "medium")
+            if self.version == 1:
+                if armed.lines:
+                    armed.threshold_fd = _register(path, "memory.usage_in_bytes",
+                                                   *usage_lines(lines, offset))
+                if oom:
+                    armed.oom_fd = _register(path, "memory.oom_control")
+                armed.pressure_fd = _register(path, "memory.pressure_level", "medium")
+            else:
+                armed.events_fd = _watch(os.path.join(path, "memory.events"))
+                counts = read_events(path)  # after the watch: no change falls between
+                if counts is None:
+                    raise OSError(errno.ENOENT, "cannot read memory.events", path)
+                armed.counts = counts
+                self._arm_psi(armed)
         except OSError as e:
             log.debug("cannot arm notifications on %s: %s", path, e.strerror or e)
             self._close(armed)
             return None
-        by_fd = dict(self._by_fd)
-        for fd, kind in ((armed.threshold_fd, THRESHOLD), (armed.oom_fd, OOM),
-                         (armed.pressure_fd, PRESSURE)):
+        kinds = ((armed.threshold_fd, THRESHOLD), (armed.oom_fd, OOM),
+                 (armed.pressure_fd, PRESSURE if self.version == 1 else _WAKE),
+                 (armed.events_fd, _EVENTS), (armed.psi_fd, PRESSURE))
+        with self._lock:
+            by_fd = dict(self._by_fd)
+            for fd, kind in kinds:
+                if fd >= 0:
+                    by_fd[fd] = (armed, kind)
+            self._by_fd = by_fd
+        for fd, _ in kinds[:4]:
             if fd >= 0:
-                by_fd[fd] = (armed, kind)
-                self._epoll.register(fd, select.EPOLLIN)
-        self._by_fd = by_fd
+                self._epoll.register(fd, self._mask(fd, armed))
+        if armed.psi_fd >= 0:
+            self._psi.register(armed.psi_fd, select.EPOLLPRI)
         return armed
+
+    def _arm_psi(self, armed: Armed) -> None:
+        """The two PSI triggers of a v2 cgroup; where the kernel refuses them, the first
+        refusal is said and none is tried again."""
+        if self.psi_refused is not None:
+            return
+        target = os.path.join(armed.path, "memory.pressure")
+        try:
+            armed.pressure_fd = psi_trigger(target)
+            armed.psi_fd = psi_trigger(target)
+        except OSError as e:
+            for fd in (armed.pressure_fd, armed.psi_fd):
+                if fd >= 0:
+                    os.close(fd)
+            armed.pressure_fd = armed.psi_fd = -1
+            self.psi_refused = f"{target}: {e.strerror or e}"
+            log.info("no PSI trigger on %s; the ticks alone watch reclaim pressure",
+                     self.psi_refused)
+
+    def _mask(self, fd: int, armed: Armed) -> int:
+        """What `fd` is polled for in the set the loops wait on: a PSI trigger's POLLPRI,
+        else readable."""
+        return select.EPOLLPRI if self.version == 2 and fd == armed.pressure_fd \
+            else select.EPOLLIN
 
     def rearm(self, armed: Armed, offset: int) -> bool:
         """Re-arm the thresholds for a new offset when it moved by more than REARM_STEP;
-        return whether it did."""
+        return whether it did (v1 only: v2 has no thresholds)."""
         if armed.threshold_fd < 0 or abs(offset - armed.offset) <= REARM_STEP:
             return False
         try:
             fd = _register(armed.path, "memory.usage_in_bytes",
-                           usage_lines(armed.lines, offset))
+                           *usage_lines(armed.lines, offset))
         except OSError:
             return False  # the cgroup is going away: the old lines stay until disarmed
         old, armed.threshold_fd, armed.offset = armed.threshold_fd, fd, offset
-        by_fd = {k: v for k, v in self._by_fd.items() if k != old}
-        by_fd[fd] = (armed, THRESHOLD)
-        self._by_fd = by_fd
+        with self._lock:
+            by_fd = {k: v for k, v in self._by_fd.items() if k != old}
+            by_fd[fd] = (armed, THRESHOLD)
+            self._by_fd = by_fd
         self._epoll.register(fd, select.EPOLLIN)
         self._forget(old)
         return True
 
     def disarm(self, armed: Armed) -> None:
-        """Close its eventfds (which unregisters them from the cgroup)."""
+        """Close its descriptors (which unregisters v1 eventfds from the cgroup)."""
         self._close(armed)
 
     def ready(self) -> list[tuple[Armed, str]]:
-        """Read (clear) every eventfd that fired; return (armed, kind) for each. Never
-        blocks."""
+        """Read (clear) every descriptor that fired; return (armed, kind) for each, leaving
+        out (and dropping) the descriptors of a cgroup that is gone. Never blocks."""
         out: list[tuple[Armed, str]] = []
-        for fd, events in self._epoll.poll(0):
+        gone: set[int] = set()  # closed in this call: their numbers may be reused meanwhile
+        for fd, events in self._epoll.poll(0) + self._psi.poll(0):
             entry = self._by_fd.get(fd)
-            if entry is None:  # forgotten meanwhile: never leave it ready in the set
-                with contextlib.suppress(OSError):
-                    self._epoll.unregister(fd)
+            if entry is None or fd in gone:  # forgotten meanwhile: never leave it in a set
+                if fd not in gone:
+                    self._unregister(fd)
                 continue
-            if events & (select.EPOLLERR | select.EPOLLHUP):
-                self._forget(fd)  # would be ready forever
+            armed, kind = entry
+            if events & (select.EPOLLERR | select.EPOLLHUP) or not os.path.isdir(armed.path):
+                gone.update(self._drop(armed))  # would be ready for ever, or a false event
                 continue
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(fd)
-            if entry[1] == PRESSURE:  # repeats on every reclaim pass: muted until `unmute`
-                with contextlib.suppress(OSError):
-                    self._epoll.modify(fd, 0)
+            if kind == _WAKE:
+                continue  # it woke the loop; its twin in the second set says whose it was
+            if kind == _EVENTS:
+                kinds = self._events(armed)
+                if kinds is None:
+                    gone.update(self._drop(armed))
+                out.extend((armed, k) for k in kinds or ())
+                continue
+            if self.version == 1:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(fd)
+            if kind == PRESSURE:  # repeats on every reclaim pass: muted until `unmute`
+                for epoll, muted in ((self._epoll, armed.pressure_fd), (self._psi, armed.psi_fd)):
+                    if muted >= 0:
+                        with contextlib.suppress(OSError):
+                            epoll.modify(muted, 0)
             out.append(entry)
         return out
+
+    def _events(self, armed: Armed) -> list[str] | None:
+        """memory.events was modified: what rose since the last reading (OOM for `oom_kill`,
+        LIMIT for `high`, `max` or `oom`); None when the cgroup is gone."""
+        if _watch_gone(armed.events_fd):
+            return None
+        counts = read_events(armed.path)
+        if counts is None:
+            return None
+        before, armed.counts = armed.counts, counts
+
+        def rose(name: str) -> bool:
+            return counts.get(name, 0) > before.get(name, 0)
+
+        kinds = []
+        if armed.oom and rose("oom_kill"):
+            kinds.append(OOM)
+        if rose("high") or rose("max") or rose("oom"):
+            kinds.append(LIMIT)
+        return kinds
 
     def unmute(self, armed: Armed) -> None:
         """Listen again to its pressure notifications, muted since the last one."""
         if armed.pressure_fd >= 0:
             with contextlib.suppress(OSError):
-                self._epoll.modify(armed.pressure_fd, select.EPOLLIN)
+                self._epoll.modify(armed.pressure_fd, self._mask(armed.pressure_fd, armed))
+        if armed.psi_fd >= 0:
+            with contextlib.suppress(OSError):
+                self._psi.modify(armed.psi_fd, select.EPOLLPRI)
 
     def close(self) -> None:
-        """Close every eventfd still armed, and the epoll set."""
+        """Close every descriptor still armed, and the epoll sets."""
         for fd in list(self._by_fd):
             self._forget(fd)
         self._epoll.close()
+        self._psi.close()
+
+    def _drop(self, armed: Armed) -> tuple[int, ...]:
+        """Its cgroup is gone: close all its descriptors, count them, return them."""
+        fds = armed.fds
+        log.debug("%s is gone: its %d notification descriptor(s) are dropped", armed.path,
+                  len(fds))
+        self._close(armed)
+        self.dropped += len(fds)
+        return fds
 
     def _close(self, armed: Armed) -> None:
-        for fd in (armed.threshold_fd, armed.oom_fd, armed.pressure_fd):
-            if fd >= 0:
-                self._forget(fd)
+        for fd in armed.fds:
+            self._forget(fd)
         armed.threshold_fd = armed.oom_fd = armed.pressure_fd = -1
+        armed.events_fd = armed.psi_fd = -1
+
+    def _unregister(self, fd: int) -> None:
+        for epoll in (self._epoll, self._psi):
+            with contextlib.suppress(OSError):
+                epoll.unregister(fd)
 
     def _forget(self, fd: int) -> None:
-        self._by_fd = {k: v for k, v in self._by_fd.items() if k != fd}
-        with contextlib.suppress(OSError):
-            self._epoll.unregister(fd)
+        with self._lock:
+            self._by_fd = {k: v for k, v in self._by_fd.items() if k != fd}
+        self._unregister(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
 
@@ -215,8 +414,7 @@ class Waiter:
     """
 
     def __init__(self, fd: int) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self._ppoll = libc.ppoll
+        self._ppoll = _LIBC.ppoll
         self._ppoll.argtypes = (ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
                                 ctypes.c_void_p)
         self._ppoll.restype = ctypes.c_int
@@ -235,5 +433,5 @@ class Waiter:
         return got > 0
 
 
-__all__ = ["OOM", "PRESSURE", "REARM_STEP", "THRESHOLD", "Armed", "Notifier", "Waiter",
-           "usage_lines"]
+__all__ = ["LIMIT", "OOM", "PRESSURE", "PSI_STALL_US", "PSI_WINDOW_US", "REARM_STEP",
+           "THRESHOLD", "Armed", "Notifier", "Waiter", "psi_trigger", "usage_lines"]

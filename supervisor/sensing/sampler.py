@@ -21,7 +21,7 @@ from supervisor.core.pressure import Change, ContainerClassifier, Thresholds
 from supervisor.core.units import format_duration
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
-from supervisor.linux.notify import Notifier
+from supervisor.linux.notify import PSI_STALL_US, PSI_WINDOW_US, Notifier
 from supervisor.linux.timing import lower_switch_interval
 from supervisor.linux.trees import ProcTree, Tree
 from supervisor.sensing.discoverer import Discoverer
@@ -108,18 +108,19 @@ class Sampler:
         self.ticker, self._ticker_why = choose_ticker(ticker)
         container = (ContainerClassifier(thresholds, limit)
                      if limit is not None and limit > 0 else None)
-        # The kernel's notifications where generations have v1 memory cgroups of their own;
+        # The kernel's notifications where generations have memory cgroups of their own;
         # `notifications` says which, or why none (for the start-up log and `status`).
         notifier = None
         if measure != "cgroup":
-            self.notifications = f"none: the {measure} measure has no cgroup per generation"
-        elif cgroup is None or not Notifier.available(cgroup.version):
-            self.notifications = ("none: the generations' cgroups are v2 (only v1 events "
-                                  "are used so far)" if cgroup is not None
-                                  else "none: no memory cgroup")
+            self._notifications = f"none: the {measure} measure has no cgroup per generation"
+        elif cgroup is None:
+            self._notifications = "none: no memory cgroup"
         else:
-            notifier = Notifier()
-            self.notifications = "cgroup v1 thresholds, OOM and pressure level"
+            notifier = Notifier(cgroup.version)
+            self._notifications = (
+                "cgroup v1 thresholds, OOM and pressure level" if cgroup.version == 1 else
+                f"cgroup v2 memory.events by inotify, PSI trigger (some "
+                f"{PSI_STALL_US // 1000}ms in {PSI_WINDOW_US // 1_000_000}s)")
         self._ticking = Ticker(interval_ns=self.interval_ns, on_change=on_change,
                                cgroup=cgroup, container=container, realtime=realtime,
                                which=self.ticker, notifier=notifier,
@@ -134,6 +135,16 @@ class Sampler:
         self._lock = threading.Lock()  # serialises watch/unwatch against each other only
         self._threads: list[threading.Thread] = []
         self._previous_switch: float | None = None
+
+    @property
+    def notifications(self) -> str:
+        """What wakes the ticker between its ticks, or "none: <why>"; a PSI trigger the
+        kernel refused (said when the first generation was armed) is named with why."""
+        notifier = self._ticking.notifier
+        if notifier is not None and notifier.psi_refused is not None:
+            return (f"cgroup v2 memory.events by inotify; no PSI trigger "
+                    f"({notifier.psi_refused}): the ticks alone watch reclaim pressure")
+        return self._notifications
 
     def start(self) -> None:
         """Start the ticker and discoverer threads; raise RuntimeError if already started.
@@ -223,7 +234,9 @@ class Sampler:
         is where they reclaim: the kernel reports pressure on the cgroup whose limit forced
         the reclaim and its ancestors, never on the generations below it."""
         notifier = self._ticking.notifier
-        if notifier is not None:
+        # v2 needs none: a cgroup's PSI counts the stalls of its own tasks, whichever
+        # ancestor's limit forced the reclaim.
+        if notifier is not None and notifier.version == 1:
             self._ticking.shared = notifier.arm(path, (None, None, None), 0, oom=False)
 
     def growth_from(self, key: str, t_ns: int | None = None, *,

@@ -21,8 +21,9 @@ interval to get it back whenever the event loop is busy.
 Where the kernel's notifications are armed (`notify.Notifier`), both loops wait for the
 next deadline on the notifier's descriptor rather than sleeping: a threshold crossed wakes
 them at the allocation, and they run the classifier's confirming run of ticks at once, on
-fresh reads (`notified`, `settled`); the level change then names the notification as its
-source. OOM and reclaim-pressure notifications feed the worker's classifier directly.
+fresh reads (`notified`, `settled`), as they do when a v2 cgroup's memory.events says it hit
+a limit; the level change then names the notification as its source. OOM kills and
+reclaim-pressure notifications feed the worker's classifier directly.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dataclasses import replace
 from supervisor.core.pressure import Change, ContainerClassifier
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
-from supervisor.linux.notify import OOM, THRESHOLD, Armed, Notifier, Waiter
+from supervisor.linux.notify import LIMIT, OOM, THRESHOLD, Armed, Notifier, Waiter
 from supervisor.linux.pss import SCALE_ONE, SCALE_SHIFT
 from supervisor.linux.timing import (
     OFFSET_0,
@@ -326,8 +327,8 @@ class Ticker:
             probe = probes.get(armed)
             if probe is None or probe.closed:
                 continue
-            if kind == THRESHOLD:
-                ticks, self.cause = self.burst, THRESHOLD
+            if kind in (THRESHOLD, LIMIT):  # the figure may be at a line: read it now
+                ticks, self.cause = self.burst, kind
                 continue
             probe.kernel_ns = now
             classifier = probe.classifier

@@ -41,6 +41,7 @@ def v2_cgroup(directory: Path, *, current: int, max_: str = "max", high: str = "
               inactive_file: int = 0) -> Path:
     """Lay out one v2 cgroup directory as the kernel does (the files memwarden reads)."""
     write(directory / "cgroup.controllers", "cpu io memory pids\n")
+    write(directory / "cgroup.procs", "")
     write(directory / "memory.current", f"{current}\n")
     write(directory / "memory.max", f"{max_}\n")
     write(directory / "memory.high", f"{high}\n")

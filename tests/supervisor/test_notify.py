@@ -7,32 +7,47 @@ its ticks slowed to 100 ms, so that what reacts first is the notification.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from supervisor.core.pressure import HELD_MIN, Thresholds, WorkerClassifier
+from supervisor.linux import notify
+from supervisor.linux.cgroup import CgroupMemory
 from supervisor.linux.notify import (
+    LIMIT,
     OOM,
     PRESSURE,
+    PSI_STALL_US,
+    PSI_WINDOW_US,
     REARM_STEP,
     THRESHOLD,
     Notifier,
     Waiter,
+    psi_trigger,
     usage_lines,
 )
 from supervisor.linux.procfs import StatmReader
 from supervisor.linux.trees import ProcTree
-from supervisor.sensing.layout import PENDING
+from supervisor.sensing.layout import NOTIFIED, PENDING, STOP, TICKS
 from supervisor.sensing.probe import Probe
 from supervisor.sensing.ring import Ring
+from supervisor.sensing.sampler import Sampler
 from supervisor.sensing.ticker import QUIET_NS, Ticker
-from tests.conftest import in_cgroup, wait_until
+from tests.conftest import in_cgroup, remove_cgroup, wait_until
+from tests.supervisor.test_cgroup import v2_cgroup
 from tests.supervisor.test_replacement import config, events
 from workers.protocol import Level
 
@@ -58,8 +73,8 @@ def th(confirm: int = 3) -> Thresholds:
 
 
 def test_usage_lines_subtract_the_offset_and_skip_lines_that_are_off() -> None:
-    assert usage_lines((30e6, None, 90e6), 5_000_000) == "25000000 85000000"
-    assert usage_lines((1e6,), 2_000_000) == "1"  # never 0 or below: the kernel refuses
+    assert usage_lines((30e6, None, 90e6), 5_000_000) == ("25000000", "85000000")
+    assert usage_lines((1e6,), 2_000_000) == ("1",)  # never 0 or below: the kernel refuses
 
 
 def test_pressure_notification_raises_medium_and_calm_lowers_it() -> None:
@@ -103,7 +118,8 @@ def kinds(notifier: Notifier, fired: set[str], timeout: float = 20.0) -> set[str
 @pytest.mark.timeout(60)
 def test_a_threshold_fires_at_the_allocation_that_crosses_it(memory_cgroup) -> None:
     notifier = Notifier()
-    armed = notifier.arm(str(memory_cgroup), (20 * MB, None, None), 0)
+    # Every line of a worker on one eventfd (the kernel takes one per registration).
+    armed = notifier.arm(str(memory_cgroup), (20 * MB, 400 * MB, 800 * MB), 0)
     assert armed is not None
     p = holder(memory_cgroup, 40)
     try:
@@ -329,3 +345,294 @@ def test_a_held_pressure_level_falls_once_its_cgroup_is_quiet(memory_cgroup) -> 
     finally:
         notifier.close()
         root.close()
+
+
+@contextlib.contextmanager
+def running(t: Ticker) -> Iterator[Ticker]:
+    """The ticker's loop on a thread of its own, stopped and joined on the way out."""
+    thread = threading.Thread(target=t.run)
+    thread.start()
+    try:
+        yield t
+    finally:
+        t.control[STOP] = 1
+        t.stopping.set()
+        thread.join()
+        t.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_removed_cgroup_is_dropped_not_reported(memory_cgroup) -> None:
+    """v1 signals every eventfd of a cgroup once when it is removed: read as an event, its
+    OOM notification would be a CRITICAL from nowhere."""
+    gen = memory_cgroup / "gen"
+    gen.mkdir()
+    notifier = Notifier()
+    armed = notifier.arm(str(gen), (20 * MB, None, None), 0)
+    assert armed is not None
+    p = holder(gen, 4)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"held\n"
+        remove_cgroup(gen)  # kills the holder, then removes the directory
+        assert p.wait(10) == -signal.SIGKILL
+        fired: list = []
+        wait_until(lambda: fired.extend(notifier.ready()) or notifier.dropped == 3,
+                   what="the removed cgroup's descriptors dropped")
+        assert fired == []
+        assert armed.threshold_fd == armed.oom_fd == armed.pressure_fd == -1
+        assert not select.select([notifier.fd], [], [], 0)[0]  # nothing left in the set
+        notifier.disarm(armed)  # the retirement that follows closes nothing twice
+        assert notifier.dropped == 3
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        p.stdout.close()
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_removed_cgroup_wakes_the_ticker_once_at_most(memory_cgroup, ticker) -> None:
+    """Each tick loop, running, sees its generation's cgroup removed: the descriptors are
+    dropped on the first wake-up, no level changes, and the ticks go on undisturbed."""
+    gen = memory_cgroup / "gen"
+    gen.mkdir()
+    changes: list = []
+    notifier = Notifier()
+    t = Ticker(interval_ns=10**6, on_change=changes.append, cgroup=None, container=None,
+               realtime=False, which=ticker, notifier=notifier)
+    root = StatmReader(os.getpid())
+    lines = replace(th(), rss=(1e12, 2e12, 3e12))  # never crossed by this process
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(64), lines, 8, None)
+    probe.armed = notifier.arm(str(gen), lines.rss, 0)
+    assert probe.armed is not None
+    t.probes = (probe,)
+    try:
+        with running(t):
+            wait_until(lambda: t.control[TICKS] > 50, what="the first ticks")
+            remove_cgroup(gen)
+            wait_until(lambda: notifier.dropped == 3, what="the descriptors dropped")
+            ticks = t.control[TICKS]
+            wait_until(lambda: t.control[TICKS] > ticks + 200, what="200 ticks after the drop")
+        assert 1 <= t.control[NOTIFIED] <= 3, t.control[NOTIFIED]
+        assert changes == []
+        assert probe.classifier.level == Level.LOW
+    finally:
+        notifier.close()
+        root.close()
+
+
+# -- cgroup v2: memory.events by inotify, PSI triggers ---------------------------------------
+
+EVENTS = "low 0\nhigh {high}\nmax {max}\noom {oom}\noom_kill {kill}\noom_group_kill 0\n"
+
+
+def events_file(cg, *, high: int = 0, max_: int = 0, oom: int = 0, kill: int = 0) -> None:
+    """Rewrite memory.events as the kernel prints it: a modification, as the kernel's is."""
+    (cg / "memory.events").write_text(EVENTS.format(high=high, max=max_, oom=oom, kill=kill))
+
+
+def fake_v2(directory, current: int = 10 * MB):
+    cg = v2_cgroup(directory, current=current)
+    events_file(cg)
+    return cg
+
+
+def fired(notifier: Notifier, timeout: float = 10.0) -> list[tuple[object, str]]:
+    """What the next wake-up says (bounded wait on the descriptor the tick loops wait on)."""
+    assert select.select([notifier.fd], [], [], timeout)[0], "no wake-up"
+    return [(armed, kind) for armed, kind in notifier.ready()]
+
+
+@pytest.mark.timeout(60)
+def test_v2_memory_events_say_what_rose(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="memwarden.notify")
+    cg, other = fake_v2(tmp_path / "w.1"), fake_v2(tmp_path / "w.2")
+    pressure = (cg / "memory.pressure").read_text()
+    notifier = Notifier(2)
+    try:
+        armed = notifier.arm(str(cg), (30 * MB, None, None), 0)
+        assert armed is not None and armed.events_fd >= 0
+        # No PSI trigger on a regular file, and nothing written to it; said once.
+        assert armed.pressure_fd == armed.psi_fd == -1
+        assert (cg / "memory.pressure").read_text() == pressure
+        assert "not a kernel pressure file" in (notifier.psi_refused or "")
+        assert notifier.arm(str(other), (30 * MB, None, None), 0) is not None
+        said = [r for r in caplog.records if "no PSI trigger" in r.getMessage()]
+        assert len(said) == 1, said
+        events_file(cg, high=1)
+        assert fired(notifier) == [(armed, LIMIT)]
+        events_file(cg, high=1, max_=2)
+        assert fired(notifier) == [(armed, LIMIT)]
+        events_file(cg, high=1, max_=2, oom=1, kill=1)
+        assert fired(notifier) == [(armed, OOM), (armed, LIMIT)]
+        events_file(cg, high=1, max_=2, oom=1, kill=1)  # rewritten, nothing rose
+        assert fired(notifier) == []
+        assert not notifier.rearm(armed, 10 * MB)  # v2 has no thresholds to follow
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_removed_v2_cgroup_is_dropped(tmp_path) -> None:
+    cg = fake_v2(tmp_path / "w.1")
+    notifier = Notifier(2)
+    try:
+        armed = notifier.arm(str(cg), (None, None, None), 0)
+        assert armed is not None
+        shutil.rmtree(cg)  # inotify: IN_IGNORED once the watched file is gone
+        assert fired(notifier) == []
+        assert notifier.dropped == 1 and armed.events_fd == -1
+        assert not select.select([notifier.fd], [], [], 0)[0]
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_v2_events_wake_the_ticker(tmp_path, ticker) -> None:
+    """Ticks 1 s apart, the classifier confirming on 3 readings: a change that names
+    memory.events as its source came from the reads its wake-up asked for."""
+    cg = fake_v2(tmp_path / "w.1")
+    cgroup = CgroupMemory.at(str(cg), 2)
+    changes: list = []
+    notifier = Notifier(2)
+    t = Ticker(interval_ns=S, on_change=changes.append, cgroup=None, container=None,
+               realtime=False, which=ticker, notifier=notifier, burst=th().confirm)
+    root = StatmReader(os.getpid())
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(64), th(), 8, cgroup)
+    probe.armed = notifier.arm(str(cg), th().rss, 0)
+    assert probe.armed is not None
+    t.probes = (probe,)
+    try:
+        with running(t):
+            (cg / "memory.current").write_text(f"{40 * MB}\n")  # above MEDIUM (30 MB)
+            events_file(cg, high=1)
+            wait_until(lambda: changes, what="the level change")
+            assert [(c.level, c.metric, c.source) for c in changes] == [
+                (Level.MEDIUM, "memory", LIMIT)]
+            events_file(cg, high=1, oom=1, kill=1)
+            wait_until(lambda: len(changes) == 2, what="the OOM kill")
+        assert (changes[1].level, changes[1].metric, changes[1].source) == (
+            Level.CRITICAL, "oom", OOM)
+        assert t.control[NOTIFIED] <= 6  # two writes, each a truncation and a write
+    finally:
+        notifier.close()
+        root.close()
+        cgroup.close()
+
+
+def no_sys_resource() -> bool:
+    """Whether this process lacks CAP_SYS_RESOURCE (capability 24)."""
+    with open("/proc/self/status") as f:
+        eff = next(line for line in f if line.startswith("CapEff:"))
+    return not int(eff.split()[1], 16) >> 24 & 1
+
+
+@pytest.mark.timeout(30)
+def test_a_real_psi_trigger_is_accepted_with_its_window() -> None:
+    """The host's /proc/pressure/memory takes the trigger as written (its trailing NUL, a
+    2 s window). Whether it fires is not tested: that needs 200 ms of memory stall in 2 s
+    across the machine, which a test cannot cause reliably without disturbing the host."""
+    path = "/proc/pressure/memory"
+    if not os.path.exists(path):
+        pytest.skip("no PSI on this kernel (/proc/pressure/memory)")
+    try:
+        fd = psi_trigger(path)
+    except PermissionError:
+        pytest.skip("PSI triggers need write access to /proc/pressure/memory here")
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)
+        assert all(not revents & select.POLLERR for _, revents in poller.poll(0))
+    finally:
+        os.close(fd)
+    if no_sys_resource():  # why the window is 2 s: a shorter one is refused without it
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            with pytest.raises(OSError) as refused:
+                os.write(fd, f"some {PSI_STALL_US} {PSI_WINDOW_US // 2}".encode() + b"\0")
+            assert refused.value.errno == errno.EINVAL
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.timeout(30)
+def test_v2_arms_two_real_psi_triggers(tmp_path) -> None:
+    """A fake v2 cgroup whose memory.pressure is the host's: both triggers are armed (the
+    one that wakes the loops, the one that says whose), and all three descriptors go when
+    the cgroup does."""
+    if not os.path.exists("/proc/pressure/memory"):
+        pytest.skip("no PSI on this kernel (/proc/pressure/memory)")
+    cg = fake_v2(tmp_path / "w.1")
+    (cg / "memory.pressure").unlink()
+    (cg / "memory.pressure").symlink_to("/proc/pressure/memory")
+    notifier = Notifier(2)
+    try:
+        armed = notifier.arm(str(cg), (None, None, None), 0)
+        if notifier.psi_refused is not None and "Permission" in notifier.psi_refused:
+            pytest.skip(f"PSI triggers refused here: {notifier.psi_refused}")
+        assert armed is not None and notifier.psi_refused is None
+        assert armed.pressure_fd >= 0 and armed.psi_fd >= 0 and armed.events_fd >= 0
+        shutil.rmtree(cg)
+        wait_until(lambda: notifier.ready() == [] and notifier.dropped == 3,
+                   what="the three descriptors dropped")
+        assert armed.pressure_fd == armed.psi_fd == armed.events_fd == -1
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_real_psi_event_is_said_whose_it_was(memory_cgroup, tmp_path, monkeypatch) -> None:
+    """The host's PSI, through a fake v2 cgroup's memory.pressure, with a 1 ms stall line:
+    a process reclaiming under a small v1 limit stalls enough. The trigger that wakes the
+    loops is consumed by their wait; its twin says whose the wake-up was."""
+    if not os.path.exists("/proc/pressure/memory"):
+        pytest.skip("no PSI on this kernel (/proc/pressure/memory)")
+    monkeypatch.setattr(notify, "_PSI_TRIGGER", b"some 1000 2000000\0")
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(32 * MB))
+    cg = fake_v2(tmp_path / "w.1")
+    (cg / "memory.pressure").unlink()
+    (cg / "memory.pressure").symlink_to("/proc/pressure/memory")
+    notifier = Notifier(2)
+    armed = notifier.arm(str(cg), (None, None, None), 0)
+    if armed is None or armed.psi_fd < 0:
+        notifier.close()
+        pytest.skip(f"PSI triggers refused here: {notifier.psi_refused}")
+    waiter = Waiter(notifier.fd)  # the Python tick loop's wait: a ppoll on the set
+    seen: list[str] = []
+
+    def woke() -> bool:
+        if waiter.wait(S // 10):
+            seen.extend(kind for _, kind in notifier.ready())
+        return PRESSURE in seen
+
+    # One process (the shell execs the program), which forks nothing.
+    p = subprocess.Popen([*in_cgroup(memory_cgroup), *jumper(26, tmp_path / "big", 128)[1:]])
+    try:
+        wait_until(woke, timeout=60, what="a PSI event")
+        assert set(seen) == {PRESSURE}
+    finally:
+        p.kill()
+        p.wait(10)
+        notifier.close()
+
+
+@pytest.mark.timeout(30)
+def test_v2_notifications_say_what_is_armed(tmp_path) -> None:
+    """What `status` and the start-up line say on v2, and once a PSI trigger was refused."""
+    parent = CgroupMemory.at(str(fake_v2(tmp_path / "p")), 2)
+    generation = CgroupMemory.at(str(fake_v2(tmp_path / "p" / "w.1")), 2)
+    s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,
+                thresholds=th(), on_change=lambda c: None, measure="cgroup", cgroup=parent)
+    try:
+        assert s.notifications == ("cgroup v2 memory.events by inotify, PSI trigger "
+                                   "(some 200ms in 2s)")
+        s.watch("w#1", os.getpid(), cgroup=generation)
+        assert s.notifications.startswith(
+            f"cgroup v2 memory.events by inotify; no PSI trigger ({tmp_path}/p/w.1/"
+            "memory.pressure: not a kernel pressure file)"), s.notifications
+        assert s.notifications.endswith("the ticks alone watch reclaim pressure")
+    finally:
+        s.stop()
+        parent.close()
+        generation.close()

@@ -14,10 +14,11 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
-from snapshots import memory, plausible
+from snapshots import fold, memory, plausible
 from snapshots.burst import decode_burst
 from snapshots.plausible import time_ok
 from snapshots.schema import Burst, Event, Header, Record
@@ -37,11 +38,6 @@ _BURST_SPAN_S = 3.5
 
 _T = operator.attrgetter("t")
 _GEN = operator.attrgetter("generation")
-_LIMIT = operator.attrgetter("limit")
-_WORKER = operator.attrgetter("worker")
-#: Up to this many workers in a chunk, samples are grouped with a pass per worker.
-_FEW = 16
-_DROPPED = operator.attrgetter("dropped")
 
 
 class Counters(msgspec.Struct, gc=False):
@@ -162,23 +158,29 @@ class WorkerData:
     _series: dict[tuple[str, int | None], tuple[list[float], list[float], list[float]]] = \
         field(default_factory=dict)
 
-    def add(self, group: list[SampleView]) -> None:
-        """Fold one chunk's samples of this worker (in file order) in; implausible ones
-        (`plausible.py`) are dropped and counted."""
-        gens = set(map(_GEN, group))
-        dropped = 0
-        if len(gens) == 1:
-            dropped = self._generation(group[0].generation).add(list(map(_T, group)), group)
+    def add(self, group: list[SampleView], generation: int | None) -> None:
+        """Fold one chunk's samples of this worker (in file order; all of `generation`, or
+        of several when it is None) in; implausible ones (`plausible.py`) are dropped and
+        counted."""
+        if generation is not None:
+            dropped = self._generation(generation).add(group)
         else:  # a replacement overlaps its predecessor: split by generation
-            for g in sorted(gens):
-                part = [s for s in group if s.generation == g]
-                dropped += self._generation(g).add(list(map(_T, part)), part)
+            dropped = 0
+            for g in sorted(set(map(_GEN, group))):
+                dropped += self._generation(g).add([s for s in group if s.generation == g])
         if dropped:  # rare: the counters of the dropped samples are not kept either
             self.implausible += dropped
             kept = plausible.keep(list(map(_T, group)), *memory.columns(group))
             group = [group[i] for i in kept]
         self.samples += len(group)
         self.keep_counters(group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (sent back by a process that analysed a source) without the counter
+        series cached: rebuilt on use, they would be a third of what is sent."""
+        state = self.__dict__.copy()
+        state["_series"] = {}
+        return state
 
     def _generation(self, g: int) -> GenerationData:
         gd = self.gens.get(g)
@@ -300,21 +302,21 @@ class Collector:
     def add(self, source: str, records: Sequence[Record]) -> list[Header]:
         """Fold `records` of `source` in; return the headers met (for version checks).
 
-        Samples are grouped per worker and each group is folded with a few C-level passes
-        (comprehensions, `map`, slices) rather than Python work per sample.
+        Samples are grouped per worker and folded a generation at a time (`fold.py`): the
+        only per-sample work, each record read once where `_fold` is built.
         """
         headers: list[Header] = []
-        is_sample = SampleView.__instancecheck__
-        for r in itertools.filterfalse(is_sample, records):  # few: events, bursts, headers
+        others, groups = fold.split(records, SampleView)
+        for r in others:  # few: events, bursts, headers
             cls = r.__class__
             if cls is Header:
-                headers.append(r)  # type: ignore[arg-type]
+                headers.append(r)
                 continue
             if not time_ok(r.t):
                 self.implausible += 1
                 continue
             if cls is Event:
-                e: Event = r  # type: ignore[assignment]
+                e: Event = r
                 if e.type == "dropped" and e.dropped:
                     self.dropped += e.dropped
                 if not e.worker:
@@ -324,37 +326,22 @@ class Collector:
                 else:
                     self.beyond_workers += 1
             elif cls is BurstView:
-                if (w := self._worker(source, r.worker)) is not None:  # type: ignore[attr-defined]
-                    w.burst(r)  # type: ignore[arg-type]
+                if (w := self._worker(source, r.worker)) is not None:
+                    w.burst(r)
                 else:
                     self.beyond_workers += 1
-        samples: list[SampleView] = list(filter(is_sample, records))  # type: ignore[arg-type]
-        names = list(map(_WORKER, samples))
-        distinct = set(names)
-        groups: dict[str, list[SampleView]] = {}
-        if len(distinct) == 1:
-            groups[names[0]] = samples
-        elif len(distinct) <= _FEW:
-            # One C-level pass per worker beats a Python loop over the samples while
-            # workers are few (a pod runs one or a handful).
-            for name in sorted(distinct):
-                groups[name] = list(itertools.compress(samples, map(name.__eq__, names)))
-        else:
-            for r, name in zip(samples, names, strict=True):
-                group = groups.get(name)
-                if group is None:
-                    group = groups[name] = []
-                group.append(r)
-        for name, group in groups.items():
+        # Workers in name order while they are few (as a pod runs them), else in order of
+        # appearance: the order in which workers beyond MAX_WORKERS are refused.
+        for name in sorted(groups) if len(groups) <= fold.FEW else groups:
+            group = groups[name]
             w = self._worker(source, name)
             if w is None:
-                self.beyond_workers += len(group)
+                self.beyond_workers += len(group.samples)
                 continue
-            w.add(group)
-            limit = next(filter(None, map(_LIMIT, reversed(group))), None)
-            if limit is not None:
-                w.limit = limit
-            self.dropped += sum(map(_DROPPED, group))
+            w.add(group.samples, group.generation)
+            if group.limit is not None:
+                w.limit = group.limit
+            self.dropped += group.dropped
         return headers
 
     def finish(self) -> None:

@@ -14,15 +14,16 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from snapshots import memory, plausible
+from snapshots import fold, memory, plausible
 
 HEAD = 10  # first and last samples of a generation kept as they are
 LEVELS = ("low", "medium", "high", "critical")
 #: Growth the original automaton design calls healthy, a warning and critical (bytes/s).
 GROWTH_TARGETS = (1e6, 5e6, 10e6)
 
-_LEVEL = operator.attrgetter("level")
+_T = operator.attrgetter("t")
 _SLOPE = operator.attrgetter("slope")
 
 
@@ -81,69 +82,63 @@ class GenerationData:
     _last_t: float | None = None
     _last_level: str = "low"
 
-    def add(self, ts: Sequence[float], group: Sequence[object]) -> int:
-        """Fold samples (`group`, with their times `ts`, in time order) into the windows;
+    def add(self, group: Sequence[Any]) -> int:
+        """Fold samples (`group`, records of one type in file order) into the windows;
         return how many were dropped as implausible (`plausible.py`)."""
-        n = len(ts)
-        if not n:
+        if not group:
             return 0
-        lows, means, highs = memory.columns(group)
+        found = self._scan(group)
         dropped = 0
-        if not plausible.columns_ok(ts, lows, means, highs):
-            kept = plausible.keep(ts, lows, means, highs)
-            dropped = n - len(kept)
-            ts, group = [ts[i] for i in kept], [group[i] for i in kept]
-            lows, means, highs = ([col[i] for i in kept] for col in (lows, means, highs))
-            n = len(ts)
-            if not n:
+        if found is None:  # rare: some sample is implausible; fold the others
+            kept = plausible.keep(list(map(_T, group)), *memory.columns(group))
+            dropped = len(group) - len(kept)
+            if not kept:
                 return dropped
-        self.samples += n
+            group = [group[i] for i in kept]
+            found = self._scan(group)
+            assert found is not None  # what `keep` keeps is plausible
+        ts = found.ts
+        self.samples += len(ts)
         self.first_t = min(self.first_t, ts[0])
         self.last_t = max(self.last_t, ts[-1])
         if len(self.head) < HEAD:
-            self.head.extend(zip(ts[:HEAD - len(self.head)], means, strict=False))
-        self.tail = (self.tail + list(zip(ts[-HEAD:], means[-HEAD:], highs[-HEAD:],
-                                          strict=True)))[-HEAD:]
-        lv = list(map(_LEVEL, group))
-        kinds = set(lv)
-        self.levels |= kinds
-        self._levels(ts, lv, len(kinds) > 1)
-        self._growth(ts, group)
-        width, origin = self.width, self.origin
-        a = 0
-        while a < n:
-            k = int((ts[a] - origin) // width)
-            # max(): times out of order (clock steps) must still make progress
-            b = max(bisect.bisect_left(ts, origin + (k + 1) * width, a + 1), a + 1)
-            lo = min(lows[a:b])
-            hi = max(highs[a:b])
+            self.head.extend(found.head[:HEAD - len(self.head)])
+        self.tail = (self.tail + found.tail)[-HEAD:]
+        self.levels |= found.kinds
+        self._levels(ts, found.levels, len(found.kinds) > 1, found.gapped)
+        if found.top is not None:
+            self._growth(ts, group, found.top)
+        for k, t, lo, hi, mids in found.windows:
             if k == self._pk:
                 self._plo = min(self._plo, lo)
                 self._phi = max(self._phi, hi)
-                self._pmids.extend(means[a:b])
+                self._pmids.extend(mids)
             else:
                 self._close()
-                self._pk, self._pt, self._plo, self._phi = k, ts[a], lo, hi
-                self._pmids = means[a:b]
-            a = b
+                self._pk, self._pt, self._plo, self._phi, self._pmids = k, t, lo, hi, mids
         while len(self.t) > 2 * self.max_windows:
             self._fold()
         return dropped
 
-    def _growth(self, ts: Sequence[float], group: Sequence[object]) -> None:
-        start = bisect.bisect_left(ts, self.first_t + self.warmup_s)
-        if start >= len(ts):
-            return
-        part = group[start:] if start else group
-        top = max(map(_SLOPE, part))
+    def _scan(self, group: Sequence[Any]) -> fold.Scan | None:
+        # Growth counts from `warmup_s` after the generation's first sample, this one's
+        # included.
+        since = min(self.first_t, group[0].t) + self.warmup_s
+        return fold.scan(group, self.origin, self.width, since, 2 * self.period_s, HEAD)
+
+    def _growth(self, ts: Sequence[float], group: Sequence[Any], top: float) -> None:
+        """Fold in the highest slope after warm-up, `top` (of the samples from
+        `first_t + warmup_s` on)."""
         if top > self.growth_max:
             self.growth_max = top
         if top > GROWTH_TARGETS[0]:  # rare: count the samples over each target
-            slopes = list(map(_SLOPE, part))
+            start = bisect.bisect_left(ts, self.first_t + self.warmup_s)
+            slopes = list(map(_SLOPE, group[start:]))
             for i, line in enumerate(GROWTH_TARGETS):
                 self.growth_over[i] += sum(map(line.__lt__, slopes))
 
-    def _levels(self, ts: Sequence[float], lv: list[str], changing: bool) -> None:
+    def _levels(self, ts: Sequence[float], lv: list[str], changing: bool, gapped: bool
+                ) -> None:
         cap = 2 * self.period_s
         seconds, runs = self.seconds, self.runs
         n = len(ts)
@@ -156,7 +151,7 @@ class GenerationData:
                 runs.append([ts[0], ts[0], lv[0]])
         else:
             runs.append([ts[0], ts[0], lv[0]])
-        if n > 1 and max(map(operator.sub, ts[1:], ts[:-1])) > cap:
+        if gapped:
             for i in range(1, n):  # rare: gaps to cap inside the chunk
                 gap = ts[i] - ts[i - 1]
                 seconds[lv[i - 1]] = seconds.get(lv[i - 1], 0.0) + min(max(gap, 0.0), cap)

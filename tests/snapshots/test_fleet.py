@@ -1,18 +1,21 @@
 """A fleet: 12 pods' records of 3 workloads give 3 workload rows, each with a verdict over its
 replicas and one recommendation, in every format; sources read in parallel give the same
-report as read one by one."""
+report as read one by one, and the same error."""
 
 from __future__ import annotations
 
 import pathlib
+import random
 from html import escape
 
 import msgspec
+import pytest
 
-from snapshots import fleet, html, text
-from snapshots.analysis import Options, analyze
+from snapshots import fleet, html, synthetic, text
+from snapshots.analysis import Options, _shares, analyze
+from snapshots.reader import UnsupportedVersion
 from snapshots.report import Report
-from tests.snapshots.fleet_files import PODS
+from tests.snapshots.fleet_files import PODS, T0, _samples
 from tests.snapshots.fleet_files import fleet as write_fleet
 
 
@@ -64,3 +67,37 @@ def test_sources_read_in_parallel_give_the_same_report(tmp_path: pathlib.Path) -
     one.generated = two.generated = 0.0
     assert msgspec.json.encode(one) == msgspec.json.encode(two)
     assert len(one.sources) == len(PODS)
+
+
+def test_sources_shared_over_three_processes_give_the_same_report(tmp_path) -> None:
+    data = write_fleet(tmp_path / "pods")
+    one = analyze([str(data)], Options(jobs=1))
+    three = analyze([str(data)], Options(jobs=3))
+    one.report.generated = three.report.generated = 0.0
+    assert msgspec.json.encode(one.report) == msgspec.json.encode(three.report)
+    # what the charts draw comes back from the other processes too
+    assert [w.generations[0].windows for w in one.workers] == [
+        w.generations[0].windows for w in three.workers]
+
+
+def test_sources_are_shared_out_by_size() -> None:
+    assert _shares([10] * 8, 2) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert _shares([50, 10, 10, 10, 10, 10], 2) == [[0], [1, 2, 3, 4, 5]]
+    assert _shares([0, 0, 0], 3) == [[0], [1], [2]]  # sizes unknown: a source each
+    assert _shares([30, 20, 20, 10], 3) == [[2], [0], [1, 3]]  # the lightest share first
+
+
+def test_an_error_in_any_share_is_raised_first_in_source_order(tmp_path) -> None:
+    """A later header of a major version this reader does not know stops the analysis, as
+    it does on one core: the first such source in order is named, whichever process read
+    it."""
+    for k in range(4):
+        records = [synthetic.header(f"host-{k}"), *_samples("w", 1, T0, [1e8] * 30,
+                                                            random.Random(k))]
+        if k in (1, 3):
+            records.append(synthetic.header(f"host-{k}", t0=T0 + 40))
+            records[-1].version = "9.0"
+        synthetic.write(str(tmp_path / f"host-{k}.jsonl"), records)
+    for jobs in (1, 2, 3):
+        with pytest.raises(UnsupportedVersion, match=r"host-1\.jsonl"):
+            analyze([str(tmp_path)], Options(jobs=jobs))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv if needed, lint, and run the tests. Extra arguments go to pytest.
 # Usage: scripts/test.sh [--quick] [pytest args...]
-#   (no flag)  the whole suite, about 17 minutes on 2 cores; the slowest 20 tests are listed
-#   --quick    the inner loop, under 3 minutes: everything but the tests marked slow (long
+#   (no flag)  the whole suite, about 18 minutes on 2 cores; the slowest 20 tests are listed
+#   --quick    the inner loop, about 3 minutes: everything but the tests marked slow (long
 #              acceptance runs, real browsers and servers, the fuzz campaigns)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import wait_until
+from tests.supervisor.browser import DRIVER
 from tests.supervisor.test_replacement import events, grower, records
 
 #: Real programs for tens of seconds each: the full suite only.
@@ -174,32 +175,6 @@ def test_a_burst_of_requests_is_not_a_leak(memwarden, tmp_path) -> None:
         m.wait(30)
 
 
-# Headless Chromium opening one tab every 2 s (argv[2] tabs at most), each page holding
-# tens of MB, through the DevTools HTTP endpoint, as a Playwright driver would.
-DRIVER = r"""
-import json, os, subprocess, sys, time, urllib.parse, urllib.request
-profile = f"{sys.argv[1]}-{os.environ['MEMWARDEN_GENERATION']}"
-browser = subprocess.Popen([
-    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-    "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-port_file = os.path.join(profile, "DevToolsActivePort")
-deadline = time.monotonic() + 60
-while not os.path.exists(port_file) or not open(port_file).read().strip():
-    if time.monotonic() > deadline:
-        sys.exit("chromium did not start")
-    time.sleep(0.05)
-port = open(port_file).read().split()[0]
-page = "data:text/html,<script>var a=new Array(6000000).fill(7);</script><p>tab</p>"
-for _ in range(int(sys.argv[2])):
-    url = f"http://127.0.0.1:{port}/json/new?{urllib.parse.quote(page, safe='')}"
-    json.load(urllib.request.urlopen(urllib.request.Request(url, method="PUT"), timeout=30))
-    time.sleep(2)
-browser.wait()
-"""
-
-
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 @pytest.mark.timeout(240)
 def test_a_browser_opening_tabs_is_replaced_only_past_high(memwarden, tmp_path) -> None:
@@ -207,7 +182,7 @@ def test_a_browser_opening_tabs_is_replaced_only_past_high(memwarden, tmp_path) 
         pytest.skip("under 4 GB of memory free: the browser cannot be given 800 MB and more")
     snaps, profile = tmp_path / "s", tmp_path / "profile"
     m = memwarden(*run_args(snaps, "--high", "800MB", "--critical", "2GB", "--measure", "pss"),
-                  "--", sys.executable, "-c", DRIVER, str(profile), "60")
+                  "--", sys.executable, "-c", DRIVER, str(profile), "60", "6000000", "2")
     try:
         spawned = wait_until(lambda: events(snaps, "spawn"), timeout=200,
                              what="a replacement once the browser passed 800 MB")

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, alive, in_cgroup, needs_root, wait_until
+from tests.supervisor.browser import DRIVER
 
 # Each test runs with each sampler ticker (MEMWARDEN_TICKER, set by the `ticker` fixture);
 # real programs (Chromium, gunicorn) for seconds each: the full suite only.
@@ -158,34 +159,6 @@ def test_gunicorn_with_preload_and_eight_workers(run, tmp_path, mode) -> None:
     assert w["rss"] > 3 * w["memory"], w
 
 
-# A driver like Playwright's: starts headless Chromium, opens argv[2] tabs through the
-# DevTools HTTP endpoint, each page holding a few MB, then waits. Exits when told.
-DRIVER = r"""
-import json, os, subprocess, sys, time, urllib.parse, urllib.request
-generation = os.environ["MEMWARDEN_GENERATION"]
-profile = f"{sys.argv[1]}-{generation}"  # each generation a browser profile of its own
-browser = subprocess.Popen([
-    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-    "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-port_file = os.path.join(profile, "DevToolsActivePort")
-deadline = time.monotonic() + 60
-while not os.path.exists(port_file) or not open(port_file).read().strip():
-    if time.monotonic() > deadline:
-        sys.exit("chromium did not start")
-    time.sleep(0.05)
-port = open(port_file).read().split()[0]
-page = "data:text/html,<script>var a=new Array(3000000).fill(7);</script><p>tab</p>"
-for _ in range(int(sys.argv[2])):
-    url = f"http://127.0.0.1:{port}/json/new?{urllib.parse.quote(page, safe='')}"
-    req = urllib.request.Request(url, method="PUT")
-    json.load(urllib.request.urlopen(req, timeout=30))
-open(f"{sys.argv[3]}-{generation}", "w").write(str(browser.pid))
-browser.wait()
-"""
-
-
 def chromium_pids(profile: pathlib.Path, generation: int | str = "") -> list[int]:
     """Chromium processes of one generation's profile (or of every generation's)."""
     out = subprocess.run(["pgrep", "-f", f"user-data-dir={profile}-{generation}"],
@@ -200,8 +173,8 @@ def chromium_pids(profile: pathlib.Path, generation: int | str = "") -> list[int
 def test_headless_chromium_with_tabs(run, tmp_path, mode) -> None:
     profile, up = tmp_path / f"profile-{mode}", tmp_path / "browser"
     try:
-        _, sock, reference = run(mode, sys.executable, "-c", DRIVER, str(profile), "4", str(up),
-                                 extra=("--grace", "5s"))
+        _, sock, reference = run(mode, sys.executable, "-c", DRIVER, str(profile), "4", "3000000",
+                                 "0", str(up), extra=("--grace", "5s"))
         first = tmp_path / "browser-1"
         wait_until(lambda: first.exists() and first.read_text(), timeout=90,
                    what="chromium and 4 tabs")

@@ -250,7 +250,7 @@ class Discoverer:
                 offsets.append((probe, offset))
         scales: list[tuple[Probe, dict[tuple[int, int], int]]] = []
         rollups = self.rollups
-        if rollups is not None and rollups.refresh(m for p in probes for m in p.members):
+        if rollups is not None and rollups.refresh(m for p in probes for m in p.sizes):
             for probe in probes:
                 scales.append((probe, {m: rollups.scale(m) for m in probe.members}))
                 offset = sum(rollups.swap(m) for m in probe.members)

@@ -47,6 +47,7 @@ from supervisor.linux.timing import (
     ReadBuffer,
     c_pread,
     lower_timer_slack,
+    raise_priority,
     raise_to_realtime,
 )
 from supervisor.sensing.layout import (
@@ -146,8 +147,10 @@ class Ticker:
     def run(self) -> None:
         """The thread's body: the compiled loop where chosen, else the Python one."""
         lower_timer_slack(1)
-        if self.realtime:
-            raise_to_realtime()
+        # Real-time only when asked (it affects the host's scheduling); a higher priority
+        # among ordinary tasks where permitted, so that a busy host does not starve ticks.
+        if not (self.realtime and raise_to_realtime()):
+            raise_priority()
         if self.which == "c":
             watched = self.container is not None and self.cgroup is not None
             try:

@@ -91,8 +91,8 @@ class Rollups:
         self._cpu_clock = cpu_clock
         self._tokens = 0.0
         self._last = clock()
-        #: member -> (when read, scale, swap, its RSS in pages then)
-        self._read: dict[Member, tuple[float, int, int, int]] = {}
+        #: member -> (when read, scale, swap, its RSS in pages then, its full PSS then)
+        self._read: dict[Member, tuple[float, int, int, int, int]] = {}
         self.reads = 0
         self.spent_s = 0.0  # CPU seconds spent reading
 
@@ -120,7 +120,7 @@ class Rollups:
             rss, held, swap = figures.rss, figures.held, figures.swap
             scale = SCALE_ONE if rss <= 0 else min((held << SCALE_SHIFT) // rss, SCALE_ONE)
             old = self._read.get(member)
-            self._read[member] = (now, scale, swap, wanted[member])
+            self._read[member] = (now, scale, swap, wanted[member], figures.pss)
             changed = changed or old is None or old[1:3] != (scale, swap)
         return changed
 
@@ -133,7 +133,7 @@ class Rollups:
             if got is None:
                 keyed.append((0, 0.0, member))
                 continue
-            when, _, _, then = got
+            when, _, _, then, _ = got
             grown = pages - then if pages > 0 and then > 0 else 0
             if grown >= max(GROWTH_PAGES, then * GROWTH_SHARE):
                 keyed.append((1, -grown, member))
@@ -155,6 +155,11 @@ class Rollups:
         """Bytes of the member swapped out, its share of shared ones (0 before it was read)."""
         got = self._read.get(member)
         return 0 if got is None else got[2]
+
+    def pss(self, member: Member) -> int | None:
+        """The member's full PSS in bytes at its last reading (None before it was read)."""
+        got = self._read.get(member)
+        return None if got is None else got[4]
 
 
 __all__ = ["BUDGET", "SCALE_ONE", "SCALE_SHIFT", "Rollup", "Rollups", "read_rollup"]

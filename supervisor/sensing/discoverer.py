@@ -228,8 +228,14 @@ class Discoverer:
         for probe in probes:
             if probe.closed:
                 continue
-            # In rss mode the ticker's own figure is that sum: no reads needed.
-            probe.rss = probe.memory if self.measure == "rss" else probe.tree_rss()
+            # In rss mode the ticker's own figure is that sum, and a lone process's size:
+            # no reads needed. Each member's size is kept for `status` and the snapshots.
+            if self.measure == "rss" and len(probe.readers) <= 1:
+                probe.rss = probe.memory
+                probe.sizes = tuple(((r.pid, r.start), probe.rss // procfs.PAGE_SIZE)
+                                    for r in probe.readers)
+            else:
+                probe.rss = probe.tree_rss()
             cgroup = probe.cgroup
             if cgroup is None:
                 continue

@@ -1,15 +1,18 @@
 """The PSS share refresh (`pss.Rollups`) on real processes: which members it reads first,
-and that its budget is spent in CPU time, not in wall time. Both clocks are injected, so
-nothing here depends on how fast the machine is."""
+and that its budget is spent in CPU time, not in wall time (both clocks are injected, so
+nothing here depends on how fast the machine is); and the per-process breakdown made of
+what the sampler keeps."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from supervisor.linux import procfs, pss
+from supervisor.linux import breakdown, procfs, pss
 from tests.conftest import kill_tree
 
 Member = tuple[int, int]
@@ -99,3 +102,21 @@ def test_the_budget_is_spent_in_cpu_time_not_wall_time(
     clocks.wall += 0.9
     later.refresh((m, 1000) for m in members)
     assert len(order) == 2
+
+
+def test_the_breakdown_is_made_of_what_the_sampler_keeps(members: list[Member]) -> None:
+    """Figures as given, biggest first; each name read from /proc once, not per request."""
+    (small, small_start), (big, big_start) = members[:2]
+    sizes = [(small, small_start, 1_000_000, None), (big, big_start, 5_000_000, 4_000_000)]
+    names = breakdown.Names()
+    got = breakdown.members(sizes, names, memory=5_000_000)
+    assert [(m.pid, m.name, m.cmdline, m.rss, m.pss) for m in got] == [
+        (big, "sleep", "sleep 1000", 5_000_000, 4_000_000),
+        (small, "sleep", "sleep 1000", 1_000_000, None)]
+    assert got[0].share == pytest.approx(0.8)
+    # Gone now: its name is still what was read the first time (no /proc read per request)...
+    os.kill(big, signal.SIGKILL)
+    os.waitpid(big, 0)
+    assert [m.name for m in breakdown.members(sizes, names, memory=None)] == ["sleep", "sleep"]
+    # ...but a process never seen before that is gone is left out.
+    assert breakdown.members(sizes, breakdown.Names(), memory=None)[0].pid == small

@@ -44,6 +44,9 @@ VERIFY_EVERY = 10
 OFFSET_STEP = 1 << 20
 OFFSET_SHARE = 0.01
 OFFSET_STALE_NS = 1_000_000_000
+#: statm modes: each member's size is read again after this long even when neither the
+#: tree nor the ticker's figure for it moved (two members moving in opposite directions).
+SIZES_STALE_NS = 1_000_000_000
 #: While rounds find nothing changed (no process created on the host, none lost, no figure
 #: moved), the wait between them doubles, up to this long; anything changing, a new watch or
 #: a member's death brings the discovery interval back. Each round wakes a Python thread
@@ -260,7 +263,12 @@ class Discoverer:
                 probe.rss = probe.memory
                 probe.sizes = tuple(((r.pid, r.start), probe.rss // procfs.PAGE_SIZE)
                                     for r in probe.readers)
-            else:
+            elif ((probe.memory, probe.readers) != probe.sized
+                  or now - probe.sized_ns >= SIZES_STALE_NS):
+                # With the same members and the same figure on the ticker, the members'
+                # sizes are as they were: one statm read per member and round spared (with
+                # 100 idle workers, half of a round's cost).
+                probe.sized, probe.sized_ns = (probe.memory, probe.readers), now
                 probe.rss = probe.tree_rss()
             cgroup = probe.cgroup
             if cgroup is None:

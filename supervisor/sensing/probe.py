@@ -35,9 +35,9 @@ class Probe:
 
     __slots__ = ("armed", "band", "born_ns", "cgroup", "classifier", "closed", "generation",
                  "kernel_ns", "key", "lost", "members", "offset", "readers", "ring", "root",
-                 "rss", "said_ready", "since_ns", "sizes", "slope", "sources", "startup", "stat_ns",
-                 "stat_usage", "tree", "trend_since", "trend_t", "trend_v", "usage_fd",
-                 "worker")
+                 "rss", "said_ready", "since_ns", "sized", "sized_ns", "sizes", "slope",
+                 "sources", "startup", "stat_ns", "stat_usage", "tree", "trend_since",
+                 "trend_t", "trend_v", "usage_fd", "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -71,6 +71,9 @@ class Probe:
         self.lost = False  # a member was gone at the last discovery (its reader failed)
         #: Each member's RSS in pages at the last discovery (-1: gone), for `pss.Rollups`.
         self.sizes: tuple[tuple[tuple[int, int], int], ...] = ()
+        #: The ticker's figure and the readers when `sizes` was read, and when (discoverer).
+        self.sized: tuple[int, tuple[procfs.StatmReader, ...]] | None = None
+        self.sized_ns = 0
         self.slope: float | None = None
         # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
         # a start-up ramp is loading, not leaking. Written by the event loop, read by the

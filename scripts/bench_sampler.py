@@ -11,10 +11,13 @@ sampler shares the GIL); and the process's RSS at start and after 10 million sam
 Then the whole process (`--part process`): the CPU of a real `memwarden run` (every
 thread, from /proc/PID/stat over the run) in cgroup, pss and rss modes, with the compiled
 and the Python ticker, for one idle worker, a tree of 30 processes and 100 idle workers,
-each beside a C reference loop compiled here with the system cc: the same reads (pread of
-kept-open statm files, one per process, parsed) on the same 1 ms absolute deadlines
-(clock_nanosleep TIMER_ABSTIME), reporting its own CPU clock. The reference runs before and
-after each case; ratios are to the mean of the two.
+and 100 workers at 10 ms with the kernel's notifications (cgroup mode), each beside a C
+reference loop compiled here with the system cc: the same reads (pread of kept-open statm
+files, one per process, parsed) on the same absolute deadlines (clock_nanosleep
+TIMER_ABSTIME), reporting its own CPU clock. The reference runs before and after each case;
+ratios are to the mean of the two. It prints the acceptance table of issue 20: one row per
+case, mode and ticker with memwarden's CPU, the reference's, their ratio, the target, met or
+missed, and memwarden's RSS.
 
 Workers are idle `sleep` processes, all killed at the end. Targets: the performance
 contract in docs/design.md.
@@ -45,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import contextlib
 import itertools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -419,15 +422,6 @@ def build_reference(directory: str) -> str | None:
     return binary
 
 
-def reference_cpu(binary: str, pids: list[int], seconds: float) -> float:
-    """The reference's CPU, % of one core, reading the statm of every pid each 1 ms."""
-    out = subprocess.run([binary, str(max(int(seconds), 1)), "1000000",
-                          *(f"/proc/{pid}/statm" for pid in pids)],
-                         capture_output=True, text=True, check=True).stdout
-    cpu_ns, wall_ns, _ticks, _missed, _read = (int(x) for x in out.split())
-    return cpu_ns / wall_ns * 100
-
-
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of a whole process, every thread, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
@@ -466,12 +460,17 @@ def stop_tree(proc: subprocess.Popen[bytes]) -> None:
 
 
 class Case:
-    """One shape of work: `replicas` workers, each `command`, `procs` processes in all."""
+    """One shape of work: `replicas` workers, each `command`, `procs` processes in all, at
+    `interval_ns`, in the `modes` it is measured in."""
 
     def __init__(self, name: str, command: list[str], replicas: int, procs: int,
-                 targets: dict[str, float]) -> None:
+                 targets: dict[str, dict[str, float]], interval_ns: int = 1_000_000,
+                 modes: tuple[str, ...] = ("cgroup", "pss", "rss"),
+                 rss_mb: float | None = None) -> None:
         self.name, self.command, self.replicas, self.procs = name, command, replicas, procs
-        self.targets = targets  # by mode: the highest ratio to the reference allowed
+        self.targets = targets  # by ticker, then mode: the highest ratio to the reference
+        self.interval_ns, self.modes = interval_ns, modes
+        self.rss_mb = rss_mb  # memwarden's RSS allowed (None: no target)
 
 
 def tree_command(procs: int) -> list[str]:
@@ -479,13 +478,29 @@ def tree_command(procs: int) -> list[str]:
     return ["sh", "-c", f"for i in $(seq {procs - 1}); do sleep 100000 & done; wait"]
 
 
+#: The Python tick loop, the fallback where no compiler exists (issue 20, item 4).
+PYTHON_TARGET = 2.5
+
+
 def cases(quick: bool, only: list[str] | None) -> list[Case]:
+    """The acceptance table's cases (issue 20, items 3 and 4; docs/design.md)."""
     tree, many = (5, 10) if quick else (30, 100)
-    every = {"cgroup": 1.5, "pss": 1.5, "rss": 1.5}
+
+    def targets(**compiled: float) -> dict[str, dict[str, float]]:
+        return {"c": compiled, "python": dict.fromkeys(compiled, PYTHON_TARGET)}
+
     found = [
-        Case("1 idle worker", ["sleep", "100000"], 1, 1, every),
-        Case(f"a tree of {tree}", tree_command(tree), 1, tree, {**every, "cgroup": 1.0}),
-        Case(f"{many} idle workers", ["sleep", "100000"], many, many, every),
+        # Nothing changes: only the ticker should wake.
+        Case("1 idle worker", ["sleep", "100000"], 1, 1,
+             targets(cgroup=1.1, pss=1.1, rss=1.1)),
+        # cgroup mode reads one usage file for the whole tree, the reference 30 statm.
+        Case(f"a tree of {tree}", tree_command(tree), 1, tree,
+             targets(cgroup=1.0, pss=1.5, rss=1.5), rss_mb=30.0),
+        Case(f"{many} idle workers", ["sleep", "100000"], many, many,
+             targets(cgroup=1.5, pss=1.2, rss=1.2)),
+        # A slower interval with the kernel's notifications between ticks (cgroup mode).
+        Case(f"{many} workers @ 10ms", ["sleep", "100000"], many, many,
+             targets(cgroup=1.5), interval_ns=10_000_000, modes=("cgroup",)),
     ]
     return [c for i, c in enumerate(found, 1) if only is None or str(i) in only]
 
@@ -503,10 +518,24 @@ def spawn_like(case: Case) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     return procs, pids
 
 
+def rss_of(pid: int) -> float:
+    """A process's resident set, MB."""
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE / 1e6
+
+
+class Measured(NamedTuple):
+    """One whole-process run: CPU % of one core and RSS (MB), or why it could not run."""
+
+    cpu: float | None
+    rss: float
+    why: str = ""
+
+
 def memwarden_cpu(case: Case, mode: str, ticker: str, seconds: float,
-                  directory: str) -> tuple[float | None, str]:
-    """CPU % of one core of a whole `memwarden run` process running `case` (None, reason:
-    the mode is not possible here)."""
+                  directory: str) -> Measured:
+    """CPU % of one core and the RSS of a whole `memwarden run` process running `case`
+    (cpu None, with the reason, when the mode is not possible here)."""
     config = os.path.join(directory, "bench.toml")
     with open(config, "w") as f:
         f.write(f'[[worker]]\nname = "idle"\ncommand = {list(case.command)!r}\n'
@@ -516,6 +545,7 @@ def memwarden_cpu(case: Case, mode: str, ticker: str, seconds: float,
     with open(err, "wb") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "--config", config, "--measure", mode,
+             "--interval", f"{case.interval_ns // 1_000_000}ms",
              "--snapshots", os.path.join(directory, "snapshots"), "--control", ""],
             stdout=subprocess.DEVNULL, stderr=errors, env=env, start_new_session=True,
             cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -527,57 +557,76 @@ def memwarden_cpu(case: Case, mode: str, ticker: str, seconds: float,
         wait_for(settled, 60, f"memwarden's {case.procs} processes")
         if proc.poll() is not None:
             with open(err) as f:
-                return None, (f.read().strip().splitlines() or ["exited"])[-1]
+                return Measured(None, 0.0, (f.read().strip().splitlines() or ["exited"])[-1])
         time.sleep(2.0)  # discovery, first PSS shares, the first snapshot files
         cpu0, wall0 = process_cpu_s(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, wall1 = process_cpu_s(proc.pid), time.monotonic()
-        return (cpu1 - cpu0) / (wall1 - wall0) * 100, ""
+        return Measured((cpu1 - cpu0) / (wall1 - wall0) * 100, rss_of(proc.pid))
     finally:
         stop_tree(proc)
 
 
+def reference_cpu(binary: str, pids: list[int], seconds: float, interval_ns: int) -> float:
+    """The reference's CPU, % of one core, reading the statm of every pid each interval."""
+    out = subprocess.run([binary, str(max(int(seconds), 1)), str(interval_ns),
+                          *(f"/proc/{pid}/statm" for pid in pids)],
+                         capture_output=True, text=True, check=True).stdout
+    cpu_ns, wall_ns, _ticks, _missed, _read = (int(x) for x in out.split())
+    return cpu_ns / wall_ns * 100
+
+
 def process_part(quick: bool, seconds: float, only: list[str] | None, modes: list[str],
-                 tickers: list[str]) -> None:
-    """The whole memwarden process against the C reference, for each case, mode, ticker."""
+                 tickers: list[str]) -> list[bool]:
+    """The whole memwarden process against the C reference, for each case, mode and ticker:
+    the acceptance table. Returns each row's verdict (True: met)."""
+    verdicts: list[bool] = []
     with tempfile.TemporaryDirectory(prefix="memwarden-bench-") as directory:
         binary = build_reference(directory)
         if binary is None:
-            return
-        print(f"whole process at 1 ms, CPU % of one core over {seconds:g} s (memwarden: "
-              f"/proc/PID/stat, every thread; reference: its own CPU clock, before | after)")
-        header = f"{'case':<18} {'mode':<7}" + "".join(
-            f"{'compiled ticker' if t == 'c' else 'Python ticker':>22}" for t in tickers)
-        print(header + "   target")
+            return verdicts
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        print(f"whole process, CPU % of one core over {seconds:g} s per run (memwarden: "
+              f"/proc/PID/stat, every thread; C reference: its own CPU clock, run before and "
+              f"after each case, mean of the two); load average at start {load}")
+        print(f"{'case':<22} {'mode':<7} {'ticker':<9} {'memwarden':>9} {'C ref':>7} "
+              f"{'ratio':>6} {'target':>7} {'verdict':<7} {'RSS':>8}")
         for case in cases(quick, only):
             procs, pids = spawn_like(case)
             try:
-                before = reference_cpu(binary, pids, seconds)
-                rows = []
-                for mode in modes:
-                    row = [memwarden_cpu(case, mode, t, seconds, directory) for t in tickers]
-                    rows.append((mode, row))
-                after = reference_cpu(binary, pids, seconds)
+                before = reference_cpu(binary, pids, seconds, case.interval_ns)
+                rows = [(mode, ticker, memwarden_cpu(case, mode, ticker, seconds, directory))
+                        for mode in case.modes if mode in modes
+                        for ticker in tickers if mode in case.targets[ticker]]
+                after = reference_cpu(binary, pids, seconds, case.interval_ns)
             finally:
                 for p in procs:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
             ref = (before + after) / 2
-            print(f"{case.name:<18} {'C ref':<7}{f'{before:.2f} | {after:.2f} %':>22}"
-                  f"   ({len(pids)} statm per tick)")
-            for mode, row in rows:
-                cells, verdict = [], []
-                for (cpu, why), ticker in zip(row, tickers, strict=True):
-                    if cpu is None:
-                        cells.append(f"{'n/a':>22}")
-                        verdict.append(f"{ticker}: {why}")
-                        continue
-                    ratio = cpu / ref if ref > 0 else float("inf")
-                    met = "met" if ratio <= case.targets[mode] else "MISS"
-                    cells.append(f"{f'{cpu:.2f} % ({ratio:.2f}x) {met}':>22}")
-                print(f"{'':<18} {mode:<7}" + "".join(cells)
-                      + f"   <= {case.targets[mode]:g}x" + "".join(f"; {v}" for v in verdict))
+            for mode, ticker, got in rows:
+                target = case.targets[ticker][mode]
+                label = "compiled" if ticker == "c" else "Python"
+                head = f"{case.name:<22} {mode:<7} {label:<9}"
+                if got.cpu is None:
+                    print(f"{head} {'n/a':>9} {ref:>6.2f}% {'':>6} {f'<= {target:g}x':>7} "
+                          f"n/a     {'':>8}  {got.why}")
+                    continue
+                ratio = got.cpu / ref if ref > 0 else float("inf")
+                met = ratio <= target
+                rss = f"{got.rss:.1f} MB"
+                if case.rss_mb is not None:
+                    rss_met = got.rss <= case.rss_mb
+                    rss += f" (<= {case.rss_mb:g}: {'met' if rss_met else 'MISSED'})"
+                    verdicts.append(rss_met)
+                verdicts.append(met)
+                print(f"{head} {got.cpu:>8.2f}% {ref:>6.2f}% {ratio:>5.2f}x "
+                      f"{f'<= {target:g}x':>7} {'met' if met else 'MISSED':<7} {rss:>8}")
+            print(f"{'':<22} (C reference {before:.2f} | {after:.2f} %, {len(pids)} statm "
+                  f"every {case.interval_ns // 1_000_000} ms)")
+    return verdicts
 
 
 def main() -> int:
@@ -589,7 +638,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="length of each whole-process run "
                         "(default 15, 3 with --quick)")
     parser.add_argument("--cases", help="whole-process cases to run, e.g. 1,3 (1: one idle "
-                        "worker, 2: a tree, 3: many idle workers; default all)")
+                        "worker, 2: a tree, 3: many idle workers, 4: many at 10 ms with "
+                        "notifications; default all)")
     parser.add_argument("--modes", default="cgroup,pss,rss", help="measure modes to run")
     parser.add_argument("--tickers", default="c,python", help="tickers to run (c, python)")
     args = parser.parse_args()
@@ -597,8 +647,10 @@ def main() -> int:
         sampler_part(args.quick)
     if args.part in ("all", "process"):
         seconds = args.seconds or (3.0 if args.quick else 15.0)
-        process_part(args.quick, seconds, args.cases.split(",") if args.cases else None,
-                     args.modes.split(","), args.tickers.split(","))
+        verdicts = process_part(args.quick, seconds,
+                                args.cases.split(",") if args.cases else None,
+                                args.modes.split(","), args.tickers.split(","))
+        print(f"targets met: {sum(verdicts)} of {len(verdicts)}")
     return 0
 
 

@@ -137,8 +137,8 @@ async def serve(sock: socket.socket, arbiter: Arbiter,
     arbiter.events.listeners.append(counts)
     # Each scrape lists the trees' processes by RSS (a statm read each); their PSS, a page
     # table walk each, is for `memwarden status`, which reads it off the event loop.
-    exposition = metrics.Exposition(lambda: view.status(
-        arbiter, view.members(view.trees(arbiter), full=False)), counts)
+    exposition = metrics.Exposition(lambda: view.status(arbiter, view.members(arbiter)),
+                                    counts)
     await serve_site(sock, Site(arbiter.health, exposition.render), task_status=task_status)
 
 

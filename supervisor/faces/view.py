@@ -85,17 +85,11 @@ def _lines(thresholds: Thresholds) -> dict[str, int]:
             if value is not None}
 
 
-def trees(arbiter: Arbiter) -> list[tuple[str, tuple[int, ...], int]]:
-    """(key, pids, memory) of every sampled generation (a retiring one's leftovers
-    included), taken on the event loop's thread."""
-    return [(h.key, view.pids, view.memory) for h in arbiter.handles.values()
-            if (view := arbiter.sampler.view(h.key)) is not None]
-
-
-def members(found: list[tuple[str, tuple[int, ...], int]], *,
-            full: bool = True) -> dict[str, list[control.Member]]:
-    """Each tree's processes, biggest first, on what `trees` took. With `full` each one's PSS
-    too: a read of smaps_rollup each (~1 ms for a browser process), so run it off the event
-    loop; without, a statm read each, cheap enough for a scrape."""
-    return {key: breakdown.members(pids, memory=memory, full=full)
-            for key, pids, memory in found}
+def members(arbiter: Arbiter) -> dict[str, list[control.Member]]:
+    """Each sampled generation's processes (a retiring one's leftovers included), biggest
+    first, from what the sampler already keeps: no /proc walk and no smaps_rollup read per
+    request, only a process's name the first time it is listed."""
+    names = arbiter.sampler.names
+    return {h.key: breakdown.members(view.sizes, names, memory=view.memory)
+            for h in arbiter.handles.values()
+            if (view := arbiter.sampler.view(h.key)) is not None}

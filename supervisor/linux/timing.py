@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger("memwarden.timing")
 
@@ -146,6 +147,30 @@ def raise_to_realtime(priority: int = 10) -> bool:
     return True
 
 
+#: The sampler thread's nice value where it may raise its own priority: ahead of ordinary
+#: tasks (nice 0) on a busy host, still behind anything an administrator raised further,
+#: and never real-time (see `raise_to_realtime` for that, asked for explicitly).
+SAMPLER_NICE = -10
+
+
+def raise_priority(nice: int = SAMPLER_NICE) -> bool:
+    """Give the calling thread (only: Linux keeps a nice value per thread) the nice value
+    `nice`; False, said once in the log, when not permitted.
+
+    A thread at nice 0 on a host whose cores are busy with other nice-0 tasks gets its turn
+    late, and a 1 ms tick late is a tick missed. Lowering nice needs CAP_SYS_NICE or a high
+    enough RLIMIT_NICE; without them the thread stays where it is. Anything the thread
+    forks would inherit the value: the sampler thread forks nothing.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as e:
+        log.info("sampler thread stays at the normal nice value (nice %d refused: %s)",
+                 nice, e)
+        return False
+    return True
+
+
 def lower_switch_interval(limit_s: float) -> float | None:
     """Lower `sys.setswitchinterval` to at most `limit_s`; return the previous value if changed.
 
@@ -162,11 +187,13 @@ def lower_switch_interval(limit_s: float) -> float | None:
 
 __all__ = [
     "OFFSET_0",
+    "SAMPLER_NICE",
     "GilRead",
     "KeptOpen",
     "ReadBuffer",
     "c_pread",
     "lower_switch_interval",
     "lower_timer_slack",
+    "raise_priority",
     "raise_to_realtime",
 ]

@@ -77,7 +77,7 @@ class Recorder:
                 t=time.time(), worker=gen.worker, generation=gen.number, pid=gen.pid,
                 memory=last, rss=int(last * ratio), rss_min=int(low * ratio),
                 rss_max=int(high * ratio), rss_mean=mean * ratio, ticks=count, late=late,
-                missed=missed, members=self._members(view),
+                missed=missed, members=self._members(view, sampler),
                 procs=view.procs, slope=view.slope or 0.0, level=view.level.label,
                 container=container.working_set
                 if container is not None and container.working_set >= 0 else None,
@@ -101,12 +101,12 @@ class Recorder:
         self._curve_written.add(key)
         return {**view.startup, "curve": [list(p) for p in sampler.envelope(worker)]}
 
-    def _members(self, view: WorkerView) -> list[dict[str, object]]:
-        """The few biggest processes of a tree of more than one."""
+    def _members(self, view: WorkerView, sampler: Sampler) -> list[dict[str, object]]:
+        """The few biggest processes of a tree of more than one, as the sampler has them."""
         if view.procs <= 1:
             return []
         return [{"pid": m.pid, "name": m.name, "rss": m.rss}
-                for m in breakdown.members(view.pids, memory=None, full=False,
+                for m in breakdown.members(view.sizes, sampler.names, memory=None,
                                            limit=breakdown.SAMPLE_MEMBERS)]
 
     def burst_later(self, gen: Handle, cause: str, sampler: Sampler) -> None:

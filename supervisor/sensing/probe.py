@@ -35,9 +35,9 @@ class Probe:
 
     __slots__ = ("armed", "band", "born_ns", "cgroup", "classifier", "closed", "generation",
                  "kernel_ns", "key", "lost", "members", "offset", "readers", "ring", "root",
-                 "rss", "said_ready", "since_ns", "slope", "sources", "startup", "stat_ns",
-                 "stat_usage", "tree", "trend_since", "trend_t", "trend_v", "usage_fd",
-                 "worker")
+                 "rss", "said_ready", "since_ns", "sized", "sized_ns", "sizes", "slope",
+                 "sources", "startup", "stat_ns", "stat_usage", "tree", "trend_since",
+                 "trend_t", "trend_v", "usage_fd", "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -69,6 +69,11 @@ class Probe:
         self.band = self.classifier.rss_band
         self.rss = 0  # the tree's plain RSS sum, as of the last discovery
         self.lost = False  # a member was gone at the last discovery (its reader failed)
+        #: Each member's RSS in pages at the last discovery (-1: gone), for `pss.Rollups`.
+        self.sizes: tuple[tuple[tuple[int, int], int], ...] = ()
+        #: The ticker's figure and the readers when `sizes` was read, and when (discoverer).
+        self.sized: tuple[int, tuple[procfs.StatmReader, ...]] | None = None
+        self.sized_ns = 0
         self.slope: float | None = None
         # Growth is judged only from the moment the worker is ready (`Sampler.growth_from`):
         # a start-up ramp is loading, not leaking. Written by the event loop, read by the
@@ -105,17 +110,11 @@ class Probe:
 
     def tree_rss(self) -> int:
         """The plain sum of the members' RSS, read now (bytes); for the discoverer, which
-        learns from `lost` whether a member is gone."""
-        pages = 0
-        lost = False
-        for reader in self.readers:
-            got = reader.rss_pages()
-            if got > 0:
-                pages += got
-            elif got < 0:
-                lost = True
-        self.lost = lost
-        return pages * procfs.PAGE_SIZE
+        learns from `lost` whether a member is gone and from `sizes` each member's RSS."""
+        sizes = tuple(((r.pid, r.start), r.rss_pages()) for r in self.readers)
+        self.sizes = sizes
+        self.lost = any(got < 0 for _, got in sizes)
+        return sum(got for _, got in sizes if got > 0) * procfs.PAGE_SIZE
 
 
 __all__ = ["Probe"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from supervisor.core.pressure import Change, ContainerClassifier, Thresholds
 from supervisor.core.units import format_duration
 from supervisor.linux import procfs
+from supervisor.linux.breakdown import Names, Size
 from supervisor.linux.cgroup import CgroupMemory
 from supervisor.linux.notify import PSI_STALL_US, PSI_WINDOW_US, Notifier
 from supervisor.linux.timing import lower_switch_interval
@@ -50,6 +51,9 @@ class WorkerView:
     rss: int
     slope: float | None  # bytes/s over the growth window; None until the window is full
     pids: tuple[int, ...]
+    #: Each member as of the last discovery (`breakdown.Size`: pid, start, RSS, PSS in pss
+    #: mode as of its last reading), for the per-process breakdown.
+    sizes: tuple[Size, ...] = ()
     #: Its start-up against its worker's envelope (`Sample.startup`; {} before a discovery).
     startup: dict[str, object] = field(default_factory=dict)
 
@@ -129,12 +133,15 @@ class Sampler:
         self._discoverer = Discoverer(self._ticking, interval_s=discover_interval_s,
                                       thresholds=thresholds, measure=measure,
                                       ring_seconds=ring_seconds, stats=self.stats)
+        self._ticking.on_lost = self._discoverer.wake.set
         window_s = thresholds.growth_window_ns / 1e9
         self._trend_points = max(int(window_s / discover_interval_s) + 2, 8)
         self._by_key: dict[str, Probe] = {}
         self._lock = threading.Lock()  # serialises watch/unwatch against each other only
         self._threads: list[threading.Thread] = []
         self._previous_switch: float | None = None
+        #: The members' names and command lines, read once per process (`breakdown.Names`).
+        self.names = Names()
 
     @property
     def notifications(self) -> str:
@@ -266,6 +273,9 @@ class Sampler:
         if probe is None:
             return None
         members = probe.members
+        current = set(members)
+        rollups = self._discoverer.rollups
+        page = procfs.PAGE_SIZE
         return WorkerView(
             key=key,
             ring=probe.ring,
@@ -275,6 +285,10 @@ class Sampler:
             rss=probe.rss,
             slope=probe.slope,
             pids=tuple(pid for pid, _ in members),
+            # Members gone at that reading, or since dropped by the ticker, are left out.
+            sizes=tuple((member[0], member[1], pages * page,
+                         rollups.pss(member) if rollups is not None else None)
+                        for member, pages in probe.sizes if pages >= 0 and member in current),
             startup=probe.startup,
         )
 

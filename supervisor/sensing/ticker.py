@@ -47,6 +47,7 @@ from supervisor.linux.timing import (
     ReadBuffer,
     c_pread,
     lower_timer_slack,
+    raise_priority,
     raise_to_realtime,
 )
 from supervisor.sensing.layout import (
@@ -130,6 +131,8 @@ class Ticker:
         self._retired: deque[KeptOpen] = deque()  # closed by `drain`
         self._buf = ReadBuffer(procfs.StatmReader.BYTES)
         self.stopping = threading.Event()
+        #: Called (on the ticker) when a member is found gone: the discoverer's wake-up.
+        self.on_lost: Callable[[], None] = lambda: None
 
     # -- what other threads call -----------------------------------------------------------
 
@@ -146,8 +149,10 @@ class Ticker:
     def run(self) -> None:
         """The thread's body: the compiled loop where chosen, else the Python one."""
         lower_timer_slack(1)
-        if self.realtime:
-            raise_to_realtime()
+        # Real-time only when asked (it affects the host's scheduling); a higher priority
+        # among ordinary tasks where permitted, so that a busy host does not starve ticks.
+        if not (self.realtime and raise_to_realtime()):
+            raise_priority()
         if self.which == "c":
             watched = self.container is not None and self.cgroup is not None
             try:
@@ -415,6 +420,7 @@ class Ticker:
                 scales.append(scale_of.get(reader.fd, SCALE_ONE))
         probe.set_readers(tuple(keep), tuple(scales))
         self.control[PENDING] = 1
+        self.on_lost()
 
     @staticmethod
     def tick_failed(error: BaseException) -> None:

@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,11 +17,13 @@ import pytest
 
 from supervisor.core.pressure import Change, Thresholds
 from supervisor.linux.cgroup import CgroupMemory
+from supervisor.linux.timing import SAMPLER_NICE
 from supervisor.linux.trees import CgroupTree
+from supervisor.sensing.discoverer import IDLE_MAX_S
 from supervisor.sensing.sampler import Sampler
 from supervisor.settings.config import convert
 from supervisor.settings.specs import thresholds as resolve_thresholds
-from tests.conftest import in_cgroup, python, wait_until
+from tests.conftest import ROOT, in_cgroup, python, wait_until
 from workers.protocol import Level
 
 pytestmark = pytest.mark.timeout(90)
@@ -254,6 +258,90 @@ def test_realtime_puts_only_the_ticker_under_sched_fifo(spawn_tree, make_sampler
                what="the ticker under SCHED_FIFO")
     assert os.sched_getscheduler(discoverer.native_id) == os.SCHED_OTHER
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread: untouched
+
+
+def test_the_ticker_alone_runs_at_a_raised_priority(spawn_tree, make_sampler):
+    if os.geteuid() != 0:
+        pytest.skip("a negative nice value needs root (CAP_SYS_NICE)")
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    s, _ = make_sampler()
+    p = spawn_tree(mb=1)
+    s.watch("w", p.pid)
+    wait_until(lambda: s.view("w").rss > 0, what="a first sample")
+    ticker, discoverer = s._threads
+
+    def nice(tid: int) -> int:  # field 19 of the thread's stat
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+
+    assert nice(ticker.native_id) == SAMPLER_NICE
+    assert nice(discoverer.native_id) == before
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_a_refused_priority_leaves_the_thread_as_it_was_and_says_so():
+    # As an unprivileged user (nobody, RLIMIT_NICE 0): the nice value may not be lowered.
+    code = ("import logging, os, threading\n"
+            "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+            "from supervisor.linux.timing import raise_priority\n"
+            "print(raise_priority(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))")
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                   sys.executable, "-c", code]
+    else:
+        command = [sys.executable, "-c", code]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", str(os.getpriority(os.PRIO_PROCESS, 0))]
+    assert "sampler thread stays at the normal nice value (nice -10 refused" in r.stderr
+
+
+class HostLastPid:
+    """The host's last pid as this test says it: other processes on the host fork at will,
+    and each fork brings the discoverer's interval back."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+    def read(self) -> int:
+        return self.value
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_idle_discoverer_backs_off_and_a_new_process_still_joins(make_sampler, tmp_path):
+    s, _ = make_sampler()
+    discoverer = s._discoverer
+    last_pid = HostLastPid()
+    discoverer._last_pid = last_pid
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    # A shell that forks nothing until told (`read` is a builtin), then starts a child.
+    p = subprocess.Popen(["sh", "-c", f"read x < {go}; sleep 600 & wait"],
+                         start_new_session=True)
+    try:
+        s.watch("w", p.pid)
+        wait_until(lambda: discoverer.pause_s == IDLE_MAX_S, what="discovery backing off")
+        with open(go, "w") as f:
+            f.write("go\n")
+        child = wait_until(lambda: children_of(p.pid), what="the child")
+        last_pid.value += 1  # what the kernel's counter does at a fork
+        wait_until(lambda: child[0] in s.view("w").pids, what="the child joining the tree")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of `pid`, from /proc."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
 
 
 # -- cgroup mode: the discoverer reads a cgroup's list and memory.stat only when needed ---

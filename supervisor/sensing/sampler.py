@@ -285,10 +285,11 @@ class Sampler:
             rss=probe.rss,
             slope=probe.slope,
             pids=tuple(pid for pid, _ in members),
-            # Members gone at that reading, or since dropped by the ticker, are left out.
+            # Members gone at that reading, or since dropped by the ticker, are left out;
+            # so is one that held no page (a zombie not yet reaped: statm reads all zeros).
             sizes=tuple((member[0], member[1], pages * page,
                          rollups.pss(member) if rollups is not None else None)
-                        for member, pages in probe.sizes if pages >= 0 and member in current),
+                        for member, pages in probe.sizes if pages > 0 and member in current),
             startup=probe.startup,
         )
 

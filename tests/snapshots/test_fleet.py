@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from snapshots import fleet, html, synthetic, text
-from snapshots.analysis import Options, _shares, analyze
+from snapshots.analysis import Options, analyze
 from snapshots.reader import UnsupportedVersion
 from snapshots.report import Report
 from tests.snapshots.fleet_files import PODS, T0, _samples
@@ -80,14 +80,7 @@ def test_sources_shared_over_three_processes_give_the_same_report(tmp_path) -> N
         w.generations[0].windows for w in three.workers]
 
 
-def test_sources_are_shared_out_by_size() -> None:
-    assert _shares([10] * 8, 2) == [[0, 2, 4, 6], [1, 3, 5, 7]]
-    assert _shares([50, 10, 10, 10, 10, 10], 2) == [[0], [1, 2, 3, 4, 5]]
-    assert _shares([0, 0, 0], 3) == [[0], [1], [2]]  # sizes unknown: a source each
-    assert _shares([30, 20, 20, 10], 3) == [[2], [0], [1, 3]]  # the lightest share first
-
-
-def test_an_error_in_any_share_is_raised_first_in_source_order(tmp_path) -> None:
+def test_an_error_in_any_process_is_raised_first_in_source_order(tmp_path) -> None:
     """A later header of a major version this reader does not know stops the analysis, as
     it does on one core: the first such source in order is named, whichever process read
     it."""

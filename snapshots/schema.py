@@ -19,7 +19,7 @@ import msgspec
 from workers.protocol import LevelName
 
 #: "major.minor"; readers refuse an unknown major and accept any minor.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 FORMAT_MAJOR = 1
 
 
@@ -52,6 +52,9 @@ class Header(Record, tag="header", omit_defaults=False):
     file_index: int = 0
     #: 1.1: how `sample.memory` is measured: "cgroup", "pss" or "rss" (1.0: the RSS sum).
     measure: str = "rss"
+    #: 1.2: the workload the pod belongs to (`WORKLOAD_NAME`, from one of the pod's labels by
+    #: the downward API): the fleet view groups by it instead of guessing from the pod name.
+    workload: str | None = None
 
 
 class Sample(Record, tag="sample"):

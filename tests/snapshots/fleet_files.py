@@ -28,14 +28,15 @@ def _samples(worker: str, g: int, t0: float, values: list[float], rng: random.Ra
     return out
 
 
-def pod(directory: pathlib.Path, name: str, kind: str, seed: int, seconds: int = 1200
-        ) -> None:
+def pod(directory: pathlib.Path, name: str, kind: str, seed: int, seconds: int = 1200,
+        workload: str | None = None) -> None:
     """One pod's record: `kind` flat (a steady working set), plateau (warms up, then holds)
-    or leak (about 2 MB/s, replaced at HIGH again and again)."""
+    or leak (about 2 MB/s, replaced at HIGH again and again); `workload` in its header when
+    given (1.2)."""
     rng = random.Random(seed)
     records: list[Record] = [synthetic.header(
         f"node-{seed % 3}", t0=T0, limit=1024 * 2**20, pod=name, namespace="shop",
-        container="app", measure="cgroup",
+        container="app", measure="cgroup", workload=workload,
         thresholds={"medium": 150 * MB, "high": HIGH, "critical": 400 * MB},
         config={"command": ["python", f"{name.split('-')[0]}.py"], "cooldown": 5.0})]
     base = (80 + 10 * rng.random()) * MB

@@ -15,6 +15,7 @@ from snapshots import fleet, html, synthetic, text
 from snapshots.analysis import Options, analyze
 from snapshots.reader import UnsupportedVersion
 from snapshots.report import Report
+from tests.snapshots import fleet_files
 from tests.snapshots.fleet_files import PODS, T0, _samples
 from tests.snapshots.fleet_files import fleet as write_fleet
 
@@ -58,6 +59,27 @@ def test_twelve_pods_of_three_workloads_give_three_rows(tmp_path: pathlib.Path) 
     for w in rows.values():
         assert w.summary in out and escape(w.summary) in page
         assert w.recommendation.workers[0].high.text in out
+
+
+def test_a_recorded_workload_groups_pods_whatever_their_names(tmp_path) -> None:
+    """Headers naming their workload group by it, even where the pod names would say another
+    owner (a bare pod, a StatefulSet's ordinal); pods without it are still told by name."""
+    data = tmp_path / "pods"
+    data.mkdir()
+    for seed, name in enumerate(("search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n")):
+        fleet_files.pod(data, name, "flat", seed, seconds=600, workload="indexer")
+    for seed, name in enumerate(("indexer-5c8d7f9b4-q7r9s", "indexer-5c8d7f9b4-t2v4w"), 3):
+        fleet_files.pod(data, name, "flat", seed, seconds=600)
+    recorded = [str(data / f"memwarden-{name}-0000.jsonl") for name in (
+        "search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n")]
+    [row] = analyze(recorded).report.workloads
+    assert (row.workload, row.by, row.replicas) == ("shop/indexer / worker", "recorded", 3)
+    # in a rollout, pods of older memwardens join the workload they are told to be
+    [row] = analyze([str(data)]).report.workloads
+    assert (row.workload, row.by, row.replicas) == ("shop/indexer / worker", "pod_owner", 5)
+    assert sorted(row.members) == sorted(f"shop/{name}/app / worker" for name in (
+        "search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n", "indexer-5c8d7f9b4-q7r9s",
+        "indexer-5c8d7f9b4-t2v4w"))
 
 
 def test_sources_read_in_parallel_give_the_same_report(tmp_path: pathlib.Path) -> None:

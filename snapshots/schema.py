@@ -118,6 +118,21 @@ class EventType(enum.StrEnum):
     NOT_READY = "not_ready"
 
 
+class SpawnCause(enum.StrEnum):
+    """Why a generation was started: `data.cause` of its `start` or `spawn` event (1.2), so
+    that a reader need not read it from the reason's text."""
+
+    START = "start"  # the worker's first generation
+    RESTART = "restart"  # after its generation exited, or failed to start
+    PRESSURE = "pressure"  # a replacement for a generation at HIGH or CRITICAL
+    REQUEST = "request"  # a replacement asked for with `memwarden replace`
+
+    @property
+    def replaces(self) -> bool:
+        """Started to replace a generation (a `spawn` event), not to run one (`start`)."""
+        return self in (SpawnCause.PRESSURE, SpawnCause.REQUEST)
+
+
 class Event(Record, tag="event"):
     """Something the supervisor did or saw. Fields beyond `type` are set when they apply."""
 
@@ -181,4 +196,5 @@ __all__ = [
     "Header",
     "Record",
     "Sample",
+    "SpawnCause",
 ]

@@ -8,17 +8,17 @@ then gathers them, with the workloads of a fleet (`fleet.py`).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from snapshots import fleet, reader, recommend
 from snapshots.observed import observed
 from snapshots.plausible import time_ok
+from snapshots.pulled import pulled
 from snapshots.report import (
     VERDICTS,
     ReadSummary,
@@ -103,54 +103,20 @@ def _parts(srcs: list[reader.Source], options: Options) -> list[_Part]:
     """Analyse every source across `options.jobs` processes (default: the cores this
     process may run on, for sets of `_PARALLEL_BYTES` or more); in source order.
 
-    The sources are shared out by size (`_shares`), a share per process: this process
-    analyses one itself and forks a process for each other, so that only the others'
-    results are pickled back and no process sits idle waiting. An error raised analysing
-    a source is raised once all are done, the first in source order.
+    The processes, this one among them, pull the sources from one queue, the biggest first
+    (`pulled.py`): a process slowed by other work on the machine takes fewer, instead of
+    holding up the others at the end. An error raised analysing a source is raised once all
+    are done, the first in source order.
     """
     sizes = [sum(_size(f.path) for f in src.files) for src in srcs]
     jobs = min(options.jobs or len(os.sched_getaffinity(0)), len(srcs))
     if jobs <= 1 or (options.jobs is None and sum(sizes) < _PARALLEL_BYTES):
         return [_source(src, options) for src in srcs]
-    mine, *others = _shares(sizes, jobs)
-    # fork: the children inherit the imported modules instead of importing them again.
-    with ProcessPoolExecutor(jobs - 1, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_attempt, [srcs[i] for i in share], options)
-                   for share in others]
-        done = dict(zip(mine, _attempt([srcs[i] for i in mine], options), strict=True))
-        for share, future in zip(others, futures, strict=True):
-            done.update(zip(share, future.result(), strict=True))
-    parts = [done[i] for i in range(len(srcs))]
+    parts = pulled(partial(_source, options=options), srcs, sizes, jobs)
     for p in parts:
         if isinstance(p, Exception):
             raise p
     return parts  # type: ignore[return-value]
-
-
-def _shares(sizes: list[int], jobs: int) -> list[list[int]]:
-    """The sources' indices in `jobs` shares of about equal bytes (the biggest source first,
-    each to the share with the fewest bytes so far, or sources), the share with the fewest
-    bytes first: the analysing process takes it, as it also receives the others' results."""
-    shares: list[list[int]] = [[] for _ in range(jobs)]
-    totals = [0] * jobs
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        least = min(range(jobs), key=lambda k: (totals[k], len(shares[k])))
-        shares[least].append(i)
-        totals[least] += sizes[i]
-    order = sorted(range(jobs), key=totals.__getitem__)
-    return [shares[k] for k in order]
-
-
-def _attempt(srcs: list[reader.Source], options: Options) -> list[_Part | Exception]:
-    """Analyse `srcs` in turn, each source's error in its place (the others are still
-    analysed, and `_parts` raises the first in source order)."""
-    out: list[_Part | Exception] = []
-    for src in srcs:
-        try:
-            out.append(_source(src, options))
-        except Exception as e:
-            out.append(e)
-    return out
 
 
 def _size(path: str) -> int:

@@ -2,9 +2,10 @@
 
 Kubernetes sizes per workload (the VPA's unit), not per pod: the replicas of one Deployment
 share one request and one limit. So the records of several sources are grouped by workload:
-the pod's owner, told from the pod name the downward API gives memwarden (`POD_NAME`:
+the workload the header records (`WORKLOAD_NAME`, a pod label given by the downward API),
+else the pod's owner, told from the pod name the downward API gives memwarden (`POD_NAME`:
 `<deployment>-<pod-template-hash>-<suffix>`, `<daemonset or job>-<suffix>`,
-`<statefulset>-<ordinal>`), with the namespace and the worker's name; without a pod, the
+`<statefulset>-<ordinal>`), with the namespace and the worker's name; without either, the
 worker's name and its command. Per workload: the highest verdict that at least half its
 replicas reach (one odd replica neither hides nor makes a leak), the spread of the leaking
 replicas' rates, and one recommendation from the 90th percentile of the replicas' healthy
@@ -30,6 +31,10 @@ _SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
 _OWNER = (re.compile(rf"^(?P<owner>.+)-{_SAFE}{{6,10}}-{_SAFE}{{5}}$"),  # Deployment
           re.compile(rf"^(?P<owner>.+)-{_SAFE}{{5}}$"),  # DaemonSet, Job, bare ReplicaSet
           re.compile(r"^(?P<owner>.+)-\d+$"))  # StatefulSet
+
+
+#: How a workload was told, the surest first.
+_TOLD = ("recorded", "pod_owner", "worker_command")
 
 
 def owner(pod: str) -> str:
@@ -58,9 +63,12 @@ def command(config: dict[str, Any], worker: str) -> str:
 
 
 def key(summary: SourceSummary, header: Header | None, worker: str) -> tuple[str, str, str]:
-    """(workload, how it was told, worker name) of one worker of one source."""
+    """(workload, how it was told, worker name) of one worker of one source: the workload the
+    header records (1.2) where there is one, as a pod's name may not follow the owner's."""
+    ns = f"{summary.namespace}/" if summary.namespace else ""
+    if header is not None and header.workload:
+        return f"{ns}{header.workload} / {worker}", "recorded", worker
     if summary.pod:
-        ns = f"{summary.namespace}/" if summary.namespace else ""
         return f"{ns}{owner(summary.pod)} / {worker}", "pod_owner", worker
     cmd = command(header.config if header else {}, worker)
     base = worker.rsplit("-", 1)[0] if worker.rsplit("-", 1)[-1].isdigit() else worker
@@ -70,11 +78,16 @@ def key(summary: SourceSummary, header: Header | None, worker: str) -> tuple[str
 def workloads(members: list[tuple[SourceSummary, Header | None, Worker, Observed]],
               margin: float) -> list[Workload]:
     """Group analysed workers by workload; one row each, in name order."""
-    groups: dict[tuple[str, str, str], list[tuple[Header | None, Worker, Observed]]] = {}
+    groups: dict[tuple[str, str], list[tuple[Header | None, Worker, Observed]]] = {}
+    told: dict[tuple[str, str], str] = {}
     for summary, header, w, o in members:
-        groups.setdefault(key(summary, header, w.worker), []).append((header, w, o))
-    return [_workload(name, by, worker, group, margin)
-            for (name, by, worker), group in sorted(groups.items())]
+        name, by, worker = key(summary, header, w.worker)
+        groups.setdefault((name, worker), []).append((header, w, o))
+        # Pods that record their workload and pods that do not (older memwardens in a
+        # rollout) are one workload when they name the same; the row says the weaker telling.
+        told[name, worker] = max(told.get((name, worker), by), by, key=_TOLD.index)
+    return [_workload(name, told[name, worker], worker, group, margin)
+            for (name, worker), group in sorted(groups.items())]
 
 
 def _workload(name: str, by: str, worker: str,

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snapshots.report import PooledLeak, Replacement, Verdict
+from snapshots.report import PooledLeak, Verdict
+from snapshots.schema import Event, SpawnCause
 from snapshots.text import duration
 from snapshots.trend import fit
 from snapshots.verdict import LIKELY_R2, Gate
@@ -69,22 +70,32 @@ def rate(generation: int, w: Windows, after: float, lifetime_s: float, replaced:
 
 
 def lifetimes(starts: dict[int, float], ends: dict[int, float],
-              replacements: list[Replacement]) -> dict[int, tuple[float, bool]]:
+              spawns: list[Event]) -> dict[int, tuple[float, bool]]:
     """Per generation, how long it lasted and whether memwarden replaced it for pressure.
 
-    A generation is replaced when the next one was spawned with a reason (a level change, a
-    leak report, the container's pressure); it lasted from its start to that spawn.
+    A generation is replaced for pressure when the next one was spawned for it (a level
+    change, the container's pressure: `spawn` events' `data.cause`); it lasted from its start
+    to that spawn.
     """
     order = sorted(starts)
-    spawned = {r.generation: r for r in replacements}
+    spawned = {e.generation: e for e in spawns}
     out = {}
     for k, g in enumerate(order):
         nxt = spawned.get(order[k + 1]) if k + 1 < len(order) else None
-        if nxt is not None and nxt.reason and "pressure" in nxt.reason:
+        if nxt is not None and for_pressure(nxt):
             out[g] = (nxt.t - starts[g], True)
         else:
             out[g] = (ends[g] - starts[g], False)
     return out
+
+
+def for_pressure(spawn: Event) -> bool:
+    """Whether `spawn` (a `start` or `spawn` event) started a replacement for pressure: its
+    `data.cause` from 1.2; before, its reason names the pressure."""
+    cause = spawn.data.get("cause")
+    if cause is not None:
+        return bool(cause == SpawnCause.PRESSURE)
+    return spawn.reason is not None and "pressure" in spawn.reason
 
 
 def pool(rates: list[GenerationRate], reference: int | None, gate: Gate
@@ -132,5 +143,5 @@ def summary(slope: float, generations: int, spans: list[float]) -> str:
     return text
 
 
-__all__ = ["CONSISTENT", "MIN_POINTS", "STARTUP_PERIODS", "GenerationRate", "lifetimes",
-           "pool", "rate", "startup_end", "summary"]
+__all__ = ["CONSISTENT", "MIN_POINTS", "STARTUP_PERIODS", "GenerationRate", "for_pressure",
+           "lifetimes", "pool", "rate", "startup_end", "summary"]

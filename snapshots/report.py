@@ -318,12 +318,13 @@ class Recommendation(_Out, kw_only=True):
 class Workload(_Out, kw_only=True):
     """One workload over its replicas (several sources: `fleet.py`).
 
-    `workload` is the pod's owner (from the pod name the downward API gives memwarden:
-    `by` = `pod_owner`) and the worker, else the worker's name and command (`by` =
-    `worker_command`). `verdict` is the highest verdict at least half the replicas reach,
-    `verdicts` how many reached each; the rate's spread is over the replicas that leaked
-    (MB/s); `healthy_peak` the `percentile` of the replicas' healthy peaks, from which the
-    one `recommendation` of the workload is derived.
+    `workload` is the workload the header records (`by` = `recorded`) or else the pod's
+    owner (from the pod name the downward API gives memwarden: `by` = `pod_owner`), and the
+    worker; without either, the worker's name and command (`by` = `worker_command`); a
+    workload whose replicas were told in two ways says the weaker. `verdict` is the highest
+    verdict at least half the replicas reach, `verdicts` how many reached each; the rate's
+    spread is over the replicas that leaked (MB/s); `healthy_peak` the `percentile` of the
+    replicas' healthy peaks, from which the one `recommendation` of the workload is derived.
     """
 
     workload: str

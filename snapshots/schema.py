@@ -19,7 +19,7 @@ import msgspec
 from workers.protocol import LevelName
 
 #: "major.minor"; readers refuse an unknown major and accept any minor.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 FORMAT_MAJOR = 1
 
 
@@ -52,6 +52,9 @@ class Header(Record, tag="header", omit_defaults=False):
     file_index: int = 0
     #: 1.1: how `sample.memory` is measured: "cgroup", "pss" or "rss" (1.0: the RSS sum).
     measure: str = "rss"
+    #: 1.2: the workload the pod belongs to (`WORKLOAD_NAME`, from one of the pod's labels by
+    #: the downward API): the fleet view groups by it instead of guessing from the pod name.
+    workload: str | None = None
 
 
 class Sample(Record, tag="sample"):
@@ -113,6 +116,21 @@ class EventType(enum.StrEnum):
     LIMITS = "limits"
     DRY_RUN = "dry_run"
     NOT_READY = "not_ready"
+
+
+class SpawnCause(enum.StrEnum):
+    """Why a generation was started: `data.cause` of its `start` or `spawn` event (1.2), so
+    that a reader need not read it from the reason's text."""
+
+    START = "start"  # the worker's first generation
+    RESTART = "restart"  # after its generation exited, or failed to start
+    PRESSURE = "pressure"  # a replacement for a generation at HIGH or CRITICAL
+    REQUEST = "request"  # a replacement asked for with `memwarden replace`
+
+    @property
+    def replaces(self) -> bool:
+        """Started to replace a generation (a `spawn` event), not to run one (`start`)."""
+        return self in (SpawnCause.PRESSURE, SpawnCause.REQUEST)
 
 
 class Event(Record, tag="event"):
@@ -178,4 +196,5 @@ __all__ = [
     "Header",
     "Record",
     "Sample",
+    "SpawnCause",
 ]

@@ -24,7 +24,6 @@ from snapshots.report import (
     LevelTime,
     PooledLeak,
     Projection,
-    Replacement,
     Segment,
     Targets,
     Verdict,
@@ -126,7 +125,7 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
                 if g.generation in measured
                 else lifecycle.after(g.data, ready.get(g.generation, g.start)) for g in gens}
     replaced = lifecycle.replacements(data, [g.data for g in gens], at_ready)
-    leak, rates = _pooled(data, gens, ready, replaced, reference, options)
+    leak, rates = _pooled(data, gens, ready, reference, options)
     verdict, reasons = _verdict(data, gens, main, leak)
     ending = lifecycle.ending(data, source_events or [])
     targets_map = {k: v for k, v in (("high", thresholds.get("high")),
@@ -160,7 +159,7 @@ def analyze_worker(data: WorkerData, thresholds: dict[str, int], limit: int | No
 
 
 def _pooled(data: WorkerData, gens: list[GenerationResult], ready: dict[int, float],
-            replaced: list[Replacement], reference: int | None, options: Options
+            reference: int | None, options: Options
             ) -> tuple[PooledLeak | None, dict[int, pooled.GenerationRate]]:
     """The leak every generation shows together (`pooled.py`), and each generation's rate
     after start-up (absent when too short, and for a single generation: there is nothing to
@@ -168,7 +167,8 @@ def _pooled(data: WorkerData, gens: list[GenerationResult], ready: dict[int, flo
     if len(gens) < 2:
         return None, {}
     lasted = pooled.lifetimes({g.generation: g.start for g in gens},
-                              {g.generation: g.end for g in gens}, replaced)
+                              {g.generation: g.end for g in gens},
+                              [e for e in data.events if e.type in ("spawn", "start")])
     rates = {g.generation: r for g in gens
              if (r := pooled.rate(g.generation, g.windows, pooled.startup_end(
                  ready.get(g.generation, g.start), data.period_s), *lasted[g.generation]))

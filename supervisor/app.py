@@ -162,7 +162,8 @@ def header(arbiter: Arbiter) -> Header:
     return Header(
         t=time.time(), host=socket.gethostname(), pod=os.environ.get("POD_NAME")
         or os.environ.get("HOSTNAME"), namespace=os.environ.get("POD_NAMESPACE"),
-        container=os.environ.get("CONTAINER_NAME"), supervisor_pid=os.getpid(),
+        container=os.environ.get("CONTAINER_NAME"),
+        workload=os.environ.get("WORKLOAD_NAME") or None, supervisor_pid=os.getpid(),
         started=time.time(), limit=arbiter.limit, interval_s=float(cfg.interval),
         sample_period_s=float(cfg.sample_period),
         thresholds={name: int(value) for name, value in zip(("medium", "high", "critical"),

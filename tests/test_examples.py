@@ -103,8 +103,10 @@ def test_the_kubernetes_manifest_matches_the_code() -> None:
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["CONTAINER_NAME"]["value"] == container["name"]
+    label = env["WORKLOAD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert label == "metadata.labels['app']" and pod["metadata"]["labels"]["app"]
     source = (ROOT / "supervisor" / "app.py").read_text()
-    for name in ("POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"):
+    for name in ("POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME", "WORKLOAD_NAME"):
         assert f'os.environ.get("{name}")' in source
     cfg = _memwarden_env({k: e["value"] for k, e in env.items() if "value" in e})
     assert cfg.snapshots == "-"

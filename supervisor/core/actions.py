@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from snapshots.schema import EventType, SpawnCause
 from supervisor.core.pressure import Change, explain
 from supervisor.core.units import format_duration
 from workers.protocol import Level
@@ -30,17 +31,20 @@ class Notify:
 
 @dataclass(frozen=True, slots=True)
 class Spawn:
-    """Start `generation` of `worker` with `profile` ("normal", "high" or "critical").
-
-    `kind` is the event type that records it: `start` for a first start or a restart after
-    an exit, `spawn` for a replacement started beside (or after) a generation under pressure.
-    """
+    """Start `generation` of `worker` with `profile` ("normal", "high" or "critical"), for
+    `cause`, which `reason` says in words."""
 
     worker: str
     generation: int
     profile: str
     reason: str
-    kind: str
+    cause: SpawnCause
+
+    @property
+    def kind(self) -> str:
+        """The event type that records it: `start` for a first start or a restart, `spawn`
+        for a replacement started beside (or after) the generation it replaces."""
+        return EventType.SPAWN if self.cause.replaces else EventType.START
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,8 @@ def describe(a: Action) -> Record:
     if isinstance(a, Spawn):
         return Record(a.worker, a.generation, DRY_RUN,
                       f"would spawn generation {a.generation} of {a.worker!r} with profile "
-                      f"{a.profile}: {a.reason}", {"action": "spawn", "profile": a.profile})
+                      f"{a.profile}: {a.reason}", {"action": "spawn", "profile": a.profile,
+                                                   "cause": a.cause.value})
     if isinstance(a, Retire):
         return Record(a.worker, a.generation, DRY_RUN,
                       f"would retire {who(a.worker, a.generation)} (grace "

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from snapshots.schema import EventType
+from snapshots.schema import EventType, SpawnCause
 from supervisor.core.actions import Action, Exit, Finish, Record, Retire, Spawn, who
 from supervisor.core.pressure import Change
 from supervisor.core.restarts import Restart, RestartTracker
@@ -135,7 +135,7 @@ class Plan:
     profile: str
     trigger: Level
     reason: str
-    kind: str
+    cause: SpawnCause
     due: float | None = None
 
 
@@ -196,7 +196,7 @@ class Lifecycle:
         """Start the first generation of every worker."""
         acts: list[Action] = []
         for w in self._workers.values():
-            acts += self._spawn(now, w, Plan("normal", Level.LOW, "start", EventType.START))
+            acts += self._spawn(now, w, Plan("normal", Level.LOW, "start", SpawnCause.START))
         return acts
 
     def spawn_failed(self, now: float, worker: str, generation: int, *, status: int,
@@ -386,7 +386,7 @@ class Lifecycle:
         reason = plan.reason if after is None else f"{plan.reason}; generation {after} has exited"
         w.plan = None
         w.holding = False
-        spawn = Spawn(w.name, number, plan.profile, reason, plan.kind)
+        spawn = Spawn(w.name, number, plan.profile, reason, plan.cause)
         current = w.get(w.current)
         beside = current is not None and current.live
         if beside and self.settings.dry_run:
@@ -395,13 +395,13 @@ class Lifecycle:
             return [spawn]
         w.last_number = number
         w.generations[number] = Generation(w.name, number, plan.profile, now,
-                                           replacement=plan.kind == EventType.SPAWN,
+                                           replacement=plan.cause.replaces,
                                            trigger=plan.trigger)
         if beside:
             w.pending = number
         else:
             w.current = number
-        if plan.kind == EventType.SPAWN:  # a first start or a restart holds nothing back
+        if plan.cause.replaces:  # a first start or a restart holds nothing back
             w.cooldown_from = now
         return [spawn]
 
@@ -429,7 +429,7 @@ class Lifecycle:
             # Nothing of the worker is alive: try again once the cooldown has passed.
             w.plan = Plan(g.profile, g.trigger, f"{w.name!r} has no live generation after the "
                            f"failed start of generation {g.number}; starting another",
-                           EventType.START, due=now + self.settings.cooldown_s)
+                           SpawnCause.RESTART, due=now + self.settings.cooldown_s)
         return acts
 
     def _crashed(self, now: float, w: WorkerState, g: Generation, exit: Exit) -> list[Action]:
@@ -447,7 +447,7 @@ class Lifecycle:
             return [Record(w.name, w.pending, EventType.RESTART,
                            f"{what}; replacement generation {w.pending} (starting) takes "
                            f"over ({budget})", {"attempt": decision.attempt, "delay_s": 0.0})]
-        w.plan = Plan(g.profile, Level.LOW, f"restart after {what}", EventType.START,
+        w.plan = Plan(g.profile, Level.LOW, f"restart after {what}", SpawnCause.RESTART,
                        due=now + decision.delay_s)
         return [Record(w.name, w.last_number + 1, EventType.RESTART,
                        f"{what}; restarting in {format_duration(decision.delay_s)} ({budget})",

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from snapshots.schema import EventType
+from snapshots.schema import EventType, SpawnCause
 from supervisor.core.actions import Action, Finish, Notify, Record, Retire, Spawn, describe, who
 from supervisor.core.lifecycle import (
     READY,
@@ -162,7 +162,7 @@ class Policy(Lifecycle):
         if g is None or g.state is not READY:
             raise Refused(f"worker {worker!r} has no ready generation to replace yet")
         return self._emit(self._spawn(now, w, Plan(g.profile, Level.LOW, reason,
-                                                     EventType.SPAWN)))
+                                                     SpawnCause.REQUEST)))
 
     def tick(self, now: float, *, headroom: int | None = None,
              container: Level = Level.LOW) -> list[Action]:
@@ -219,10 +219,12 @@ class Policy(Lifecycle):
         profile = _escalate(g.profile, _PROFILE_FOR[change.level])
         acts = self._backoff(now, w, g, change)
         if critical and headroom is not None and expected is not None and headroom < expected:
-            plan = Plan(profile, change.level, f"{cause}; break before make", EventType.SPAWN)
+            plan = Plan(profile, change.level, f"{cause}; break before make",
+                        SpawnCause.PRESSURE)
             return acts + self._break_first(now, w, g, change, cause, headroom, expected, plan)
         plan = Plan(profile, change.level, f"{cause}; make before break: generation "
-                     f"{g.number} is retired once its replacement is ready", EventType.SPAWN)
+                     f"{g.number} is retired once its replacement is ready",
+                     SpawnCause.PRESSURE)
         return acts + self._spawn(now, w, plan)
 
     def _held(self, now: float, w: WorkerState, *, critical: bool,
@@ -291,7 +293,7 @@ class Policy(Lifecycle):
             # Nothing will exit, so nothing may wait for that exit.
             spawn = [] if plan is None else [Spawn(w.name, w.last_number + 1, plan.profile,
                                                    f"{plan.reason}, once generation "
-                                                   f"{g.number} has exited", plan.kind)]
+                                                   f"{g.number} has exited", plan.cause)]
             return [note, Retire(w.name, g.number, grace, why), *spawn]
         w.plan = plan
         return [note, self._retire(w, g, critical=True, reason=why)]

@@ -372,7 +372,7 @@ class Arbiter:
                            thresholds=spec.thresholds)
         self.events.emit(action.kind, f"started {_argv(spec.argv)} ({action.reason}, profile "
                          f"{action.profile})", **_ids(h), profile=action.profile,
-                         reason=action.reason)
+                         reason=action.reason, data={"cause": action.cause.value})
         assert self._tg is not None
         self._tg.start_soon(self._channel_loop, h)
         self._tg.start_soon(self._ready_timer, h)

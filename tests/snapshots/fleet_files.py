@@ -28,14 +28,15 @@ def _samples(worker: str, g: int, t0: float, values: list[float], rng: random.Ra
     return out
 
 
-def pod(directory: pathlib.Path, name: str, kind: str, seed: int, seconds: int = 1200
-        ) -> None:
+def pod(directory: pathlib.Path, name: str, kind: str, seed: int, seconds: int = 1200,
+        workload: str | None = None, causes: bool = False) -> None:
     """One pod's record: `kind` flat (a steady working set), plateau (warms up, then holds)
-    or leak (about 2 MB/s, replaced at HIGH again and again)."""
+    or leak (about 2 MB/s, replaced at HIGH again and again); `workload` in its header when
+    given (1.2); with `causes`, spawns say why in `data.cause` (1.2), not in their reason."""
     rng = random.Random(seed)
     records: list[Record] = [synthetic.header(
         f"node-{seed % 3}", t0=T0, limit=1024 * 2**20, pod=name, namespace="shop",
-        container="app", measure="cgroup",
+        container="app", measure="cgroup", workload=workload,
         thresholds={"medium": 150 * MB, "high": HIGH, "critical": 400 * MB},
         config={"command": ["python", f"{name.split('-')[0]}.py"], "cooldown": 5.0})]
     base = (80 + 10 * rng.random()) * MB
@@ -54,8 +55,10 @@ def pod(directory: pathlib.Path, name: str, kind: str, seed: int, seconds: int =
             records += _samples("worker", g, t, values, rng)
             records.append(Event(t=t, type="start" if g == 1 else "spawn", worker="worker",
                                  generation=g, pid=100 + g, profile="normal",
-                                 reason=None if g == 1 else
-                                 f"generation {g - 1} of 'worker' at high pressure"))
+                                 reason=None if g == 1 or causes else
+                                 f"generation {g - 1} of 'worker' at high pressure",
+                                 data={"cause": "start" if g == 1 else "pressure"}
+                                 if causes else {}))
             records.append(Event(t=t + 1, type="ready", worker="worker", generation=g))
             end = t + lasted
             records.append(Event(t=end - 1, type="level", worker="worker", generation=g,

@@ -12,9 +12,10 @@ import msgspec
 import pytest
 
 from snapshots import fleet, html, synthetic, text
-from snapshots.analysis import Options, _shares, analyze
+from snapshots.analysis import Options, analyze
 from snapshots.reader import UnsupportedVersion
 from snapshots.report import Report
+from tests.snapshots import fleet_files
 from tests.snapshots.fleet_files import PODS, T0, _samples
 from tests.snapshots.fleet_files import fleet as write_fleet
 
@@ -60,6 +61,27 @@ def test_twelve_pods_of_three_workloads_give_three_rows(tmp_path: pathlib.Path) 
         assert w.recommendation.workers[0].high.text in out
 
 
+def test_a_recorded_workload_groups_pods_whatever_their_names(tmp_path) -> None:
+    """Headers naming their workload group by it, even where the pod names would say another
+    owner (a bare pod, a StatefulSet's ordinal); pods without it are still told by name."""
+    data = tmp_path / "pods"
+    data.mkdir()
+    for seed, name in enumerate(("search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n")):
+        fleet_files.pod(data, name, "flat", seed, seconds=600, workload="indexer")
+    for seed, name in enumerate(("indexer-5c8d7f9b4-q7r9s", "indexer-5c8d7f9b4-t2v4w"), 3):
+        fleet_files.pod(data, name, "flat", seed, seconds=600)
+    recorded = [str(data / f"memwarden-{name}-0000.jsonl") for name in (
+        "search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n")]
+    [row] = analyze(recorded).report.workloads
+    assert (row.workload, row.by, row.replicas) == ("shop/indexer / worker", "recorded", 3)
+    # in a rollout, pods of older memwardens join the workload they are told to be
+    [row] = analyze([str(data)]).report.workloads
+    assert (row.workload, row.by, row.replicas) == ("shop/indexer / worker", "pod_owner", 5)
+    assert sorted(row.members) == sorted(f"shop/{name}/app / worker" for name in (
+        "search-0", "search-canary", "indexer-5c8d7f9b4-k2m4n", "indexer-5c8d7f9b4-q7r9s",
+        "indexer-5c8d7f9b4-t2v4w"))
+
+
 def test_sources_read_in_parallel_give_the_same_report(tmp_path: pathlib.Path) -> None:
     data = write_fleet(tmp_path / "pods")
     one = analyze([str(data)], Options(jobs=1)).report
@@ -80,14 +102,7 @@ def test_sources_shared_over_three_processes_give_the_same_report(tmp_path) -> N
         w.generations[0].windows for w in three.workers]
 
 
-def test_sources_are_shared_out_by_size() -> None:
-    assert _shares([10] * 8, 2) == [[0, 2, 4, 6], [1, 3, 5, 7]]
-    assert _shares([50, 10, 10, 10, 10, 10], 2) == [[0], [1, 2, 3, 4, 5]]
-    assert _shares([0, 0, 0], 3) == [[0], [1], [2]]  # sizes unknown: a source each
-    assert _shares([30, 20, 20, 10], 3) == [[2], [0], [1, 3]]  # the lightest share first
-
-
-def test_an_error_in_any_share_is_raised_first_in_source_order(tmp_path) -> None:
+def test_an_error_in_any_process_is_raised_first_in_source_order(tmp_path) -> None:
     """A later header of a major version this reader does not know stops the analysis, as
     it does on one core: the first such source in order is named, whichever process read
     it."""

@@ -42,7 +42,7 @@ def test_every_record_written_in_order_with_a_header(tmp_path: pathlib.Path) -> 
     (path,) = w.files
     assert os.path.basename(path).startswith(file_prefix("h1"))
     got, stats = _read_all(tmp_path)
-    assert isinstance(got[0], Header) and got[0].version == "1.1" and got[0].host == "h1"
+    assert isinstance(got[0], Header) and got[0].version == "1.2" and got[0].host == "h1"
     assert [r.rss for r in got[1:]] == [r.rss for r in records]  # type: ignore[attr-defined]
     assert stats.corrupt == stats.truncated == 0
 

@@ -203,6 +203,26 @@ def test_high_spawns_then_retires_only_after_ready() -> None:
     assert policy.role("worker", 2) == "current"
 
 
+def test_each_spawn_says_why_it_starts() -> None:
+    """A first start, a restart, a replacement for pressure and one asked for: the cause the
+    spawn record carries (`data.cause`), and the event type each is recorded as."""
+    crash = Exit(3, ok=False, description="exited with status 3")
+    policy = Policy(SETTINGS, [WorkerSettings("worker", restart="on-failure")])
+    spawns = [a for a in policy.start(0.0) if isinstance(a, Spawn)]
+    policy.ready(0.5, "worker", 1, 100 * MB)
+    policy.exited(1.0, "worker", 1, crash)
+    spawns += [a for a in policy.tick(60.0) if isinstance(a, Spawn)]
+    policy.ready(61.0, "worker", 2, 100 * MB)
+    spawns += [a for a in policy.level(80.0, "worker", 2, change(HIGH), headroom=None)
+               if isinstance(a, Spawn)]
+    policy.ready(81.0, "worker", 3, 100 * MB)
+    policy.exited(82.0, "worker", 2, BY_US)
+    spawns += [a for a in policy.replace(90.0, "worker", "by hand") if isinstance(a, Spawn)]
+    assert [(a.generation, a.cause, a.kind) for a in spawns] == [
+        (1, "start", "start"), (2, "restart", "start"), (3, "pressure", "spawn"),
+        (4, "request", "spawn")]
+
+
 def test_spawn_and_retire_reasons_name_the_cause_and_the_grace() -> None:
     policy = make(grace=30.0)
     policy.ready(0.1, "worker", 1, 50 * MB)

@@ -128,6 +128,9 @@ def test_high_replaces_make_before_break(memwarden, tmp_path) -> None:
     assert not exits or exits[0]["expected"] is True
     m.signal(signal.SIGTERM)
     m.wait()
+    # why each generation started, for readers that pool a leak's replacements
+    assert events(snaps, "start", generation=1)[0]["data"] == {"cause": "start"}
+    assert events(snaps, "spawn", generation=2)[0]["data"] == {"cause": "pressure"}
 
 
 @pytest.mark.slow

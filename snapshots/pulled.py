@@ -13,6 +13,7 @@ end, in one message.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -35,6 +36,10 @@ def pulled(work: Callable[[T], R], items: list[T], sizes: list[int], jobs: int
     taken: Synchronized[int] = ctx.Value("i", 0)  # type: ignore[assignment]
     children = []
     received = 0
+    # What exists now is inherited by the forked processes: kept out of the collector's
+    # reach, their collections neither walk it nor write its pages (which each process would
+    # then copy for itself).
+    gc.freeze()
     try:
         for _ in range(jobs - 1):
             receive, send = ctx.Pipe(duplex=False)
@@ -58,6 +63,7 @@ def pulled(work: Callable[[T], R], items: list[T], sizes: list[int], jobs: int
             if received < len(children):  # leaving on an error or an interrupt: stop them
                 child.terminate()
             child.join()
+        gc.unfreeze()
     return [done[i] for i in range(len(items))]
 
 

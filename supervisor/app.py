@@ -69,13 +69,16 @@ def assemble(cfg: config.Config) -> Assembly:
                     specs=tuple(specs(cfg, limit)), policy=policy_settings(cfg))
 
 
-def build(assembly: Assembly, events: EventLog, listeners: Listeners | None = None) -> Arbiter:
+def build(assembly: Assembly, events: EventLog, listeners: Listeners | None = None, *,
+          notify: bool = True) -> Arbiter:
     """The arbiter (with its sampler, policy and health), memory measured as asked; raise
-    ConfigError for a `--measure` that is not possible here. Nothing runs yet."""
+    ConfigError for a `--measure` that is not possible here. Nothing runs yet. `notify`
+    False leaves the kernel's notifications unarmed: the ticks alone watch memory
+    (`scripts/bench_reaction.py` measures both ways; no option asks for it)."""
     how = measure.choose(assembly.cfg.measure, assembly.cgroup, assembly.limit)
     return Arbiter(assembly.cfg, events, specs=assembly.specs, policy=assembly.policy,
                    thresholds=assembly.thresholds, limit=assembly.limit,
-                   cgroup=assembly.cgroup, measure=how, listeners=listeners)
+                   cgroup=assembly.cgroup, measure=how, listeners=listeners, notify=notify)
 
 
 def open_listeners(assembly: Assembly) -> Listeners:

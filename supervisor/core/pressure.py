@@ -158,6 +158,11 @@ class _Input:
         self.lo = max(self.down[: cur + 1])
         self.hi = min(self.up[cur + 1 :], default=_INF)
 
+    @property
+    def rising(self) -> bool:
+        """Whether a run towards a higher level is under way, not yet confirmed."""
+        return any(self.runs[self.level + 1 :])
+
     def feed(self, t_ns: int, raw: float) -> bool:
         """Take one sample; return True when this input's level changed."""
         v = raw * self.sign

@@ -34,6 +34,12 @@ A v2 cgroup has no usage thresholds; it offers two inputs:
   file that is not the kernel's (a regular file) no trigger is written; that is said once
   and the ticks alone watch that input.
 
+The kernel checks a cgroup's usage against its v1 thresholds only every 128 pages charged or
+uncharged on a CPU (its event rate limit): the event comes with the allocation that crosses
+the line or up to 127 pages (508 KiB) after it, 10 ms at 50 MB/s (tried here: 2-127 pages
+after the crossing in ten crossings, page by page). A tick often reads the crossing first;
+it then `poke`s, and the wake-up it causes runs the same confirming reads (TICK).
+
 Every descriptor that wakes is in one epoll set, whose descriptor the tick loops wait on
 (`fd`): a ready epoll descriptor is readable, so a loop needs to wait on one descriptor
 only, however many generations are armed. `ready()` reads (clears) what fired and says
@@ -64,8 +70,9 @@ from supervisor.linux.cgroup import read_events
 
 log = logging.getLogger("memwarden.notify")
 
-#: What fired, as the level records and the log name it.
-THRESHOLD, OOM, PRESSURE, LIMIT = "threshold", "oom", "pressure", "limit"
+#: What fired, as the level records and the log name it; TICK: a tick read a figure at a
+#: line before the kernel said so (`Notifier.poke`).
+THRESHOLD, OOM, PRESSURE, LIMIT, TICK = "threshold", "oom", "pressure", "limit", "tick"
 #: The descriptors of a v2 cgroup that are read here and never reported as they are: its
 #: memory.events watch, and the PSI trigger that only wakes the loops.
 _EVENTS, _WAKE = "memory.events", "wake"
@@ -201,6 +208,11 @@ class Notifier:
         self.fd = self._epoll.fileno()
         self._by_fd: dict[int, tuple[Armed, str]] = {}
         self._lock = threading.Lock()
+        # `poke`: the generations whose ticks read a line, and the eventfd that wakes the
+        # loops for them (both the ticker's own: no lock).
+        self._poked: list[Armed] = []
+        self._poke_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._poke_fd, select.EPOLLIN)
         #: Descriptors closed because their cgroup was gone (removed, or reporting an error).
         self.dropped = 0
         #: v2: why PSI triggers cannot be armed (said once; None while they can).
@@ -296,12 +308,26 @@ class Notifier:
         """Close its descriptors (which unregisters v1 eventfds from the cgroup)."""
         self._close(armed)
 
+    def poke(self, armed: Armed) -> None:
+        """A tick read `armed`'s figure at a line that the kernel has not signalled yet (its
+        rate limit: see the module's doc): wake the loops, whose `ready` then reports
+        (armed, TICK), so that the confirming reads run at once, as for the kernel's event.
+        On the ticker's thread."""
+        self._poked.append(armed)
+        os.eventfd_write(self._poke_fd, 1)
+
     def ready(self) -> list[tuple[Armed, str]]:
         """Read (clear) every descriptor that fired; return (armed, kind) for each, leaving
         out (and dropping) the descriptors of a cgroup that is gone. Never blocks."""
         out: list[tuple[Armed, str]] = []
         gone: set[int] = set()  # closed in this call: their numbers may be reused meanwhile
         for fd, events in self._epoll.poll(0) + self._psi.poll(0):
+            if fd == self._poke_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(fd)
+                out.extend((armed, TICK) for armed in dict.fromkeys(self._poked))
+                self._poked.clear()
+                continue
             entry = self._by_fd.get(fd)
             if entry is None or fd in gone:  # forgotten meanwhile: never leave it in a set
                 if fd not in gone:
@@ -363,6 +389,7 @@ class Notifier:
         """Close every descriptor still armed, and the epoll sets."""
         for fd in list(self._by_fd):
             self._forget(fd)
+        os.close(self._poke_fd)
         self._epoll.close()
         self._psi.close()
 
@@ -434,4 +461,4 @@ class Waiter:
 
 
 __all__ = ["LIMIT", "OOM", "PRESSURE", "PSI_STALL_US", "PSI_WINDOW_US", "REARM_STEP",
-           "THRESHOLD", "Armed", "Notifier", "Waiter", "psi_trigger", "usage_lines"]
+           "THRESHOLD", "TICK", "Armed", "Notifier", "Waiter", "psi_trigger", "usage_lines"]

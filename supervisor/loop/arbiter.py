@@ -85,11 +85,13 @@ class Arbiter:
                  policy: PolicySettings, thresholds: Thresholds, limit: int | None,
                  cgroup: CgroupMemory | None, measure: Measure,
                  recorder: Recorder | None = None,
-                 listeners: dict[str, tuple[handoff.Listener, ...]] | None = None) -> None:
+                 listeners: dict[str, tuple[handoff.Listener, ...]] | None = None,
+                 notify: bool = True) -> None:
         """Everything comes resolved from the composition root (`supervisor.app`): the
         workers' specs, the policy's settings, the container's thresholds, the limit and
         memwarden's own cgroup (discovered once), how memory is measured, the sockets
-        bound once and handed to every generation, by worker."""
+        bound once and handed to every generation, by worker. `notify` False leaves the
+        kernel's notifications unarmed (`Sampler`)."""
         self.cfg = cfg
         self.events = events
         self.recorder = recorder
@@ -121,6 +123,7 @@ class Arbiter:
             limit=limit,
             realtime=cfg.realtime,
             measure=measure.how,
+            notify=notify,
         )
         if measure.cgroups is not None:  # where the generations reclaim: their common limit
             self.sampler.arm_shared(measure.cgroups.instance)

@@ -86,6 +86,7 @@ class Sampler:
         realtime: bool = False,
         measure: str = "rss",
         ticker: str | None = None,
+        notify: bool = True,
     ) -> None:
         """Prepare (nothing runs until `start`). Raise ValueError for non-positive intervals,
         ConfigError for a ticker that cannot run (see `ticker.choose_ticker`).
@@ -100,6 +101,8 @@ class Sampler:
         container classifier; `cgroup` supplies its usage, working set and kernel signals.
         `realtime` asks for SCHED_FIFO on the ticker thread (`timing.raise_to_realtime`):
         off by default, as it needs CAP_SYS_NICE and affects the host's scheduling.
+        `notify` False leaves the kernel's notifications unarmed where they would be: the
+        ticks alone watch memory (`scripts/bench_reaction.py` compares the two).
         """
         if interval_s <= 0 or discover_interval_s <= 0 or ring_seconds <= 0:
             raise ValueError("sampler interval, discovery interval and ring length must be > 0")
@@ -115,7 +118,9 @@ class Sampler:
         # The kernel's notifications where generations have memory cgroups of their own;
         # `notifications` says which, or why none (for the start-up log and `status`).
         notifier = None
-        if measure != "cgroup":
+        if not notify:
+            self._notifications = "none: not asked for"
+        elif measure != "cgroup":
             self._notifications = f"none: the {measure} measure has no cgroup per generation"
         elif cgroup is None:
             self._notifications = "none: no memory cgroup"

@@ -22,7 +22,10 @@ Where the kernel's notifications are armed (`notify.Notifier`), both loops wait 
 next deadline on the notifier's descriptor rather than sleeping: a threshold crossed wakes
 them at the allocation, and they run the classifier's confirming run of ticks at once, on
 fresh reads (`notified`, `settled`), as they do when a v2 cgroup's memory.events says it hit
-a limit; the level change then names the notification as its source. OOM kills and
+a limit; the level change then names the notification as its source. The kernel checks v1
+thresholds only every 128 pages charged on a CPU (`notify`'s doc), so a tick often reads the
+crossing first: it then has the same confirming run made at once (`Notifier.poke`), and the
+level change names the tick. OOM kills and
 reclaim-pressure notifications feed the worker's classifier directly.
 """
 
@@ -39,7 +42,7 @@ from dataclasses import replace
 from supervisor.core.pressure import Change, ContainerClassifier
 from supervisor.linux import procfs
 from supervisor.linux.cgroup import CgroupMemory
-from supervisor.linux.notify import LIMIT, OOM, THRESHOLD, Armed, Notifier, Waiter
+from supervisor.linux.notify import LIMIT, OOM, THRESHOLD, TICK, Armed, Notifier, Waiter
 from supervisor.linux.pss import SCALE_ONE, SCALE_SHIFT
 from supervisor.linux.timing import (
     OFFSET_0,
@@ -118,6 +121,7 @@ class Ticker:
         self.notifier = notifier  # the kernel's notifications (None: the ticks alone)
         self.burst = burst  # immediate ticks after a threshold: the classifier's `confirm`
         self.cause = "tick"  # what woke the reading under way (`Change.source`)
+        self.confirming = False  # the immediate ticks of a notification are under way
         #: The workers' common cgroup, armed for reclaim pressure (`Sampler.arm_shared`).
         self.shared: Armed | None = None
         self.shared_ns = -QUIET_NS  # when its last notification came (< 0: listening)
@@ -332,7 +336,7 @@ class Ticker:
             probe = probes.get(armed)
             if probe is None or probe.closed:
                 continue
-            if kind in (THRESHOLD, LIMIT):  # the figure may be at a line: read it now
+            if kind in (THRESHOLD, LIMIT, TICK):  # the figure may be at a line: read it now
                 ticks, self.cause = self.burst, kind
                 continue
             probe.kernel_ns = now
@@ -344,6 +348,7 @@ class Ticker:
             if change is not None:
                 self.report(replace(change, source=kind))
             self.control[PENDING] = 1  # `calm` lowers it again, at drains
+        self.confirming = ticks > 0
         return ticks
 
     @staticmethod
@@ -362,6 +367,7 @@ class Ticker:
     def settled(self) -> None:
         """The immediate ticks of a notification are done: later readings are the ticks'."""
         self.cause = "tick"
+        self.confirming = False
 
     def observe(self, probe: Probe, now: int, memory: int) -> None:
         """A value outside the probe's quiet band: the classifier's slow path.
@@ -371,6 +377,10 @@ class Ticker:
         memory until the next one. A rise out of the band is therefore judged on a fresh
         reading (tens of microseconds, only when the band is left upward), and the ticker
         takes the new offset in at its next tick.
+
+        Where the kernel's notifications are armed, a tick that starts a run towards a
+        higher level has the rest of the run read at once (`Notifier.poke`), as the
+        kernel's event would have, rather than over the next ticks.
         """
         cgroup = probe.cgroup
         if cgroup is not None and memory >= probe.band.hi:
@@ -385,6 +395,8 @@ class Ticker:
         change = probe.classifier.observe_rss(now, memory)
         if change is not None:
             self.report(change)
+        elif probe.armed is not None and not self.confirming and probe.band.rising:
+            self.notifier.poke(probe.armed)  # type: ignore[union-attr]
 
     def container_tick(self, now: int) -> None:
         """The container's working set, read afresh because its usage is near a headroom line.

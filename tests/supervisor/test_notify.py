@@ -34,6 +34,7 @@ from supervisor.linux.notify import (
     PSI_WINDOW_US,
     REARM_STEP,
     THRESHOLD,
+    TICK,
     Notifier,
     Waiter,
     psi_trigger,
@@ -493,17 +494,7 @@ def test_v2_events_wake_the_ticker(tmp_path, ticker) -> None:
     """Ticks 1 s apart, the classifier confirming on 3 readings: a change that names
     memory.events as its source came from the reads its wake-up asked for."""
     cg = fake_v2(tmp_path / "w.1")
-    cgroup = CgroupMemory.at(str(cg), 2)
-    changes: list = []
-    notifier = Notifier(2)
-    t = Ticker(interval_ns=S, on_change=changes.append, cgroup=None, container=None,
-               realtime=False, which=ticker, notifier=notifier, burst=th().confirm)
-    root = StatmReader(os.getpid())
-    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(64), th(), 8, cgroup)
-    probe.armed = notifier.arm(str(cg), th().rss, 0)
-    assert probe.armed is not None
-    t.probes = (probe,)
-    try:
+    with armed_ticker(cg, ticker) as (t, _, changes):
         with running(t):
             (cg / "memory.current").write_text(f"{40 * MB}\n")  # above MEDIUM (30 MB)
             events_file(cg, high=1)
@@ -515,6 +506,24 @@ def test_v2_events_wake_the_ticker(tmp_path, ticker) -> None:
         assert (changes[1].level, changes[1].metric, changes[1].source) == (
             Level.CRITICAL, "oom", OOM)
         assert t.control[NOTIFIED] <= 6  # two writes, each a truncation and a write
+
+
+@contextlib.contextmanager
+def armed_ticker(cg, which: str) -> Iterator[tuple[Ticker, Probe, list]]:
+    """A ticker (`which`, ticks 1 s apart, confirm 3) watching this process as w#1 with the
+    fake v2 cgroup `cg` armed, and the list its level changes go to; closed on the way out."""
+    cgroup = CgroupMemory.at(str(cg), 2)
+    changes: list = []
+    notifier = Notifier(2)
+    t = Ticker(interval_ns=S, on_change=changes.append, cgroup=None, container=None,
+               realtime=False, which=which, notifier=notifier, burst=th().confirm)
+    root = StatmReader(os.getpid())
+    probe = Probe("w#1", ProcTree(os.getpid(), root.start), root, Ring(64), th(), 8, cgroup)
+    probe.armed = notifier.arm(str(cg), th().rss, 0)
+    assert probe.armed is not None
+    t.probes = (probe,)
+    try:
+        yield t, probe, changes
     finally:
         notifier.close()
         root.close()
@@ -636,3 +645,52 @@ def test_v2_notifications_say_what_is_armed(tmp_path) -> None:
         s.stop()
         parent.close()
         generation.close()
+
+
+@pytest.mark.timeout(30)
+def test_notifications_left_unarmed_when_not_asked_for(tmp_path) -> None:
+    """`notify=False` (the reaction benchmark's rows without them): the ticks alone."""
+    parent = CgroupMemory.at(str(fake_v2(tmp_path / "p")), 2)
+    generation = CgroupMemory.at(str(fake_v2(tmp_path / "p" / "w.1")), 2)
+    s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,
+                thresholds=th(), on_change=lambda c: None, measure="cgroup", cgroup=parent,
+                notify=False)
+    try:
+        assert s.notifications == "none: not asked for"
+        s.watch("w#1", os.getpid(), cgroup=generation)
+        view = s.view("w#1")
+        assert view is not None and s._by_key["w#1"].armed is None
+    finally:
+        s.stop()
+        parent.close()
+        generation.close()
+
+
+def test_a_poke_wakes_the_loops_once_and_names_the_tick() -> None:
+    notifier = Notifier()
+    try:
+        armed = notify.Armed("/nonexistent")
+        notifier.poke(armed)
+        notifier.poke(armed)  # twice before the loop woke: one confirming run
+        assert fired(notifier, 0) == [(armed, TICK)]
+        assert not select.select([notifier.fd], [], [], 0)[0]
+        assert notifier.ready() == []
+    finally:
+        notifier.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_tick_at_a_line_has_the_run_confirmed_at_once(tmp_path, ticker) -> None:
+    """Ticks 1 s apart, confirm 3, nothing from the kernel: the tick that reads the figure
+    above MEDIUM starts the run, and the rest of it is read at once rather than on the next
+    two ticks (the kernel's v1 events come up to 127 pages after a crossing)."""
+    cg = fake_v2(tmp_path / "w.1", current=40 * MB)  # above MEDIUM (30 MB) from the start
+    with armed_ticker(cg, ticker) as (t, probe, changes):
+        with running(t):
+            wait_until(lambda: changes, what="the level change")
+        change = changes[0]
+        assert (change.level, change.metric, change.source) == (Level.MEDIUM, "memory", "tick")
+        assert change.t_ns - change.first_ns < S  # one tick's run, not three ticks'
+        assert t.control[NOTIFIED] >= 1
+        samples = probe.ring.window(0, change.t_ns)[1]
+        assert len(samples) >= th().confirm and min(samples[-th().confirm:]) >= 30 * MB

@@ -1,5 +1,4 @@
-"""The discoverer: the sampler's slow thread, at the discovery cadence (100 ms by default;
-up to 1 s apart while nothing changes).
+"""The discoverer: the sampler's slow thread, at the discovery cadence (100 ms by default).
 
 It follows each tree (`trees`: new children, orphans, PID reuse), refreshes the slow
 figures (PSS shares within their CPU budget, each cgroup's inactive file cache and swap,
@@ -47,12 +46,6 @@ OFFSET_STALE_NS = 1_000_000_000
 #: statm modes: each member's size is read again after this long even when neither the
 #: tree nor the ticker's figure for it moved (two members moving in opposite directions).
 SIZES_STALE_NS = 1_000_000_000
-#: While rounds find nothing changed (no process created on the host, none lost, no figure
-#: moved), the wait between them doubles, up to this long; anything changing, a new watch or
-#: a member's death brings the discovery interval back. Each round wakes a Python thread
-#: (100-350 us run cold): at 10 a second that was 0.2 % of a core, 8 % of the whole cost
-#: of supervising one idle worker.
-IDLE_MAX_S = 1.0
 
 
 class Discoverer:
@@ -67,8 +60,7 @@ class Discoverer:
         self.stats = stats
         self.rollups = Rollups() if measure == "pss" else None
         self.stopping = threading.Event()
-        self.wake = threading.Event()  # set by a new watch, a death and stop: discover now
-        self.pause_s = interval_s  # between the start of one round and the next
+        self.wake = threading.Event()  # set by a new watch and by stop: discover now
         self._table = procfs.ProcessTable()
         self._last_pid = procfs.LastPid()
         # (last pid, each probe's readers) at the previous discovery round; see `_follow_proc`.
@@ -78,8 +70,6 @@ class Discoverer:
         self._cgroup_seen: tuple[int | None, tuple[Probe, ...]] = (None, ())
         self._rounds = 0
         self._growth_queued = False  # growth observations queued and not yet run
-        #: Each probe's figure and the container's usage at the previous round.
-        self._figures: tuple[tuple[int, ...], int] = ((), -1)
         #: Each worker's start-up envelope and the longest spawn-to-ready measured on its
         #: generations (seconds), by worker name; this thread alone writes them.
         self.envelopes: dict[str, Envelope] = {}
@@ -98,35 +88,25 @@ class Discoverer:
             started = time.monotonic()
             self.wake.clear()
             try:
-                changed = self._discover()
+                self._discover()
             except Exception:
                 log.exception("process tree discovery failed; retrying next interval")
-                changed = True
             self.stats.discoveries += 1
-            self.pause_s = (self.interval_s if changed
-                            else min(self.pause_s * 2, max(IDLE_MAX_S, self.interval_s)))
-            if self.wake.wait(max(started + self.pause_s - time.monotonic(), 0.0)):
-                self.pause_s = self.interval_s
+            self.wake.wait(max(started + self.interval_s - time.monotonic(), 0.0))
 
     def close(self) -> None:
         self._table.close()
         self._last_pid.close()
 
-    def _discover(self) -> bool:
-        """One round; True when anything changed (see IDLE_MAX_S)."""
+    def _discover(self) -> None:
         probes = self.ticker.probes
         now = time.monotonic_ns()
-        # What the ticker measured moved since the previous round: the growth trends and
-        # the start-up envelopes want their points at the discovery cadence again.
-        figures = (tuple(probe.memory for probe in probes), self.ticker.control[USAGE])
-        changed = figures != self._figures
-        self._figures = figures
         if probes:
             if self.measure == "cgroup":
-                changed = self._follow_cgroups(probes) or changed
+                self._follow_cgroups(probes)
             else:
-                changed = self._follow_proc(probes) or changed
-            changed = self._refresh(probes, now) or changed
+                self._follow_proc(probes)
+            self._refresh(probes, now)
             slopes = [(probe, judged) for probe in probes
                       if (judged := self._growth(probe, now)) is not None]
             # A projection inside its classifier's quiet growth band changes nothing. That
@@ -140,12 +120,10 @@ class Discoverer:
                     if (band := probe.classifier.growth_band))):
                 self._growth_queued = True
                 self.ticker.queue(lambda tick_ns: self._observe_growth(tick_ns, slopes))
-                changed = True
         if self._container_ring is not None and self.ticker.cgroup is not None:
             self._sense_container(now)
-        return changed
 
-    def _follow_proc(self, probes: tuple[Probe, ...]) -> bool:
+    def _follow_proc(self, probes: tuple[Probe, ...]) -> None:
         # Quiet round: no process was created since the previous round (the last pid is
         # unchanged) and no watched process was lost (each probe still has the readers it
         # had then). Then no tree can have gained a member, and none lost one other than
@@ -160,15 +138,14 @@ class Discoverer:
         table = self._table.scan(quiet=quiet)
         seen = (self._table.generation, probes)
         if seen == self._seen:
-            return not quiet  # no process came or went, and the watches are the same
+            return  # no process came or went, and the watches are the same
         self._seen = seen
         children = procfs.children_map({pid: ppid for pid, (ppid, _) in table.items()})
         self._adopt_orphans(probes, table)
         for probe in probes:
             self._follow(probe, probe.tree.members(table, children))
-        return True
 
-    def _follow_cgroups(self, probes: tuple[Probe, ...]) -> bool:
+    def _follow_cgroups(self, probes: tuple[Probe, ...]) -> None:
         # The kernel keeps each generation's list (one small read of cgroup.procs each),
         # but at the discovery rate those reads were a fifth of the discoverer's cost per
         # worker. A cgroup gains a member by a fork, which moves the last pid, or by a
@@ -181,12 +158,9 @@ class Discoverer:
         quiet = (last_pid is not None and (last_pid, probes) == self._cgroup_seen
                  and self._rounds % VERIFY_EVERY != 0)
         self._cgroup_seen = (last_pid, probes)
-        changed = not quiet
         for probe in probes:
             if not (quiet and not probe.lost):
                 self._follow(probe, probe.tree.members())
-                changed = True
-        return changed
 
     def _adopt_orphans(self, probes: tuple[Probe, ...], table: dict[int, tuple[int, int]]) -> None:
         """Give processes re-parented to memwarden that no tree knows to the generation they
@@ -249,7 +223,7 @@ class Discoverer:
 
         ticker.queue(swap)
 
-    def _refresh(self, probes: tuple[Probe, ...], now: int) -> bool:
+    def _refresh(self, probes: tuple[Probe, ...], now: int) -> None:
         """The slow figures: each tree's plain RSS, each cgroup's swap and inactive file cache
         (when its usage moved, or the last reading is old: see OFFSET_STEP), the PSS shares
         (within their CPU budget). What the ticker reads changes on the ticker."""
@@ -297,7 +271,7 @@ class Discoverer:
                 if offset != probe.offset:
                     offsets.append((probe, offset))
         if not offsets and not scales:
-            return False  # nothing changed: the compiled ticker need not take the GIL for it
+            return  # nothing changed: the compiled ticker need not take the GIL for it
 
         def settle(_now: int) -> None:
             # On the ticker, like every change to what it reads.
@@ -310,7 +284,6 @@ class Discoverer:
                     probe.set_readers(readers, new)
 
         self.ticker.queue(settle)
-        return True
 
     def _growth(self, probe: Probe, now: int) -> tuple[float, Projection] | None:
         """Record the probe's newest sample in its envelope and its trend; once a whole

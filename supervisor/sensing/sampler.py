@@ -138,7 +138,6 @@ class Sampler:
         self._discoverer = Discoverer(self._ticking, interval_s=discover_interval_s,
                                       thresholds=thresholds, measure=measure,
                                       ring_seconds=ring_seconds, stats=self.stats)
-        self._ticking.on_lost = self._discoverer.wake.set
         window_s = thresholds.growth_window_ns / 1e9
         self._trend_points = max(int(window_s / discover_interval_s) + 2, 8)
         self._by_key: dict[str, Probe] = {}

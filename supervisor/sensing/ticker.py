@@ -135,8 +135,6 @@ class Ticker:
         self._retired: deque[KeptOpen] = deque()  # closed by `drain`
         self._buf = ReadBuffer(procfs.StatmReader.BYTES)
         self.stopping = threading.Event()
-        #: Called (on the ticker) when a member is found gone: the discoverer's wake-up.
-        self.on_lost: Callable[[], None] = lambda: None
 
     # -- what other threads call -----------------------------------------------------------
 
@@ -432,7 +430,6 @@ class Ticker:
                 scales.append(scale_of.get(reader.fd, SCALE_ONE))
         probe.set_readers(tuple(keep), tuple(scales))
         self.control[PENDING] = 1
-        self.on_lost()
 
     @staticmethod
     def tick_failed(error: BaseException) -> None:

@@ -19,7 +19,6 @@ from supervisor.core.pressure import Change, Thresholds
 from supervisor.linux.cgroup import CgroupMemory
 from supervisor.linux.timing import SAMPLER_NICE
 from supervisor.linux.trees import CgroupTree
-from supervisor.sensing.discoverer import IDLE_MAX_S
 from supervisor.sensing.sampler import Sampler
 from supervisor.settings.config import convert
 from supervisor.settings.specs import thresholds as resolve_thresholds
@@ -298,53 +297,6 @@ def test_a_refused_priority_leaves_the_thread_as_it_was_and_says_so():
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", str(os.getpriority(os.PRIO_PROCESS, 0))]
     assert "sampler thread stays at the normal nice value (nice -10 refused" in r.stderr
-
-
-class HostLastPid:
-    """The host's last pid as this test says it: other processes on the host fork at will,
-    and each fork brings the discoverer's interval back."""
-
-    def __init__(self) -> None:
-        self.value = 1
-
-    def read(self) -> int:
-        return self.value
-
-    def close(self) -> None:
-        pass
-
-
-def test_an_idle_discoverer_backs_off_and_a_new_process_still_joins(make_sampler, tmp_path):
-    s, _ = make_sampler()
-    discoverer = s._discoverer
-    last_pid = HostLastPid()
-    discoverer._last_pid = last_pid
-    go = tmp_path / "go"
-    os.mkfifo(go)
-    # A shell that forks nothing until told (`read` is a builtin), then starts a child.
-    p = subprocess.Popen(["sh", "-c", f"read x < {go}; sleep 600 & wait"],
-                         start_new_session=True)
-    try:
-        s.watch("w", p.pid)
-        wait_until(lambda: discoverer.pause_s == IDLE_MAX_S, what="discovery backing off")
-        with open(go, "w") as f:
-            f.write("go\n")
-        child = wait_until(lambda: children_of(p.pid), what="the child")
-        last_pid.value += 1  # what the kernel's counter does at a fork
-        wait_until(lambda: child[0] in s.view("w").pids, what="the child joining the tree")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=10)
-
-
-def children_of(pid: int) -> list[int]:
-    """The children of `pid`, from /proc."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 # -- cgroup mode: the discoverer reads a cgroup's list and memory.stat only when needed ---

@@ -15,7 +15,7 @@ and 100 workers at 10 ms with the kernel's notifications (cgroup mode), each bes
 reference loop compiled here with the system cc: the same reads (pread of kept-open statm
 files, one per process, parsed) on the same absolute deadlines (clock_nanosleep
 TIMER_ABSTIME), reporting its own CPU clock. The reference runs before and after each case;
-ratios are to the mean of the two. It prints the acceptance table of issue 20: one row per
+ratios are to the mean of the two. It prints the cost table of the performance contract: one row per
 case, mode and ticker with memwarden's CPU, the reference's, their ratio, the target, met or
 missed, and memwarden's RSS.
 
@@ -478,12 +478,12 @@ def tree_command(procs: int) -> list[str]:
     return ["sh", "-c", f"for i in $(seq {procs - 1}); do sleep 100000 & done; wait"]
 
 
-#: The Python tick loop, the fallback where no compiler exists (issue 20, item 4).
+#: The Python tick loop, the fallback where no compiler exists.
 PYTHON_TARGET = 2.5
 
 
 def cases(quick: bool, only: list[str] | None) -> list[Case]:
-    """The acceptance table's cases (issue 20, items 3 and 4; docs/design.md)."""
+    """The cost table's cases (the performance contract in docs/design.md)."""
     tree, many = (5, 10) if quick else (30, 100)
 
     def targets(**compiled: float) -> dict[str, dict[str, float]]:

@@ -104,6 +104,8 @@ class Discoverer:
     def _discover(self) -> None:
         probes = self.ticker.probes
         now = time.monotonic_ns()
+        while self.to_arm:
+            self.arm(self.to_arm.popleft())
         if probes:
             if self.measure == "cgroup":
                 self._follow_cgroups(probes)
@@ -125,9 +127,6 @@ class Discoverer:
                 self.ticker.queue(lambda tick_ns: self._observe_growth(tick_ns, slopes))
         if self._container_ring is not None and self.ticker.cgroup is not None:
             self._sense_container(now)
-        # Last: the new generations' members and figures come first.
-        while self.to_arm:
-            self.arm(self.to_arm.popleft())
 
     def _follow_proc(self, probes: tuple[Probe, ...]) -> None:
         # Quiet round: no process was created since the previous round (the last pid is

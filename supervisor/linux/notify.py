@@ -223,11 +223,7 @@ class Notifier:
         """Arm the cgroup at `path`. v1: its thresholds at `lines` (on the compared figure),
         the OOM notification (unless `oom` is False) and the medium pressure level; v2: its
         memory.events and a PSI trigger. Return None (logged at debug) when the kernel
-        refuses; the ticks alone then watch it.
-
-        Slow with thresholds: the kernel waits out an RCU grace period for each threshold it
-        registers (8-24 ms each on a 2-vCPU VM, measured), so neither the event loop nor
-        the ticker calls it: the discoverer does (`Discoverer.arm`), and with `lines_for`."""
+        refuses; the ticks alone then watch it."""
         armed = Armed(path, offset=offset, oom=oom,
                       lines=tuple(int(x) for x in lines if x is not None))
         try:
@@ -289,26 +285,16 @@ class Notifier:
         return select.EPOLLPRI if self.version == 2 and fd == armed.pressure_fd \
             else select.EPOLLIN
 
-    def lines_for(self, armed: Armed, offset: int) -> int | None:
-        """A fresh eventfd with `armed`'s thresholds registered for `offset`, when the offset
-        moved by more than REARM_STEP since they were armed; None when it did not, for a v2
-        cgroup (no thresholds), or when the kernel refuses (the cgroup is going away: the old
-        lines stay until disarmed). Slow: see `arm`. `swap` puts it in place."""
+    def rearm(self, armed: Armed, offset: int) -> bool:
+        """Re-arm the thresholds for a new offset when it moved by more than REARM_STEP;
+        return whether it did (v1 only: v2 has no thresholds)."""
         if armed.threshold_fd < 0 or abs(offset - armed.offset) <= REARM_STEP:
-            return None
+            return False
         try:
-            return _register(armed.path, "memory.usage_in_bytes",
-                             *usage_lines(armed.lines, offset))
+            fd = _register(armed.path, "memory.usage_in_bytes",
+                           *usage_lines(armed.lines, offset))
         except OSError:
-            return None
-
-    def swap(self, armed: Armed, fd: int, offset: int) -> None:
-        """Put `fd`, from `lines_for(armed, offset)`, in place of `armed`'s thresholds, and
-        close the old ones; on the ticker, which polls them. Of a generation disarmed since,
-        `fd` is closed instead."""
-        if armed.threshold_fd < 0:
-            os.close(fd)
-            return
+            return False  # the cgroup is going away: the old lines stay until disarmed
         old, armed.threshold_fd, armed.offset = armed.threshold_fd, fd, offset
         with self._lock:
             by_fd = {k: v for k, v in self._by_fd.items() if k != old}
@@ -316,6 +302,7 @@ class Notifier:
             self._by_fd = by_fd
         self._epoll.register(fd, select.EPOLLIN)
         self._forget(old)
+        return True
 
     def disarm(self, armed: Armed) -> None:
         """Close its descriptors (which unregisters v1 eventfds from the cgroup)."""

@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 
 from supervisor.core.envelope import LEVEL_RATE, Envelope
 from supervisor.core.identity import GenerationId
@@ -62,8 +61,6 @@ class Discoverer:
         self.rollups = Rollups() if measure == "pss" else None
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by a new watch and by stop: discover now
-        #: Probes whose kernel notifications are to be armed (`arm`), by the watching thread.
-        self.to_arm: deque[Probe] = deque()
         self._table = procfs.ProcessTable()
         self._last_pid = procfs.LastPid()
         # (last pid, each probe's readers) at the previous discovery round; see `_follow_proc`.
@@ -104,8 +101,6 @@ class Discoverer:
     def _discover(self) -> None:
         probes = self.ticker.probes
         now = time.monotonic_ns()
-        while self.to_arm:
-            self.arm(self.to_arm.popleft())
         if probes:
             if self.measure == "cgroup":
                 self._follow_cgroups(probes)
@@ -277,18 +272,11 @@ class Discoverer:
                     offsets.append((probe, offset))
         if not offsets and not scales:
             return  # nothing changed: the compiled ticker need not take the GIL for it
-        # The thresholds follow the offset (see `arm` for why here); swapped in on the ticker.
-        notifier = self.ticker.notifier
-        rearmed = [(armed, fd, offset) for probe, offset in offsets
-                   if notifier is not None and (armed := probe.armed) is not None
-                   and (fd := notifier.lines_for(armed, offset)) is not None]
 
         def settle(_now: int) -> None:
             # On the ticker, like every change to what it reads.
             for probe, offset in offsets:
                 probe.offset = offset
-            for armed, fd, offset in rearmed:
-                notifier.swap(armed, fd, offset)  # type: ignore[union-attr]
             for probe, scale_of in scales:
                 readers = probe.readers
                 new = tuple(scale_of.get((r.pid, r.start), SCALE_ONE) for r in readers)
@@ -296,27 +284,6 @@ class Discoverer:
                     probe.set_readers(readers, new)
 
         self.ticker.queue(settle)
-
-    def arm(self, probe: Probe) -> None:
-        """Arm the kernel's notifications on a new generation's cgroup, and hand them to the
-        ticker. Here, off the event loop and the ticker: the kernel takes an RCU grace
-        period per threshold it registers (8-24 ms each on a 2-vCPU VM), which a
-        replacement's start, or the ticks, would otherwise wait for."""
-        notifier, cgroup = self.ticker.notifier, probe.cgroup
-        if notifier is None or cgroup is None or probe.closed:
-            return
-        armed = notifier.arm(cgroup.path, probe.lines, probe.offset)
-        if armed is None:
-            return
-
-        def take(_now: int) -> None:
-            # On the ticker: a probe retired meanwhile is never armed.
-            if probe.closed:
-                notifier.disarm(armed)
-            else:
-                probe.armed = armed
-
-        self.ticker.queue(take)
 
     def _growth(self, probe: Probe, now: int) -> tuple[float, Projection] | None:
         """Record the probe's newest sample in its envelope and its trend; once a whole

@@ -34,10 +34,10 @@ class Probe:
     """One generation: its tree, its sources, its ring and classifier, its figures."""
 
     __slots__ = ("armed", "band", "born_ns", "cgroup", "classifier", "closed", "generation",
-                 "kernel_ns", "key", "lines", "lost", "members", "offset", "readers", "ring",
-                 "root", "rss", "said_ready", "since_ns", "sized", "sized_ns", "sizes",
-                 "slope", "sources", "startup", "stat_ns", "stat_usage", "tree",
-                 "trend_since", "trend_t", "trend_v", "usage_fd", "worker")
+                 "kernel_ns", "key", "lost", "members", "offset", "readers", "ring", "root",
+                 "rss", "said_ready", "since_ns", "sized", "sized_ns", "sizes", "slope",
+                 "sources", "startup", "stat_ns", "stat_usage", "tree", "trend_since",
+                 "trend_t", "trend_v", "usage_fd", "worker")
 
     def __init__(self, key: str, tree: Tree, root: procfs.StatmReader | None, ring: Ring,
                  th: Thresholds, trend_points: int, cgroup: CgroupMemory | None) -> None:
@@ -63,7 +63,6 @@ class Probe:
         self.stat_usage = 0
         self.ring = ring
         self.classifier = WorkerClassifier(key, th)
-        self.lines = th.rss  # where its kernel thresholds are armed (`Discoverer.arm`)
         # The classifier's memory input, whose band [lo, hi) is where `observe_rss` returns
         # at once; the ticker tests it inline and calls `observe_rss` only outside it. The
         # input object lives as long as the classifier; its band moves in place.

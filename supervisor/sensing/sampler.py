@@ -224,11 +224,11 @@ class Sampler:
         th = thresholds or self.thresholds
         probe = Probe(key, tree, root, Ring(self.capacity), th,
                       self._trend_points, cgroup if self.measure == "cgroup" else None)
-        if self._ticking.notifier is not None and probe.cgroup is not None:
-            # Armed by the discoverer, woken below: arming takes tens of milliseconds that
-            # the replacement would otherwise wait for. An earlier watch of `key` is
-            # disarmed by its retirement, which goes by the armed object, not the key.
-            self._discoverer.to_arm.append(probe)
+        notifier = self._ticking.notifier
+        if notifier is not None and probe.cgroup is not None:
+            # Before the probe is read: an earlier watch of `key` is disarmed by its
+            # retirement, which goes by the armed object, not the key.
+            probe.armed = notifier.arm(probe.cgroup.path, th.rss, 0)
         with self._lock:
             old = self._by_key.get(key)
             by_key = dict(self._by_key)

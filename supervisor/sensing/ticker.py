@@ -283,10 +283,10 @@ class Ticker:
             self.calm(now)
 
     def calm(self, now: int) -> None:
-        """Lower what a kernel notification raised once its cgroup has been quiet for
-        QUIET_NS. Run at each drain; while a notification holds a level or a descriptor is
-        muted, it asks for the next drain itself (an idle worker queues no work that would).
-        (The thresholds follow the offsets on the discoverer: `Discoverer._refresh`.)"""
+        """Follow the offsets with the thresholds, and lower what a kernel notification
+        raised once its cgroup has been quiet for QUIET_NS. Run at each drain; while a
+        notification holds a level or a descriptor is muted, it asks for the next drain
+        itself (an idle worker queues no work that would)."""
         notifier = self.notifier
         assert notifier is not None
         again = False
@@ -300,6 +300,7 @@ class Ticker:
             armed = probe.armed
             if armed is None:
                 continue
+            notifier.rearm(armed, probe.offset)
             if probe.kernel_ns and now - probe.kernel_ns >= QUIET_NS:
                 notifier.unmute(armed)
                 classifier = probe.classifier

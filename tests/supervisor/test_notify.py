@@ -626,14 +626,27 @@ def test_a_real_psi_event_is_said_whose_it_was(memory_cgroup, tmp_path, monkeypa
         notifier.close()
 
 
-@pytest.mark.timeout(30)
-def test_v2_notifications_say_what_is_armed(tmp_path) -> None:
-    """What `status` and the start-up line say on v2, and once a PSI trigger was refused."""
+@contextlib.contextmanager
+def v2_sampler(tmp_path, **options: object) -> Iterator[tuple[Sampler, CgroupMemory]]:
+    """A sampler in cgroup mode over a fake v2 parent, and the cgroup of a generation below
+    it; both closed after."""
     parent = CgroupMemory.at(str(fake_v2(tmp_path / "p")), 2)
     generation = CgroupMemory.at(str(fake_v2(tmp_path / "p" / "w.1")), 2)
     s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,
-                thresholds=th(), on_change=lambda c: None, measure="cgroup", cgroup=parent)
+                thresholds=th(), on_change=lambda c: None, measure="cgroup", cgroup=parent,
+                **options)  # type: ignore[arg-type]
     try:
+        yield s, generation
+    finally:
+        s.stop()
+        parent.close()
+        generation.close()
+
+
+@pytest.mark.timeout(30)
+def test_v2_notifications_say_what_is_armed(tmp_path) -> None:
+    """What `status` and the start-up line say on v2, and once a PSI trigger was refused."""
+    with v2_sampler(tmp_path) as (s, generation):
         assert s.notifications == ("cgroup v2 memory.events by inotify, PSI trigger "
                                    "(some 200ms in 2s)")
         s.watch("w#1", os.getpid(), cgroup=generation)
@@ -641,29 +654,16 @@ def test_v2_notifications_say_what_is_armed(tmp_path) -> None:
             f"cgroup v2 memory.events by inotify; no PSI trigger ({tmp_path}/p/w.1/"
             "memory.pressure: not a kernel pressure file)"), s.notifications
         assert s.notifications.endswith("the ticks alone watch reclaim pressure")
-    finally:
-        s.stop()
-        parent.close()
-        generation.close()
 
 
 @pytest.mark.timeout(30)
 def test_notifications_left_unarmed_when_not_asked_for(tmp_path) -> None:
     """`notify=False` (the reaction benchmark's rows without them): the ticks alone."""
-    parent = CgroupMemory.at(str(fake_v2(tmp_path / "p")), 2)
-    generation = CgroupMemory.at(str(fake_v2(tmp_path / "p" / "w.1")), 2)
-    s = Sampler(interval_s=0.001, discover_interval_s=0.05, ring_seconds=1.0,
-                thresholds=th(), on_change=lambda c: None, measure="cgroup", cgroup=parent,
-                notify=False)
-    try:
+    with v2_sampler(tmp_path, notify=False) as (s, generation):
         assert s.notifications == "none: not asked for"
         s.watch("w#1", os.getpid(), cgroup=generation)
         view = s.view("w#1")
         assert view is not None and s._by_key["w#1"].armed is None
-    finally:
-        s.stop()
-        parent.close()
-        generation.close()
 
 
 def test_a_poke_wakes_the_loops_once_and_names_the_tick() -> None:
